@@ -1,0 +1,454 @@
+//! The agent loop.
+//!
+//! One task: the system prompt and the task go to the model with the tools
+//! the agent may call; each tool call is checked (a known tool, arguments
+//! that are a JSON object) and run, and its result goes back to the model;
+//! the loop ends when the model answers in text. Malformed calls are
+//! answered with what was wrong and retried a bounded number of times; the
+//! number of model calls is capped; the context sent each step is kept
+//! within a token budget by dropping the oldest whole turns (never the
+//! system prompt or the task), in one deterministic pass, so compaction can
+//! neither loop nor grow.
+
+use std::sync::Arc;
+
+use hearth_proto::v1::{ChatMessage, GenerateRequest, ToolCall, ToolSpec, Usage};
+use serde_json::Value;
+
+use crate::model::Model;
+use crate::spec::AgentSpec;
+use crate::tools::{CallContext, Tools};
+use crate::usage;
+
+/// Largest tool result fed back to the model, in bytes.
+pub const MAX_TOOL_RESULT_BYTES: usize = 16 * 1024;
+
+/// Why a task could not be finished.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The model could not be asked.
+    #[error("the model could not be reached: {0}")]
+    Model(tonic::Status),
+    /// The tools could not be listed.
+    #[error("the toolhost could not be reached: {0}")]
+    Tools(tonic::Status),
+    /// The step limit was reached without an answer.
+    #[error("no answer after {0} model calls (the agent's step limit)")]
+    StepLimit(u32),
+    /// The model kept making malformed tool calls.
+    #[error("the model made {count} malformed tool calls in a row; last: {last}")]
+    MalformedCalls {
+        /// How many.
+        count: u32,
+        /// What was wrong with the last one.
+        last: String,
+    },
+    /// The model answered with nothing at all.
+    #[error("the model returned an empty answer")]
+    EmptyAnswer,
+    /// A tool could not be run at all (its server is down, not permitted,
+    /// timed out). Tool-level errors go back to the model; this ends the task.
+    #[error("tool `{tool}` could not be run: {status}", status = .status.message())]
+    ToolFailed {
+        /// The tool.
+        tool: String,
+        /// Why.
+        status: tonic::Status,
+    },
+}
+
+impl AgentError {
+    /// The gRPC status this error is reported as.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            AgentError::Model(s) | AgentError::Tools(s) | AgentError::ToolFailed { status: s, .. } => {
+                tonic::Status::new(s.code(), self.to_string())
+            }
+            AgentError::StepLimit(_) | AgentError::MalformedCalls { .. } | AgentError::EmptyAnswer => {
+                tonic::Status::aborted(self.to_string())
+            }
+        }
+    }
+}
+
+/// A finished task.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The final answer.
+    pub answer: String,
+    /// What all model calls (and delegated subtasks) cost.
+    pub usage: Usage,
+    /// Model calls made.
+    pub steps: u32,
+    /// Tool calls made (successful or not).
+    pub tool_calls: u32,
+}
+
+/// Something that happened during the loop, for progress reports.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A tool is being called.
+    ToolCall {
+        /// Its name.
+        name: String,
+    },
+    /// A tool answered.
+    ToolResult {
+        /// Its name.
+        name: String,
+        /// It reported an error.
+        is_error: bool,
+    },
+}
+
+/// An agent ready to run tasks.
+pub struct AgentLoop {
+    spec: Arc<AgentSpec>,
+    model: Arc<dyn Model>,
+    tools: Arc<dyn Tools>,
+}
+
+/// Rough token count: about four bytes a token, plus a little per message.
+/// Used only for the context budget, never reported as usage.
+pub fn estimate_tokens(m: &ChatMessage) -> usize {
+    let calls: usize = m
+        .tool_calls
+        .iter()
+        .map(|c| c.name.len() + c.arguments_json.len())
+        .sum();
+    (m.content.len() + calls).div_ceil(4) + 4
+}
+
+/// Keeps `messages` within `budget` estimated tokens: the first two (system
+/// prompt and task) always stay; the oldest turns after them go first, a turn
+/// being an assistant message with the tool results that answer it. If the
+/// kept messages alone are over budget, the longest tool results are cut.
+pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage> {
+    let total = |ms: &[ChatMessage]| ms.iter().map(estimate_tokens).sum::<usize>();
+    if total(messages) <= budget || messages.len() <= 2 {
+        return messages.to_vec();
+    }
+    let head = &messages[..2];
+    // Split the rest into turns: each starts at a non-tool message.
+    let mut turns: Vec<&[ChatMessage]> = Vec::new();
+    let rest = &messages[2..];
+    let mut start = 0;
+    for i in 1..=rest.len() {
+        if i == rest.len() || rest[i].role != "tool" {
+            turns.push(&rest[start..i]);
+            start = i;
+        }
+    }
+    let head_cost = total(head);
+    let mut kept: Vec<&[ChatMessage]> = Vec::new();
+    let mut cost = head_cost;
+    // Newest turns first; always keep the newest one.
+    for (n, turn) in turns.iter().rev().enumerate() {
+        let c = total(turn);
+        if n > 0 && cost + c > budget {
+            break;
+        }
+        cost += c;
+        kept.push(turn);
+    }
+    kept.reverse();
+    let mut out: Vec<ChatMessage> = head.to_vec();
+    for t in kept {
+        out.extend_from_slice(t);
+    }
+    // Still over: cut tool results, longest first, to what the budget allows.
+    let mut over = total(&out).saturating_sub(budget);
+    while over > 0 {
+        let Some(longest) = out
+            .iter_mut()
+            .filter(|m| m.role == "tool")
+            .max_by_key(|m| m.content.len())
+        else {
+            break;
+        };
+        let keep_bytes = longest.content.len().saturating_sub(over * 4 + 64);
+        if keep_bytes >= longest.content.len() || longest.content.len() < 128 {
+            break;
+        }
+        let cut = floor_boundary(&longest.content, keep_bytes);
+        longest.content.truncate(cut);
+        longest.content.push_str(" …[cut to fit the context budget]");
+        over = total(&out).saturating_sub(budget);
+    }
+    out
+}
+
+fn floor_boundary(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
+}
+
+/// Checks one tool call; returns the parsed arguments or what is wrong.
+fn check_call(call: &ToolCall, offered: &[ToolSpec]) -> Result<(), String> {
+    if !offered.iter().any(|t| t.name == call.name) {
+        let names: Vec<&str> = offered.iter().map(|t| t.name.as_str()).collect();
+        return Err(format!(
+            "there is no tool `{}`; the tools are: {}",
+            call.name,
+            if names.is_empty() { "(none)".into() } else { names.join(", ") }
+        ));
+    }
+    let args = if call.arguments_json.trim().is_empty() { "{}" } else { &call.arguments_json };
+    match serde_json::from_str::<Value>(args) {
+        Ok(Value::Object(_)) => Ok(()),
+        Ok(other) => Err(format!("the arguments must be a JSON object, not `{other}`")),
+        Err(e) => Err(format!("the arguments are not valid JSON ({e})")),
+    }
+}
+
+impl AgentLoop {
+    /// An agent following `spec`, asking `model`, calling `tools`.
+    pub fn new(spec: Arc<AgentSpec>, model: Arc<dyn Model>, tools: Arc<dyn Tools>) -> Self {
+        Self { spec, model, tools }
+    }
+
+    /// The spec this loop follows.
+    pub fn spec(&self) -> &AgentSpec {
+        &self.spec
+    }
+
+    /// Runs one task to its answer. `progress` hears about each tool call.
+    pub async fn run(
+        &self,
+        ctx: &CallContext,
+        task: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, AgentError> {
+        let offered = self.tools.list(ctx).await.map_err(AgentError::Tools)?;
+        let mut messages = vec![
+            ChatMessage {
+                role: "system".into(),
+                content: self.spec.system_prompt.trim().to_string(),
+                ..Default::default()
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: task.to_string(),
+                ..Default::default()
+            },
+        ];
+        let mut out = Outcome::default();
+        let mut malformed_in_row = 0u32;
+        let budget = self.spec.context_budget_tokens as usize;
+        while out.steps < self.spec.max_steps {
+            out.steps += 1;
+            let req = GenerateRequest {
+                model: self.spec.model.clone(),
+                messages: fit_to_budget(&messages, budget),
+                tools: offered.clone(),
+                max_tokens: self.spec.max_tokens,
+                task_id: ctx.task_id.clone(),
+                ..Default::default()
+            };
+            let turn = self.model.turn(req).await.map_err(AgentError::Model)?;
+            usage::add(&mut out.usage, &turn.usage);
+            if turn.tool_calls.is_empty() {
+                let answer = turn.text.trim();
+                if answer.is_empty() {
+                    return Err(AgentError::EmptyAnswer);
+                }
+                out.answer = answer.to_string();
+                return Ok(out);
+            }
+            messages.push(ChatMessage {
+                role: "assistant".into(),
+                content: turn.text.clone(),
+                tool_calls: turn.tool_calls.clone(),
+                ..Default::default()
+            });
+            let mut any_malformed = None;
+            for call in &turn.tool_calls {
+                out.tool_calls += 1;
+                let content = match check_call(call, &offered) {
+                    Err(problem) => {
+                        any_malformed = Some(problem.clone());
+                        format!("error: your call was malformed: {problem}. Call a tool again with correct arguments, or answer in text.")
+                    }
+                    Ok(()) => {
+                        progress(Progress::ToolCall { name: call.name.clone() });
+                        let result = self.tools.call(ctx, &call.name, &call.arguments_json).await;
+                        let (text, is_error) = match result {
+                            Ok(o) => {
+                                if let Some(u) = &o.usage {
+                                    usage::add(&mut out.usage, u);
+                                }
+                                (o.content, o.is_error)
+                            }
+                            Err(status) => {
+                                return Err(AgentError::ToolFailed { tool: call.name.clone(), status });
+                            }
+                        };
+                        progress(Progress::ToolResult { name: call.name.clone(), is_error });
+                        let mut text = if is_error { format!("error: {text}") } else { text };
+                        if text.len() > MAX_TOOL_RESULT_BYTES {
+                            let cut = floor_boundary(&text, MAX_TOOL_RESULT_BYTES);
+                            text.truncate(cut);
+                            text.push_str(" …[truncated]");
+                        }
+                        text
+                    }
+                };
+                messages.push(ChatMessage {
+                    role: "tool".into(),
+                    content,
+                    tool_call_id: call.id.clone(),
+                    ..Default::default()
+                });
+            }
+            match any_malformed {
+                Some(last) => {
+                    malformed_in_row += 1;
+                    if malformed_in_row > self.spec.max_tool_retries {
+                        return Err(AgentError::MalformedCalls { count: malformed_in_row, last });
+                    }
+                }
+                None => malformed_in_row = 0,
+            }
+        }
+        Err(AgentError::StepLimit(self.spec.max_steps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::Turn;
+    use crate::spec::Role;
+    use crate::tools::ToolOutput;
+
+    /// A model double that replays fixed turns (test-only).
+    struct Replay(Mutex<Vec<Turn>>, Mutex<Vec<GenerateRequest>>);
+
+    #[async_trait::async_trait]
+    impl Model for Replay {
+        async fn turn(&self, req: GenerateRequest) -> Result<Turn, tonic::Status> {
+            self.1.lock().unwrap().push(req);
+            let mut turns = self.0.lock().unwrap();
+            if turns.is_empty() {
+                return Ok(Turn { text: "done".into(), ..Default::default() });
+            }
+            Ok(turns.remove(0))
+        }
+    }
+
+    struct Echo;
+
+    #[async_trait::async_trait]
+    impl Tools for Echo {
+        async fn list(&self, _: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status> {
+            Ok(vec![ToolSpec { name: "t.echo".into(), ..Default::default() }])
+        }
+        async fn call(&self, _: &CallContext, _: &str, args: &str) -> Result<ToolOutput, tonic::Status> {
+            Ok(ToolOutput { content: format!("echoed {args}"), ..Default::default() })
+        }
+    }
+
+    fn spec(max_steps: u32) -> Arc<AgentSpec> {
+        Arc::new(AgentSpec {
+            name: "a".into(),
+            role: Role::Operative,
+            description: String::new(),
+            model: String::new(),
+            system_prompt: "sys".into(),
+            tools: vec!["t.*".into()],
+            max_steps,
+            max_tool_retries: 1,
+            context_budget_tokens: 6000,
+            max_tokens: 0,
+        })
+    }
+
+    fn call(name: &str, args: &str) -> Turn {
+        Turn {
+            tool_calls: vec![ToolCall { id: "c".into(), name: name.into(), arguments_json: args.into() }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn tool_results_are_fed_back_and_the_text_answer_ends_the_task() {
+        let model = Arc::new(Replay(Mutex::new(vec![call("t.echo", "{\"x\":1}")]), Mutex::default()));
+        let agent = AgentLoop::new(spec(4), model.clone(), Arc::new(Echo));
+        let out = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap();
+        assert_eq!(out.answer, "done");
+        assert_eq!((out.steps, out.tool_calls), (2, 1));
+        let seen = model.1.lock().unwrap();
+        let last = seen.last().unwrap().messages.last().unwrap();
+        assert_eq!(last.role, "tool");
+        assert_eq!(last.content, "echoed {\"x\":1}");
+    }
+
+    #[tokio::test]
+    async fn malformed_calls_are_explained_then_retried_then_fail() {
+        let model = Arc::new(Replay(
+            Mutex::new(vec![call("t.echo", "not json"), call("t.nope", "{}")]),
+            Mutex::default(),
+        ));
+        let agent = AgentLoop::new(spec(8), model.clone(), Arc::new(Echo));
+        let err = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap_err();
+        assert!(matches!(err, AgentError::MalformedCalls { count: 2, .. }), "{err}");
+        let seen = model.1.lock().unwrap();
+        let fed_back = &seen[1].messages.last().unwrap().content;
+        assert!(fed_back.contains("not valid JSON"), "{fed_back}");
+        assert!(err.to_string().contains("no tool `t.nope`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_call_then_a_good_one_recovers() {
+        let model = Arc::new(Replay(
+            Mutex::new(vec![call("t.echo", "[1]"), call("t.echo", "{}")]),
+            Mutex::default(),
+        ));
+        let agent = AgentLoop::new(spec(8), model, Arc::new(Echo));
+        let out = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap();
+        assert_eq!(out.answer, "done");
+    }
+
+    #[tokio::test]
+    async fn the_step_limit_stops_a_model_that_never_answers() {
+        let turns = (0..10).map(|_| call("t.echo", "{}")).collect();
+        let model = Arc::new(Replay(Mutex::new(turns), Mutex::default()));
+        let agent = AgentLoop::new(spec(3), model, Arc::new(Echo));
+        let err = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap_err();
+        assert!(matches!(err, AgentError::StepLimit(3)));
+    }
+
+    #[test]
+    fn the_budget_keeps_prompt_task_and_newest_turns() {
+        let msg = |role: &str, n: usize| ChatMessage { role: role.into(), content: "x".repeat(n), ..Default::default() };
+        let mut ms = vec![msg("system", 40), msg("user", 40)];
+        for _ in 0..10 {
+            ms.push(msg("assistant", 400));
+            ms.push(msg("tool", 400));
+        }
+        let fitted = fit_to_budget(&ms, 500);
+        assert_eq!(fitted[0].role, "system");
+        assert_eq!(fitted[1].role, "user");
+        assert!(fitted.len() < ms.len());
+        assert_eq!(fitted.last().unwrap().role, "tool");
+        let total: usize = fitted.iter().map(estimate_tokens).sum();
+        assert!(total <= 500, "{total}");
+        // Fitting again changes nothing: compaction is a fixed point.
+        assert_eq!(fit_to_budget(&fitted, 500).len(), fitted.len());
+    }
+
+    #[test]
+    fn one_huge_tool_result_is_cut_to_fit() {
+        let ms = vec![
+            ChatMessage { role: "system".into(), content: "s".into(), ..Default::default() },
+            ChatMessage { role: "user".into(), content: "u".into(), ..Default::default() },
+            ChatMessage { role: "assistant".into(), content: String::new(), ..Default::default() },
+            ChatMessage { role: "tool".into(), content: "y".repeat(100_000), ..Default::default() },
+        ];
+        let fitted = fit_to_budget(&ms, 1000);
+        let total: usize = fitted.iter().map(estimate_tokens).sum();
+        assert!(total <= 1000, "{total}");
+        assert!(fitted[3].content.ends_with("budget]"));
+    }
+}

@@ -1,0 +1,177 @@
+//! An agent service: the `Agent` tonic trait (send, get, cancel a task)
+//! implemented once over the agent loop and the task host, and served on the
+//! bus. The orchestrator and operatives are both this, with different tools.
+//!
+//! `send_task` is served in the service's queue group, so instances share
+//! tasks; `get_task` and `cancel_task` are served on the instance's own
+//! subjects (`<prefix>.v1.<service>.<worker>.<method>`) since only the
+//! instance running a task knows it, and on the shared subjects too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_mesh::clients::methods;
+use hearth_mesh::rpc::{self, ReplyStream};
+use hearth_mesh::subjects::Service;
+use hearth_mesh::{BusError, SharedBus, Subjects};
+use hearth_proto::v1::agent_server::Agent;
+use hearth_proto::v1::{CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord};
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::model::Model;
+use crate::runtime::{AgentLoop, Progress};
+use crate::spec::{AgentSpec, Specs};
+use crate::tasks::TaskHost;
+use crate::tools::{CallContext, Tools};
+
+/// Gives the tools an agent spec may use.
+pub type ToolsFor = Arc<dyn Fn(Arc<AgentSpec>) -> Arc<dyn Tools> + Send + Sync>;
+
+/// An agent service.
+#[derive(Clone)]
+pub struct AgentService {
+    host: TaskHost,
+    specs: Arc<Specs>,
+    default_spec: String,
+    model: Arc<dyn Model>,
+    tools_for: ToolsFor,
+    task_timeout: Duration,
+}
+
+impl AgentService {
+    /// A service running `default_spec` (or the spec a task names) with `model`
+    /// and the tools `tools_for` gives; `worker` names this instance.
+    pub fn new(
+        worker: String,
+        specs: Specs,
+        default_spec: String,
+        model: Arc<dyn Model>,
+        tools_for: ToolsFor,
+        task_timeout: Duration,
+    ) -> Result<Self, crate::SpecError> {
+        specs.get(&default_spec)?;
+        Ok(Self {
+            host: TaskHost::new(worker),
+            specs: Arc::new(specs),
+            default_spec,
+            model,
+            tools_for,
+            task_timeout,
+        })
+    }
+
+    /// This instance's name.
+    pub fn worker(&self) -> &str {
+        self.host.worker()
+    }
+}
+
+fn progress_text(p: &Progress) -> String {
+    match p {
+        Progress::ToolCall { name } => format!("calling {name}"),
+        Progress::ToolResult { name, is_error: false } => format!("{name} answered"),
+        Progress::ToolResult { name, is_error: true } => format!("{name} reported an error"),
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type SendTaskStream = ReplyStream<TaskEvent>;
+
+    async fn send_task(&self, request: Request<SendTaskRequest>) -> Result<Response<Self::SendTaskStream>, Status> {
+        let req = request.into_inner();
+        let name = if req.agent.is_empty() { self.default_spec.clone() } else { req.agent.clone() };
+        let spec = Arc::new(
+            self.specs
+                .get(&name)
+                .map_err(|e| Status::not_found(e.to_string()))?
+                .clone(),
+        );
+        let timeout = match req.timeout_ms {
+            0 => self.task_timeout,
+            ms => Duration::from_millis(u64::from(ms)).min(self.task_timeout),
+        };
+        let tools = (self.tools_for)(spec.clone());
+        let agent = AgentLoop::new(spec.clone(), self.model.clone(), tools);
+        let stream = self.host.start(req, timeout, move |h| {
+            Box::pin(async move {
+                let relay = h.clone();
+                let ctx = CallContext {
+                    agent: spec.name.clone(),
+                    task_id: h.task_id.clone(),
+                    context_id: h.context_id.clone(),
+                    progress: Some(Arc::new(move |text| relay.progress(text))),
+                };
+                let span = tracing::info_span!("task", task_id = %h.task_id, agent = %spec.name);
+                agent
+                    .run(&ctx, &h.text, &|p| h.progress(progress_text(&p)))
+                    .instrument(span)
+                    .await
+            })
+        })?;
+        Ok(Response::new(stream))
+    }
+
+    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<TaskRecord>, Status> {
+        self.host.get(request.get_ref()).map(Response::new)
+    }
+
+    async fn cancel_task(&self, request: Request<CancelTaskRequest>) -> Result<Response<TaskRecord>, Status> {
+        self.host.cancel(&request.get_ref().id).await.map(Response::new)
+    }
+}
+
+/// Serves `service` on the bus as `kind` (orchestrator or operative).
+pub async fn serve(
+    service: AgentService,
+    kind: Service,
+    bus: SharedBus,
+    subjects: &Subjects,
+) -> Result<Vec<JoinHandle<()>>, BusError> {
+    let queue = Some(kind.name().to_string());
+    let mut handles = Vec::new();
+    let svc = service.clone();
+    handles.push(
+        rpc::serve_stream(bus.clone(), subjects.method(kind, methods::SEND_TASK), queue.clone(), move |req: SendTaskRequest| {
+            let svc = svc.clone();
+            async move { svc.send_task(Request::new(req)).await.map(Response::into_inner) }
+        })
+        .await?,
+    );
+    let worker = service.worker().to_string();
+    for (subject, q) in [
+        (subjects.instance_method(kind, &worker, methods::GET_TASK), None),
+        (subjects.method(kind, methods::GET_TASK), queue.clone()),
+    ] {
+        let svc = service.clone();
+        handles.push(
+            rpc::serve_unary(bus.clone(), subject, q, move |req: GetTaskRequest| {
+                let svc = svc.clone();
+                async move { svc.get_task(Request::new(req)).await.map(Response::into_inner) }
+            })
+            .await?,
+        );
+    }
+    for (subject, q) in [
+        (subjects.instance_method(kind, &worker, methods::CANCEL_TASK), None),
+        (subjects.method(kind, methods::CANCEL_TASK), queue.clone()),
+    ] {
+        let svc = service.clone();
+        handles.push(
+            rpc::serve_unary(bus.clone(), subject, q, move |req: CancelTaskRequest| {
+                let svc = svc.clone();
+                async move { svc.cancel_task(Request::new(req)).await.map(Response::into_inner) }
+            })
+            .await?,
+        );
+    }
+    Ok(handles)
+}
+
+/// A worker name for a new instance of `kind`: unique, and a valid subject token.
+pub fn worker_name(kind: Service) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}-{}", kind.name(), std::process::id(), &id[..8])
+}

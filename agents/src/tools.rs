@@ -1,0 +1,162 @@
+//! The tools an agent can call, as a trait; [`BusTools`] reaches the toolhost
+//! over the bus, and [`ToolSet`] adds tools an agent service provides itself
+//! (the orchestrator's `hearth.delegate`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hearth_mesh::clients::ToolhostClient;
+use hearth_proto::v1::{CallToolRequest, ListToolsRequest, ToolSpec, Usage};
+
+/// What a tool call returned.
+#[derive(Debug, Clone, Default)]
+pub struct ToolOutput {
+    /// The text the tool produced (or its error message).
+    pub content: String,
+    /// The tool reported an error.
+    pub is_error: bool,
+    /// What the call cost in model usage (a delegated subtask), if anything.
+    pub usage: Option<Usage>,
+}
+
+/// Reports progress of a long tool call (a delegated subtask) to the task.
+pub type ProgressFn = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Who is calling, for permissions and the audit log.
+#[derive(Clone, Default)]
+pub struct CallContext {
+    /// The agent spec's name.
+    pub agent: String,
+    /// The task being worked on.
+    pub task_id: String,
+    /// The task's A2A context.
+    pub context_id: String,
+    /// Where a tool may report progress.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("agent", &self.agent)
+            .field("task_id", &self.task_id)
+            .field("context_id", &self.context_id)
+            .finish()
+    }
+}
+
+/// A provider of tools.
+#[async_trait::async_trait]
+pub trait Tools: Send + Sync {
+    /// The tools offered, with their schemas.
+    async fn list(&self, ctx: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status>;
+    /// Calls one; an `Err` means the tool could not be reached at all.
+    async fn call(&self, ctx: &CallContext, name: &str, arguments_json: &str) -> Result<ToolOutput, tonic::Status>;
+}
+
+/// The toolhost's tools over the bus, filtered by the agent's allow-list.
+#[derive(Clone)]
+pub struct BusTools {
+    toolhost: ToolhostClient,
+    allowed: Vec<String>,
+    spec: Arc<crate::AgentSpec>,
+}
+
+impl BusTools {
+    /// The toolhost's tools that `spec` allows.
+    pub fn new(toolhost: ToolhostClient, spec: Arc<crate::AgentSpec>) -> Self {
+        Self {
+            toolhost,
+            allowed: spec.tools.clone(),
+            spec,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tools for BusTools {
+    async fn list(&self, ctx: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status> {
+        if self.allowed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let resp = self
+            .toolhost
+            .list_tools(&ListToolsRequest { agent: ctx.agent.clone() })
+            .await?;
+        Ok(resp
+            .tools
+            .into_iter()
+            .filter(|t| self.spec.allows_tool(&t.name))
+            .map(|t| ToolSpec {
+                name: t.name,
+                description: t.description,
+                input_schema_json: t.input_schema_json,
+            })
+            .collect())
+    }
+
+    async fn call(&self, ctx: &CallContext, name: &str, arguments_json: &str) -> Result<ToolOutput, tonic::Status> {
+        if !self.spec.allows_tool(name) {
+            return Err(tonic::Status::permission_denied(format!(
+                "agent `{}` may not call `{name}`",
+                ctx.agent
+            )));
+        }
+        let resp = self
+            .toolhost
+            .call_tool(&CallToolRequest {
+                name: name.to_string(),
+                arguments_json: arguments_json.to_string(),
+                agent: ctx.agent.clone(),
+                task_id: ctx.task_id.clone(),
+            })
+            .await?;
+        Ok(ToolOutput {
+            content: resp.content,
+            is_error: resp.is_error,
+            usage: None,
+        })
+    }
+}
+
+/// A tool implemented by the agent service itself.
+#[async_trait::async_trait]
+pub trait LocalTool: Send + Sync {
+    /// Its name and schema.
+    fn spec(&self) -> ToolSpec;
+    /// Runs it.
+    async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, tonic::Status>;
+}
+
+/// Local tools in front of another provider.
+pub struct ToolSet {
+    local: HashMap<String, Arc<dyn LocalTool>>,
+    rest: Arc<dyn Tools>,
+}
+
+impl ToolSet {
+    /// `local` tools, then everything `rest` offers.
+    pub fn new(local: Vec<Arc<dyn LocalTool>>, rest: Arc<dyn Tools>) -> Self {
+        Self {
+            local: local.into_iter().map(|t| (t.spec().name, t)).collect(),
+            rest,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tools for ToolSet {
+    async fn list(&self, ctx: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status> {
+        let mut all: Vec<ToolSpec> = self.local.values().map(|t| t.spec()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.extend(self.rest.list(ctx).await?);
+        Ok(all)
+    }
+
+    async fn call(&self, ctx: &CallContext, name: &str, arguments_json: &str) -> Result<ToolOutput, tonic::Status> {
+        match self.local.get(name) {
+            Some(t) => t.call(ctx, arguments_json).await,
+            None => self.rest.call(ctx, name, arguments_json).await,
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The inference backends.
+
+pub mod openai;
+pub mod scripted;

@@ -1,0 +1,94 @@
+//! A scripted backend: a test double that follows fixed rules instead of
+//! running a model. It exists for mesh tests and mesh benchmarks, where what
+//! is under test is the path a task takes, not the model's judgement. It is
+//! never a default: it runs only when `engine.backend = "scripted"`.
+//!
+//! Rules, in order, on the last message:
+//! 1. a tool result → answer `The answer is <result>.`;
+//! 2. a user message and a tool named `*.delegate` offered → delegate the
+//!    whole message;
+//! 3. a user message and a tool named `*.evaluate` offered → call it with the
+//!    longest arithmetic expression found in the message;
+//! 4. anything else → answer with the message echoed back.
+
+use futures::StreamExt;
+use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
+use serde_json::json;
+
+use crate::backend::{Backend, ChunkStream, EngineError};
+
+/// The scripted test double.
+#[derive(Debug, Default, Clone)]
+pub struct ScriptedBackend;
+
+/// The longest run of characters that can form an arithmetic expression.
+pub fn find_expression(text: &str) -> Option<String> {
+    let is_expr = |c: char| c.is_ascii_digit() || "+-*/^().% ".contains(c);
+    text.split(|c: char| !is_expr(c))
+        .map(str::trim)
+        .filter(|s| s.chars().any(|c| c.is_ascii_digit()))
+        .max_by_key(|s| s.len())
+        .map(str::to_string)
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+#[async_trait::async_trait]
+impl Backend for ScriptedBackend {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn default_model(&self) -> &str {
+        "scripted"
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> Result<ChunkStream, EngineError> {
+        let last = req
+            .messages
+            .last()
+            .ok_or_else(|| EngineError::InvalidRequest("no messages".into()))?;
+        let tool = |suffix: &str| req.tools.iter().find(|t| t.name.ends_with(suffix));
+        let mut chunk = GenerateChunk::default();
+        if last.role == "tool" {
+            chunk.delta = format!("The answer is {}.", last.content.trim());
+        } else if let Some(t) = tool(".delegate").filter(|_| last.role == "user") {
+            chunk.tool_calls.push(ToolCall {
+                id: "call_0".into(),
+                name: t.name.clone(),
+                arguments_json: json!({ "task": last.content }).to_string(),
+            });
+        } else if let (Some(t), Some(expr)) = (tool(".evaluate"), find_expression(&last.content)) {
+            chunk.tool_calls.push(ToolCall {
+                id: "call_0".into(),
+                name: t.name.clone(),
+                arguments_json: json!({ "expression": expr }).to_string(),
+            });
+        } else {
+            chunk.delta = last.content.clone();
+        }
+        chunk.finish_reason = if chunk.tool_calls.is_empty() { "stop" } else { "tool_calls" }.into();
+        chunk.usage = Some(Usage {
+            tokens_in: req.messages.iter().map(|m| words(&m.content)).sum(),
+            tokens_out: words(&chunk.delta) + chunk.tool_calls.len() as u64,
+            model: "scripted".into(),
+            backend: "scripted".into(),
+            calls: 1,
+            ..Default::default()
+        });
+        Ok(futures::stream::iter([Ok(chunk)]).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_arithmetic_in_a_question() {
+        assert_eq!(find_expression("What is 17*23+4?").as_deref(), Some("17*23+4"));
+        assert_eq!(find_expression("no numbers here"), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! The engine: inference backends behind one trait, served on the bus as the
+//! `Engine` service (and over gRPC where it faces the outside).
+//!
+//! - [`backends::openai`]: any OpenAI-compatible server (vLLM, SGLang,
+//!   llama-server, LM Studio, Ollama's `/v1`, cloud APIs): chat completions,
+//!   streaming SSE, tool calls.
+//! - [`backends::scripted`]: a rule-following test double for mesh tests and
+//!   benchmarks. Named as such; never chosen unless configured by name.
+//! - [`service`]: the `Engine` service: metering (latency, time to first
+//!   token, tokens) around whichever backend is configured.
+//!
+//! Not for agent logic: the engine answers one generation at a time.
+
+pub mod backend;
+pub mod backends;
+pub mod service;
+
+pub use backend::{Backend, ChunkStream, EngineError};
+pub use service::{EngineService, backend_from_config, serve};

@@ -1,0 +1,248 @@
+//! `hearth bench mesh`: what the mesh itself costs per task.
+//!
+//! A one-tool-call task ("What is 17*23+4?") runs with the scripted engine
+//! (a test double, so the model costs nothing and the mesh is what is
+//! measured) through orchestrator → operative → engine → toolhost → the
+//! calculator MCP server (a real child process over stdio) and back; first
+//! on the in-process bus, then over NATS on loopback. A raw NATS
+//! request/reply round trip is measured in the same run as the baseline; the
+//! NATS overhead per hop is (NATS task p50 − in-process task p50) ÷ hops per
+//! task, where hops are the bus requests one task makes (counted, not assumed).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use hearth_mesh::bus::{Bus, BusError, FrameStream, RequestStream};
+use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
+use serde::Serialize;
+
+use crate::{Part, ask, start};
+
+/// Options of `hearth bench mesh`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MeshArgs {
+    /// Tasks measured per transport.
+    #[arg(long, default_value_t = 1000)]
+    pub tasks: usize,
+    /// Tasks run first and not measured.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// NATS server for the over-NATS run (else HEARTH_NATS_URL / `nats`).
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Counts bus requests (hops) on the way through.
+struct CountingBus {
+    inner: SharedBus,
+    requests: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Bus for CountingBus {
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<FrameStream, BusError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.request(subject, payload, timeout).await
+    }
+    async fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<RequestStream, BusError> {
+        self.inner.subscribe(subject, queue).await
+    }
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+/// Latency figures of one series, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Completed per second (sequential).
+    pub per_s: f64,
+}
+
+fn series(mut samples: Vec<Duration>, total: Duration) -> Series {
+    samples.sort();
+    let pick = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Series {
+        n: samples.len(),
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        per_s: samples.len() as f64 / total.as_secs_f64().max(1e-9),
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshReport {
+    /// Tasks on the in-process bus.
+    pub in_process: Series,
+    /// Tasks over NATS, when a server was given.
+    pub nats: Option<Series>,
+    /// Raw NATS request/reply round trips (the baseline).
+    pub raw_nats_rtt: Option<Series>,
+    /// Bus requests per task.
+    pub hops_per_task: f64,
+    /// (NATS task p50 − in-process task p50) / hops, in ms.
+    pub nats_overhead_per_hop_ms: Option<f64>,
+    /// That, divided by the raw round trip p50.
+    pub overhead_ratio_to_raw_rtt: Option<f64>,
+    /// In-process p50 under 0.3 ms.
+    pub target_in_process_met: bool,
+    /// Per-hop overhead under 1.5× the raw round trip.
+    pub target_nats_met: Option<bool>,
+}
+
+async fn run_tasks(config: &Config, bus: SharedBus, warmup: usize, n: usize, label: &str) -> Result<Series> {
+    let quiet = |_: &str| {};
+    for _ in 0..warmup {
+        ask(config, bus.clone(), "What is 17*23+4?", &quiet).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let s = Instant::now();
+        let a = ask(config, bus.clone(), "What is 17*23+4?", &quiet).await?;
+        samples.push(s.elapsed());
+        if !a.answer.contains("395") {
+            bail!("{label} task {i} answered `{}` ({})", a.answer, a.state);
+        }
+        if n >= 10 && (i + 1) % (n / 10) == 0 {
+            eprint!("\r{label}: {}/{n}", i + 1);
+        }
+    }
+    eprintln!();
+    Ok(series(samples, t0.elapsed()))
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()> {
+    let mut config = base.clone();
+    config.engine.backend = "scripted".into();
+    let parts = [Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator];
+
+    let local = Arc::new(CountingBus { inner: Arc::new(LocalBus::default()), requests: AtomicU64::new(0) });
+    let mesh = start(&config, local.clone(), &parts, hearth_exe).await?;
+    let before = local.requests.load(Ordering::Relaxed);
+    let in_process = run_tasks(&config, local.clone(), args.warmup, args.tasks, "in-process").await?;
+    let hops = (local.requests.load(Ordering::Relaxed) - before) as f64 / (args.tasks + args.warmup) as f64;
+    mesh.shutdown().await;
+
+    let url = args.nats_url.clone().or_else(|| base.nats_url.clone());
+    let (nats, raw) = match url {
+        None => (None, None),
+        Some(url) => {
+            let mut nc = config.clone();
+            nc.nats_url = Some(url.clone());
+            nc.subject_prefix = format!("bench{}", std::process::id());
+            let bus: SharedBus = Arc::new(NatsBus::connect(&url).await.context("connecting to NATS for the benchmark")?);
+            let mesh = start(&nc, bus.clone(), &parts, hearth_exe).await?;
+            let over = run_tasks(&nc, bus, args.warmup, args.tasks, "over NATS").await?;
+            mesh.shutdown().await;
+            let raw = raw_rtt(&url, &nc.subject_prefix, args.tasks.max(1000)).await?;
+            (Some(over), Some(raw))
+        }
+    };
+    let per_hop = nats.as_ref().map(|s| (s.p50_ms - in_process.p50_ms) / hops.max(1.0));
+    let ratio = per_hop.zip(raw.as_ref()).map(|(h, r)| h / r.p50_ms.max(1e-9));
+    let report = MeshReport {
+        target_in_process_met: in_process.p50_ms < 0.3,
+        target_nats_met: ratio.map(|r| r < 1.5),
+        in_process,
+        nats,
+        raw_nats_rtt: raw,
+        hops_per_task: hops,
+        nats_overhead_per_hop_ms: per_hop,
+        overhead_ratio_to_raw_rtt: ratio,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Raw request/reply round trips through the same server: an echo
+/// subscriber and a requester, both plain async-nats clients.
+async fn raw_rtt(url: &str, prefix: &str, n: usize) -> Result<Series> {
+    let server = async_nats::connect(url).await?;
+    let client = async_nats::connect(url).await?;
+    let subject = format!("{prefix}.raw.echo");
+    let mut sub = server.subscribe(subject.clone()).await?;
+    server.flush().await?;
+    let echo = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = server.publish(r, m.payload).await;
+            }
+        }
+    });
+    let payload = Bytes::from_static(&[0u8; 64]);
+    for _ in 0..100 {
+        client.request(subject.clone(), payload.clone()).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let s = Instant::now();
+        client.request(subject.clone(), payload.clone()).await?;
+        samples.push(s.elapsed());
+    }
+    let out = series(samples, t0.elapsed());
+    echo.abort();
+    Ok(out)
+}
+
+fn print_table(r: &MeshReport) {
+    let mut t = comfy_table::Table::new();
+    t.set_header(["series", "n", "p50 ms", "p99 ms", "per second"]);
+    let mut row = |name: &str, s: &Series| {
+        t.add_row([
+            name.to_string(),
+            s.n.to_string(),
+            format!("{:.3}", s.p50_ms),
+            format!("{:.3}", s.p99_ms),
+            format!("{:.0}", s.per_s),
+        ]);
+    };
+    row("task, in-process", &r.in_process);
+    if let Some(s) = &r.nats {
+        row("task, over NATS", s);
+    }
+    if let Some(s) = &r.raw_nats_rtt {
+        row("raw NATS round trip (baseline)", s);
+    }
+    println!("{t}");
+    println!("hops (bus requests) per task: {:.1}", r.hops_per_task);
+    println!(
+        "target: in-process p50 < 0.3 ms: {:.3} ms → {}",
+        r.in_process.p50_ms,
+        if r.target_in_process_met { "met" } else { "NOT met" }
+    );
+    match (r.nats_overhead_per_hop_ms, r.overhead_ratio_to_raw_rtt, r.target_nats_met) {
+        (Some(h), Some(ratio), Some(met)) => println!(
+            "target: NATS overhead per hop < 1.5× raw round trip: {h:.3} ms per hop = {ratio:.2}× → {}",
+            if met { "met" } else { "NOT met" }
+        ),
+        _ => println!("over NATS: not run (set HEARTH_NATS_URL or pass --nats-url)"),
+    }
+}

@@ -1,0 +1,242 @@
+//! The launcher: starts any part of the mesh, or all of it, on a bus, and
+//! sends tasks to it. The `hearth` binary is a thin CLI over this.
+//!
+//! With no NATS URL configured everything runs in one process on the
+//! in-process bus; with one, each part joins the mesh on NATS.
+
+pub mod bench;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use hearth_agents::convert::{self, answer_of, is_final, state_name, text_message};
+use hearth_mesh::clients::AgentClient;
+use hearth_mesh::config::McpServer;
+use hearth_mesh::subjects::Service;
+use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
+use hearth_proto::a2a::{Role, TaskState, stream_response::Payload};
+use hearth_proto::v1::{SendTaskRequest, Usage};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+/// A part of the mesh that `hearth serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Inference.
+    Engine,
+    /// MCP tools.
+    Toolhost,
+    /// Receives tasks, delegates to operatives.
+    Orchestrator,
+    /// Runs subtasks (start several to share work).
+    Operative,
+    /// HTTP front door (A2A).
+    Gateway,
+}
+
+impl Part {
+    /// Every part, in start-up order (dependencies first).
+    pub const ALL: [Part; 5] = [Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator, Part::Gateway];
+}
+
+/// The bus the configuration asks for: NATS if a URL is set, else in-process.
+pub async fn connect_bus(config: &Config) -> Result<SharedBus> {
+    Ok(match &config.nats_url {
+        Some(url) => Arc::new(
+            NatsBus::connect(url)
+                .await
+                .with_context(|| format!("joining the mesh at {url} (is nats-server running?)"))?,
+        ),
+        None => Arc::new(LocalBus::default()),
+    })
+}
+
+/// The built-in MCP servers, run as this binary's `tool` subcommand.
+pub fn builtin_servers(config: &Config, hearth_exe: &Path) -> Vec<McpServer> {
+    let mut out = Vec::new();
+    if config.toolhost.calculator {
+        out.push(McpServer {
+            name: "calculator".into(),
+            command: hearth_exe.display().to_string(),
+            args: vec!["tool".into(), "calculator".into()],
+            env: Default::default(),
+        });
+    }
+    out
+}
+
+/// The parts of a mesh running in this process.
+pub struct Mesh {
+    /// The bus they are on.
+    pub bus: SharedBus,
+    /// Where the gateway listens, if it runs here.
+    pub gateway: Option<SocketAddr>,
+    handles: Vec<JoinHandle<()>>,
+    pool: Option<Arc<hearth_toolhost::McpPool>>,
+}
+
+impl Mesh {
+    /// Stops the serving loops and the MCP servers.
+    pub async fn shutdown(self) {
+        for h in &self.handles {
+            h.abort();
+        }
+        if let Some(pool) = self.pool {
+            pool.shutdown().await;
+        }
+    }
+}
+
+/// Starts `parts` on `bus`. `hearth_exe` is the binary that runs the
+/// built-in MCP servers (normally this one).
+pub async fn start(config: &Config, bus: SharedBus, parts: &[Part], hearth_exe: &Path) -> Result<Mesh> {
+    let subjects = config.subjects();
+    let mut mesh = Mesh { bus: bus.clone(), gateway: None, handles: Vec::new(), pool: None };
+    for part in Part::ALL.iter().filter(|p| parts.contains(p)) {
+        match part {
+            Part::Engine => {
+                let backend = hearth_engine::backend_from_config(&config.engine).context("starting the engine")?;
+                let svc = hearth_engine::EngineService::new(backend);
+                mesh.handles.extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
+            }
+            Part::Toolhost => {
+                let servers = hearth_toolhost::servers(config, builtin_servers(config, hearth_exe));
+                let (pool, handles) = hearth_toolhost::run(config, bus.clone(), servers)
+                    .await
+                    .context("starting the toolhost")?;
+                mesh.pool = Some(pool);
+                mesh.handles.extend(handles);
+            }
+            Part::Operative => {
+                let r = hearth_operative::run(config, bus.clone()).await.context("starting an operative")?;
+                mesh.handles.extend(r.handles);
+            }
+            Part::Orchestrator => {
+                let r = hearth_orchestrator::run(config, bus.clone()).await.context("starting the orchestrator")?;
+                mesh.handles.extend(r.handles);
+            }
+            Part::Gateway => {
+                let r = hearth_gateway::run(config, bus.clone()).await.context("starting the gateway")?;
+                mesh.gateway = Some(r.addr);
+                mesh.handles.push(r.handle);
+            }
+        }
+    }
+    Ok(mesh)
+}
+
+/// What a task cost, as `hearth ask --json` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    /// Wall time from sending the task to its final event, in ms.
+    pub latency_ms: f64,
+    /// Time to the first token of the first model call, in ms.
+    pub ttft_ms: f64,
+    /// Prompt tokens, all model calls.
+    pub tokens_in: u64,
+    /// Completion tokens, all model calls.
+    pub tokens_out: u64,
+    /// Completion tokens per second of wall time.
+    pub tokens_per_s: Option<f64>,
+    /// Model calls made.
+    pub model_calls: u32,
+    /// The model that answered.
+    pub model: String,
+    /// The backend that served it.
+    pub backend: String,
+    /// Estimated FLOPs (2 × parameters × tokens); null when the model's size is unknown.
+    pub flops: Option<f64>,
+    /// Energy in joules; null when no meter exists (never invented).
+    pub energy_joules: Option<f64>,
+    /// Cost in dollars; null when unknown.
+    pub cost_usd: Option<f64>,
+}
+
+impl UsageReport {
+    fn from_usage(u: &Usage, wall: Duration) -> Self {
+        let latency_ms = wall.as_secs_f64() * 1e3;
+        Self {
+            latency_ms,
+            ttft_ms: u.ttft_ms,
+            tokens_in: u.tokens_in,
+            tokens_out: u.tokens_out,
+            tokens_per_s: (u.tokens_out > 0 && latency_ms > 0.0).then(|| u.tokens_out as f64 / (latency_ms / 1e3)),
+            model_calls: u.calls,
+            model: u.model.clone(),
+            backend: u.backend.clone(),
+            flops: u.flops,
+            energy_joules: u.energy_joules,
+            cost_usd: u.cost_usd,
+        }
+    }
+}
+
+/// The outcome of `hearth ask`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The answer text (or why the task failed).
+    pub answer: String,
+    /// The task's id.
+    pub task_id: String,
+    /// Its final A2A state.
+    pub state: String,
+    /// What it cost.
+    pub usage: UsageReport,
+}
+
+impl Answer {
+    /// Whether the task completed.
+    pub fn completed(&self) -> bool {
+        self.state == TaskState::Completed.as_str_name()
+    }
+}
+
+/// Sends `question` to the orchestrator on `bus` and waits for the answer.
+/// `progress` hears each status message along the way.
+pub async fn ask(config: &Config, bus: SharedBus, question: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Answer> {
+    let started = Instant::now();
+    let client = AgentClient::new(bus, config.subjects(), Service::Orchestrator, config.task_timeout());
+    let req = SendTaskRequest {
+        message: Some(text_message(Role::User, question, "", "")),
+        ..Default::default()
+    };
+    let mut events = client
+        .send_task(&req)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .context("sending the task to the orchestrator")?;
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|s| anyhow::anyhow!("{}", s.message())).context("waiting for the task")?;
+        match ev.event.and_then(|e| e.payload) {
+            Some(Payload::StatusUpdate(u)) => {
+                if let Some(m) = u.status.as_ref().and_then(|s| s.message.as_ref()) {
+                    if u.status.as_ref().is_some_and(|s| s.state == TaskState::Working as i32) {
+                        progress(&convert::text_of(m));
+                    }
+                }
+            }
+            Some(Payload::Task(t)) => {
+                let state = t.status.as_ref().map_or(0, |s| s.state);
+                if is_final(state) {
+                    return Ok(Answer {
+                        answer: answer_of(&t),
+                        task_id: t.id.clone(),
+                        state: state_name(state).to_string(),
+                        usage: UsageReport::from_usage(&ev.usage.unwrap_or_default(), started.elapsed()),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    bail!("the orchestrator's event stream ended before the task did")
+}
+
+/// This binary's path, for starting the built-in MCP servers.
+pub fn current_exe() -> Result<PathBuf> {
+    std::env::current_exe().context("finding the hearth binary's own path")
+}

@@ -1,0 +1,184 @@
+//! `hearth`: the command line. Thin: parses arguments and calls the launcher.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hearth::{Part, ask, connect_bus, current_exe, start};
+use hearth_mesh::{Config, telemetry};
+
+/// Hearth: a local-first agent mesh.
+///
+/// With no NATS URL configured, every command runs the whole mesh in this
+/// process. Set HEARTH_NATS_URL (or `nats` in hearth.toml) to join a mesh of
+/// separate processes and machines.
+///
+/// Settings come from hearth.toml ($HEARTH_CONFIG, ./hearth.toml, or
+/// ~/.config/hearth/hearth.toml) and HEARTH_* environment variables:
+/// HEARTH_ENGINE_BACKEND, HEARTH_ENGINE_URL (an OpenAI-compatible base URL
+/// ending in /v1), HEARTH_ENGINE_MODEL, HEARTH_ENGINE_API_KEY,
+/// HEARTH_GATEWAY_ADDR (default 127.0.0.1:8777), HEARTH_GATEWAY_TOKEN.
+#[derive(Parser)]
+#[command(name = "hearth", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log as JSON lines (logs go to stderr; RUST_LOG filters them).
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask a question: the task goes to the orchestrator, which delegates to
+    /// an operative with tools, and the answer is printed with what it cost.
+    ///
+    /// Example: hearth ask "What is 17*23+4?"
+    Ask {
+        /// The question or task.
+        question: String,
+        /// Print one JSON object: answer, task_id, state, usage.
+        #[arg(long)]
+        json: bool,
+        /// Show progress (tool calls, delegation) on stderr.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Run every service in this process (the embedded default), with the
+    /// gateway listening for A2A at HEARTH_GATEWAY_ADDR. Stops on Ctrl-C.
+    Up,
+    /// Run one service and join the mesh at HEARTH_NATS_URL.
+    ///
+    /// Example: HEARTH_NATS_URL=nats://127.0.0.1:4222 hearth serve operative
+    Serve {
+        /// Which service.
+        #[arg(value_enum)]
+        part: Part,
+    },
+    /// Run a built-in MCP tool server over stdio (the toolhost starts these).
+    Tool {
+        /// Which tool server.
+        #[arg(value_enum)]
+        tool: BuiltinTool,
+    },
+    /// Measure the mesh: see `hearth bench mesh --help`.
+    Bench {
+        #[command(subcommand)]
+        what: BenchKind,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BuiltinTool {
+    /// Exact arithmetic.
+    Calculator,
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// One-tool-call tasks with the scripted engine (a test double), in
+    /// process and over NATS, against a raw NATS round trip measured in the
+    /// same run. Over NATS needs HEARTH_NATS_URL or --nats-url.
+    Mesh(hearth::bench::MeshArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Tool { .. });
+    telemetry::init(if quiet { "error" } else { "warn" }, cli.log_json);
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Tool { tool: BuiltinTool::Calculator } => {
+            hearth_calculator::serve_stdio().await.context("serving the calculator over stdio")
+        }
+        Command::Ask { question, json, verbose } => {
+            let config = Config::load()?;
+            let bus = connect_bus(&config).await?;
+            let mesh = if config.nats_url.is_none() {
+                Some(start(&config, bus.clone(), &[Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator], &current_exe()?).await?)
+            } else {
+                None
+            };
+            let progress = move |text: &str| {
+                if verbose {
+                    eprintln!("… {text}");
+                }
+            };
+            let result = ask(&config, bus, &question, &progress).await;
+            if let Some(m) = mesh {
+                m.shutdown().await;
+            }
+            let answer = result?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{}", answer.answer);
+                let u = &answer.usage;
+                eprintln!(
+                    "— {} · {:.1} ms · {} tokens in / {} out · {} model call(s) · {}",
+                    answer.state.trim_start_matches("TASK_STATE_").to_lowercase(),
+                    u.latency_ms,
+                    u.tokens_in,
+                    u.tokens_out,
+                    u.model_calls,
+                    if u.model.is_empty() { "?" } else { &u.model },
+                );
+            }
+            if !answer.completed() {
+                bail!("the task ended {}", answer.state);
+            }
+            Ok(())
+        }
+        Command::Up => {
+            let config = Config::load()?;
+            let bus = connect_bus(&config).await?;
+            let mesh = start(&config, bus, &Part::ALL, &current_exe()?).await?;
+            if let Some(addr) = mesh.gateway {
+                println!("hearth is up: A2A at http://{addr}/ (agent card: http://{addr}/.well-known/agent-card.json)");
+            }
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            mesh.shutdown().await;
+            Ok(())
+        }
+        Command::Serve { part } => {
+            let config = Config::load()?;
+            if config.nats_url.is_none() {
+                bail!("`hearth serve` joins a mesh over NATS: set HEARTH_NATS_URL (or `nats` in hearth.toml), or use `hearth up` to run everything in one process");
+            }
+            let bus = connect_bus(&config).await?;
+            let mesh = start(&config, bus, &[part], &current_exe()?).await?;
+            if let Some(addr) = mesh.gateway {
+                println!("gateway listening on http://{addr}/");
+            }
+            eprintln!("{part:?} ready");
+            wait_for_shutdown().await;
+            mesh.shutdown().await;
+            Ok(())
+        }
+        Command::Bench { what: BenchKind::Mesh(args) } => {
+            let config = Config::load()?;
+            hearth::bench::mesh(&config, args, &current_exe()?).await
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

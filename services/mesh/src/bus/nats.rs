@@ -1,0 +1,206 @@
+//! The NATS bus (async-nats): a real mesh across processes and machines.
+//!
+//! Replies come back on one wildcard inbox subscription per connection and
+//! are routed to the waiting request by the inbox token, so a request costs
+//! one publish, whether it expects one reply frame or a stream of them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Bus, BusError, FrameStream, IncomingRequest, RequestStream, Responder, ResponderInner};
+
+/// How many unread reply frames a request may have queued before the
+/// stream is cut off as a slow consumer.
+const REPLY_QUEUE: usize = 256;
+
+type Pending = Arc<Mutex<HashMap<String, mpsc::Sender<Result<Bytes, BusError>>>>>;
+
+/// The NATS bus.
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    inbox: String,
+    pending: Pending,
+    next: Arc<AtomicU64>,
+    max_payload: usize,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus").field("inbox", &self.inbox).finish()
+    }
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Result<Bytes, BusError>>>> {
+    match p.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl NatsBus {
+    /// Connects to the NATS server(s) at `url` (e.g. `nats://127.0.0.1:4222`).
+    pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("hearth")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Transport(format!("connecting to NATS at {url}: {e}")))?;
+        Self::from_client(client).await
+    }
+
+    /// Wraps a connected client.
+    pub async fn from_client(client: async_nats::Client) -> Result<Self, BusError> {
+        let inbox = client.new_inbox();
+        let mut sub = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|e| BusError::Transport(e.to_string()))?;
+        let pending: Pending = Arc::default();
+        let routes = pending.clone();
+        let prefix_len = inbox.len() + 1;
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let token = msg.subject.get(prefix_len..).unwrap_or_default();
+                let mut map = lock(&routes);
+                let Some(tx) = map.get(token) else { continue };
+                let item = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    Err(BusError::NoResponders {
+                        subject: msg.description.clone().unwrap_or_default(),
+                    })
+                } else {
+                    Ok(msg.payload)
+                };
+                if tx.try_send(item).is_err() {
+                    // A full or closed queue: drop the route so the requester's
+                    // stream ends with an error instead of silently losing frames.
+                    map.remove(token);
+                }
+            }
+        });
+        let max_payload = match client.server_info().max_payload {
+            0 => super::DEFAULT_MAX_PAYLOAD,
+            n => n,
+        };
+        Ok(Self {
+            client,
+            inbox,
+            pending,
+            next: Arc::new(AtomicU64::new(0)),
+            max_payload,
+        })
+    }
+
+    /// The underlying client (for JetStream and raw benchmarks).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+/// Removes a request's route when its reply stream is dropped.
+struct RouteGuard {
+    pending: Pending,
+    token: String,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        lock(&self.pending).remove(&self.token);
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for NatsBus {
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<FrameStream, BusError> {
+        let max = self.max_payload();
+        if payload.len() > max {
+            return Err(BusError::PayloadTooLarge {
+                subject: subject.to_string(),
+                size: payload.len(),
+                max,
+            });
+        }
+        let token = self.next.fetch_add(1, Ordering::Relaxed).to_string();
+        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+        lock(&self.pending).insert(token.clone(), tx);
+        let guard = RouteGuard {
+            pending: self.pending.clone(),
+            token: token.clone(),
+        };
+        let reply = format!("{}.{token}", self.inbox);
+        self.client
+            .publish_with_reply(subject.to_string(), reply, payload)
+            .await
+            .map_err(|e| BusError::Transport(e.to_string()))?;
+        let subject_owned = subject.to_string();
+        let raw = ReceiverStream::new(rx)
+            .map(move |item| {
+                let _keep = &guard;
+                item.map_err(|e| match e {
+                    BusError::NoResponders { .. } => BusError::NoResponders {
+                        subject: subject_owned.clone(),
+                    },
+                    other => other,
+                })
+            })
+            .boxed();
+        Ok(super::frames_with_deadline(subject.to_string(), raw, timeout))
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<RequestStream, BusError> {
+        let sub = match queue {
+            Some(q) => {
+                self.client
+                    .queue_subscribe(subject.to_string(), q.to_string())
+                    .await
+            }
+            None => self.client.subscribe(subject.to_string()).await,
+        }
+        .map_err(|e| BusError::Transport(e.to_string()))?;
+        // Make sure the server has the subscription before anyone relies on it.
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Transport(e.to_string()))?;
+        let client = self.client.clone();
+        let max_payload = self.max_payload();
+        Ok(sub
+            .map(move |msg| IncomingRequest {
+                subject: msg.subject.to_string(),
+                payload: msg.payload,
+                responder: Responder {
+                    inner: ResponderInner::Nats {
+                        client: client.clone(),
+                        reply: msg.reply,
+                    },
+                    max_payload,
+                },
+            })
+            .boxed())
+    }
+
+    fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+}

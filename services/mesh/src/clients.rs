@@ -1,0 +1,149 @@
+//! Typed clients for each service's subjects.
+//!
+//! A service calls another through these (never through its crate), so the
+//! services meet only on the bus.
+
+use std::time::Duration;
+
+use hearth_proto::v1::{
+    CallToolRequest, CallToolResponse, CancelTaskRequest, EmbedRequest, EmbedResponse,
+    GenerateChunk, GenerateRequest, GetTaskRequest, ListToolsRequest, ListToolsResponse,
+    SendTaskRequest, TaskEvent, TaskRecord,
+};
+use tonic::Status;
+
+use crate::bus::SharedBus;
+use crate::rpc::{self, ReplyStream};
+use crate::subjects::{Service, Subjects};
+
+/// Method names on the bus (the last subject token).
+pub mod methods {
+    /// Engine: streamed generation.
+    pub const GENERATE: &str = "generate";
+    /// Engine: embeddings.
+    pub const EMBED: &str = "embed";
+    /// Toolhost: list tools.
+    pub const LIST_TOOLS: &str = "list_tools";
+    /// Toolhost: call a tool.
+    pub const CALL_TOOL: &str = "call_tool";
+    /// Agents: start a task (streamed events).
+    pub const SEND_TASK: &str = "send_task";
+    /// Agents: look a task up.
+    pub const GET_TASK: &str = "get_task";
+    /// Agents: cancel a task.
+    pub const CANCEL_TASK: &str = "cancel_task";
+}
+
+/// Calls the engine.
+#[derive(Clone)]
+pub struct EngineClient {
+    bus: SharedBus,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+impl EngineClient {
+    /// A client on `bus`; `timeout` bounds the wait for each streamed chunk.
+    pub fn new(bus: SharedBus, subjects: Subjects, timeout: Duration) -> Self {
+        Self {
+            bus,
+            subjects,
+            timeout,
+        }
+    }
+
+    /// Streams a generation.
+    pub async fn generate(&self, req: &GenerateRequest) -> Result<ReplyStream<GenerateChunk>, Status> {
+        let subject = self.subjects.method(Service::Engine, methods::GENERATE);
+        rpc::call_stream(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Embeds texts.
+    pub async fn embed(&self, req: &EmbedRequest) -> Result<EmbedResponse, Status> {
+        let subject = self.subjects.method(Service::Engine, methods::EMBED);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+}
+
+/// Calls the toolhost.
+#[derive(Clone)]
+pub struct ToolhostClient {
+    bus: SharedBus,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+impl ToolhostClient {
+    /// A client on `bus`; `timeout` bounds each call.
+    pub fn new(bus: SharedBus, subjects: Subjects, timeout: Duration) -> Self {
+        Self {
+            bus,
+            subjects,
+            timeout,
+        }
+    }
+
+    /// Lists tools (those `agent` may call, when given).
+    pub async fn list_tools(&self, req: &ListToolsRequest) -> Result<ListToolsResponse, Status> {
+        let subject = self.subjects.method(Service::Toolhost, methods::LIST_TOOLS);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Calls one tool.
+    pub async fn call_tool(&self, req: &CallToolRequest) -> Result<CallToolResponse, Status> {
+        let subject = self.subjects.method(Service::Toolhost, methods::CALL_TOOL);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+}
+
+/// Calls an agent service: the orchestrator or the operatives.
+#[derive(Clone)]
+pub struct AgentClient {
+    bus: SharedBus,
+    subjects: Subjects,
+    service: Service,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    /// A client for `service` (orchestrator or operative); `timeout` bounds
+    /// the wait for each event of a task and each lookup.
+    pub fn new(bus: SharedBus, subjects: Subjects, service: Service, timeout: Duration) -> Self {
+        Self {
+            bus,
+            subjects,
+            service,
+            timeout,
+        }
+    }
+
+    /// Starts a task and streams its events.
+    pub async fn send_task(&self, req: &SendTaskRequest) -> Result<ReplyStream<TaskEvent>, Status> {
+        let subject = self.subjects.method(self.service, methods::SEND_TASK);
+        rpc::call_stream(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Looks a task up on the one instance (`worker`) that ran it.
+    pub async fn get_task_on(&self, worker: &str, req: &GetTaskRequest) -> Result<TaskRecord, Status> {
+        let subject = self.subjects.instance_method(self.service, worker, methods::GET_TASK);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Cancels a task on the one instance (`worker`) that runs it.
+    pub async fn cancel_task_on(&self, worker: &str, req: &CancelTaskRequest) -> Result<TaskRecord, Status> {
+        let subject = self.subjects.instance_method(self.service, worker, methods::CANCEL_TASK);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Looks a task up.
+    pub async fn get_task(&self, req: &GetTaskRequest) -> Result<TaskRecord, Status> {
+        let subject = self.subjects.method(self.service, methods::GET_TASK);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Cancels a task.
+    pub async fn cancel_task(&self, req: &CancelTaskRequest) -> Result<TaskRecord, Status> {
+        let subject = self.subjects.method(self.service, methods::CANCEL_TASK);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+}

@@ -1,0 +1,365 @@
+//! The one configuration struct, loaded from `hearth.toml` and `HEARTH_*`
+//! environment variables (which win).
+//!
+//! The file is `$HEARTH_CONFIG` if set, else `./hearth.toml`, else
+//! `$XDG_CONFIG_HOME/hearth/hearth.toml`. No key is needed for the embedded
+//! default. Environment names are a contract: `HEARTH_NATS_URL`,
+//! `HEARTH_ENGINE_BACKEND`, `HEARTH_ENGINE_URL`, `HEARTH_ENGINE_MODEL`,
+//! `HEARTH_ENGINE_API_KEY`, `HEARTH_GATEWAY_ADDR`, `HEARTH_CONFIG`; any other
+//! key is reachable as `HEARTH_<SECTION>_<KEY>` (e.g. `HEARTH_GATEWAY_TOKEN`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A configuration error: a malformed file or a value of the wrong type.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named config file does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// The file or the environment held something invalid.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+/// A secret (token, API key): never printed, never logged.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether it is empty (the same as not configured).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+    }
+}
+
+/// Everything Hearth can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// NATS server URL; unset runs the whole mesh in one process on the
+    /// in-process bus. (`nats` in the file; `HEARTH_NATS_URL`.)
+    #[serde(alias = "nats")]
+    pub nats_url: Option<String>,
+    /// Subject prefix: `<prefix>.v1.<service>.<method>`. A different prefix is
+    /// a separate mesh on the same NATS server.
+    pub subject_prefix: String,
+    /// Deadline for one bus request (one reply frame), in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Deadline for a whole task, in milliseconds.
+    pub task_timeout_ms: u64,
+    /// Inference.
+    pub engine: EngineConfig,
+    /// The HTTP front door.
+    pub gateway: GatewayConfig,
+    /// Tools.
+    pub toolhost: ToolhostConfig,
+    /// Agent specs and loop limits.
+    pub agents: AgentsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            subject_prefix: "hearth".into(),
+            request_timeout_ms: 30_000,
+            task_timeout_ms: 300_000,
+            engine: EngineConfig::default(),
+            gateway: GatewayConfig::default(),
+            toolhost: ToolhostConfig::default(),
+            agents: AgentsConfig::default(),
+        }
+    }
+}
+
+/// The engine section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `openai` (any OpenAI-compatible server: vLLM, SGLang, llama-server,
+    /// LM Studio, Ollama's /v1, cloud APIs). `scripted` is a test double for
+    /// mesh tests and is never chosen by default.
+    pub backend: String,
+    /// Base URL of an OpenAI-compatible API, ending in `/v1`.
+    pub url: Option<String>,
+    /// The model name sent to the backend.
+    pub model: String,
+    /// API key for the backend (sent as a bearer token).
+    pub api_key: Secret,
+    /// Deadline for one model call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Most tokens one model call may produce.
+    pub max_tokens: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            backend: "openai".into(),
+            url: None,
+            model: String::new(),
+            api_key: Secret::default(),
+            timeout_ms: 120_000,
+            max_tokens: 512,
+        }
+    }
+}
+
+/// The gateway section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listen address; loopback unless you mean otherwise.
+    pub addr: String,
+    /// Bearer token required on every request but the agent card, when set.
+    pub token: Secret,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8777".into(),
+            token: Secret::default(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The toolhost section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolhostConfig {
+    /// Start the built-in calculator MCP server (as `hearth tool calculator`).
+    pub calculator: bool,
+    /// Deadline for one tool call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// MCP servers to start over stdio (`[[toolhost.servers]]`).
+    pub servers: Vec<McpServer>,
+}
+
+impl Default for ToolhostConfig {
+    fn default() -> Self {
+        Self {
+            calculator: true,
+            call_timeout_ms: 30_000,
+            servers: Vec::new(),
+        }
+    }
+}
+
+/// An MCP server the toolhost starts as a child process and talks to over stdio.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Its name: its tools appear on the bus as `<name>.<tool>`.
+    pub name: String,
+    /// The program to run.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables for it.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// The agents section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// A directory of agent specs (`*.toml`); the built-in specs are used for
+    /// any name not found there.
+    pub dir: Option<PathBuf>,
+    /// The spec the orchestrator runs.
+    pub orchestrator: String,
+    /// The spec operatives run unless a task names another.
+    pub operative: String,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            orchestrator: "orchestrator".into(),
+            operative: "operative".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads from the config file (if any) and the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = match std::env::var_os("HEARTH_CONFIG") {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                if !p.exists() {
+                    return Err(ConfigError::Missing(p));
+                }
+                Some(p)
+            }
+            None => default_file(),
+        };
+        Self::load_from(path.as_deref())
+    }
+
+    /// Loads from `file` (if given) and the environment.
+    pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig.merge(env_provider())
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The per-request bus deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The deadline for one model call (and each of its streamed chunks).
+    pub fn engine_timeout(&self) -> Duration {
+        Duration::from_millis(self.engine.timeout_ms)
+    }
+
+    /// The whole-task deadline.
+    pub fn task_timeout(&self) -> Duration {
+        Duration::from_millis(self.task_timeout_ms)
+    }
+
+    /// The subjects of this mesh.
+    pub fn subjects(&self) -> crate::Subjects {
+        crate::Subjects::new(self.subject_prefix.clone())
+    }
+}
+
+fn default_file() -> Option<PathBuf> {
+    let here = PathBuf::from("hearth.toml");
+    if here.exists() {
+        return Some(here);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let p = base.join("hearth").join("hearth.toml");
+    p.exists().then_some(p)
+}
+
+/// `HEARTH_<SECTION>_<KEY>` → `section.key` for the known sections;
+/// anything else is a top-level key (`HEARTH_NATS_URL` → `nats_url`).
+/// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
+fn env_provider() -> Env {
+    const SECTIONS: [&str; 4] = ["engine", "gateway", "toolhost", "agents"];
+    const TOP: [&str; 4] = [
+        "nats_url",
+        "subject_prefix",
+        "request_timeout_ms",
+        "task_timeout_ms",
+    ];
+    Env::prefixed("HEARTH_")
+        .filter(|key| {
+            let k = key.as_str().to_ascii_lowercase();
+            TOP.contains(&k.as_str())
+                || SECTIONS.iter().any(|s| k.starts_with(&format!("{s}_")))
+        })
+        .map(|key| {
+            let k = key.as_str().to_ascii_lowercase();
+            for s in SECTIONS {
+                if let Some(rest) = k.strip_prefix(&format!("{s}_")) {
+                    return format!("{s}.{rest}").into();
+                }
+            }
+            k.into()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = EngineConfig {
+            api_key: Secret::new("sk-very-secret"),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn file_values_load_and_environment_overrides_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hearth.toml",
+                r#"
+                nats = "nats://10.0.0.1:4222"
+                [engine]
+                url = "http://file/v1"
+                model = "from-file"
+                [gateway]
+                token = "t0k"
+                "#,
+            )?;
+            jail.set_env("HEARTH_ENGINE_MODEL", "from-env");
+            jail.set_env("HEARTH_ENGINE_API_KEY", "k");
+            jail.set_env("HEARTH_GATEWAY_ADDR", "127.0.0.1:9");
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats_url.as_deref(), Some("nats://10.0.0.1:4222"));
+            assert_eq!(c.engine.url.as_deref(), Some("http://file/v1"));
+            assert_eq!(c.engine.model, "from-env");
+            assert_eq!(c.engine.api_key.expose(), "k");
+            assert_eq!(c.gateway.addr, "127.0.0.1:9");
+            assert_eq!(c.gateway.token.expose(), "t0k");
+            jail.set_env("HEARTH_NATS_URL", "nats://127.0.0.1:1");
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.nats_url.as_deref(), Some("nats://127.0.0.1:1"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_a_clear_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hearth.toml", "[engine]\nmodle = \"typo\"\n")?;
+            let err = Config::load_from(Some(Path::new("hearth.toml")))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("modle"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::default();
+        assert!(c.nats_url.is_none());
+        assert_eq!(c.gateway.addr, "127.0.0.1:8777");
+        assert_eq!(c.subjects().prefix(), "hearth");
+    }
+}

@@ -1,0 +1,222 @@
+//! Protobuf RPC over the bus: typed unary and streamed calls, and the loops
+//! that serve them.
+//!
+//! Errors are [`tonic::Status`] on both sides, so a service written once as a
+//! tonic service answers the same way on the bus and over gRPC. Bus failures
+//! map onto status codes: no responders → `Unavailable`, a missed deadline →
+//! `DeadlineExceeded`, an oversize payload → `ResourceExhausted`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use hearth_proto::v1::frame;
+use prost::Message;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tonic::{Code, Status};
+
+use crate::bus::{BusError, IncomingRequest, SharedBus};
+
+/// A stream of typed replies.
+pub type ReplyStream<T> = BoxStream<'static, Result<T, Status>>;
+
+/// How many requests one serving loop handles at once.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
+impl From<BusError> for Status {
+    fn from(e: BusError) -> Self {
+        let code = match &e {
+            BusError::NoResponders { .. } => Code::Unavailable,
+            BusError::Timeout { .. } => Code::DeadlineExceeded,
+            BusError::PayloadTooLarge { .. } => Code::ResourceExhausted,
+            BusError::Transport(_) => Code::Unavailable,
+            BusError::Malformed { .. } => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+fn decode<T: Message + Default>(subject: &str, bytes: &[u8]) -> Result<T, Status> {
+    T::decode(bytes).map_err(|e| {
+        Status::internal(format!("malformed reply on `{subject}`: {e}"))
+    })
+}
+
+fn frame_to_reply<T: Message + Default>(
+    subject: &str,
+    item: Result<frame::Kind, BusError>,
+) -> Result<T, Status> {
+    match item? {
+        frame::Kind::Data(bytes) => decode(subject, &bytes),
+        frame::Kind::Error(e) => Err(Status::new(Code::from_i32(e.code), e.message)),
+        frame::Kind::End(_) => Err(Status::internal("unexpected end-of-stream frame")),
+    }
+}
+
+/// Sends `req` and waits for its one reply.
+pub async fn call<Req: Message, Resp: Message + Default>(
+    bus: &SharedBus,
+    subject: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, Status> {
+    let mut frames = bus
+        .request(subject, Bytes::from(req.encode_to_vec()), timeout)
+        .await?;
+    match frames.next().await {
+        Some(item) => frame_to_reply(subject, item),
+        None => Err(Status::internal(format!(
+            "`{subject}` ended its reply without a message"
+        ))),
+    }
+}
+
+/// Sends `req` and returns its replies as they stream in. Each reply must
+/// arrive within `timeout` of the one before.
+pub async fn call_stream<Req: Message, Resp: Message + Default + 'static>(
+    bus: &SharedBus,
+    subject: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<ReplyStream<Resp>, Status> {
+    let frames = bus
+        .request(subject, Bytes::from(req.encode_to_vec()), timeout)
+        .await?;
+    let subject = subject.to_string();
+    Ok(frames
+        .map(move |item| frame_to_reply(&subject, item))
+        .boxed())
+}
+
+async fn reply_status(req: &IncomingRequest, status: &Status) {
+    if let Err(e) = req
+        .responder
+        .error(status.code() as i32, status.message().to_string())
+        .await
+    {
+        tracing::debug!(subject = %req.subject, error = %e, "could not send the error reply");
+    }
+}
+
+/// Serves a unary method: each request on `subject` (in queue group `queue`)
+/// is decoded, handled, and answered with one frame.
+pub async fn serve_unary<Req, Resp, F, Fut>(
+    bus: SharedBus,
+    subject: String,
+    queue: Option<String>,
+    handler: F,
+) -> Result<JoinHandle<()>, BusError>
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    serve_raw(bus, subject, queue, move |req: IncomingRequest| {
+        let handler = handler.clone();
+        async move {
+            let result = match Req::decode(req.payload.as_ref()) {
+                Ok(msg) => handler(msg).await,
+                Err(e) => Err(Status::invalid_argument(format!(
+                    "malformed request on `{}`: {e}",
+                    req.subject
+                ))),
+            };
+            match result {
+                Ok(resp) => {
+                    if let Err(e) = req.responder.data(resp.encode_to_vec().into()).await {
+                        tracing::debug!(subject = %req.subject, error = %e, "reply not delivered");
+                    }
+                }
+                Err(status) => reply_status(&req, &status).await,
+            }
+        }
+    })
+    .await
+}
+
+/// Serves a server-streaming method: the handler returns a stream whose
+/// items are sent as data frames, followed by an end-of-stream frame (or an
+/// error frame at the first error).
+pub async fn serve_stream<Req, Resp, F, Fut, S>(
+    bus: SharedBus,
+    subject: String,
+    queue: Option<String>,
+    handler: F,
+) -> Result<JoinHandle<()>, BusError>
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, Status>> + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    serve_raw(bus, subject, queue, move |req: IncomingRequest| {
+        let handler = handler.clone();
+        async move {
+            let stream = match Req::decode(req.payload.as_ref()) {
+                Ok(msg) => handler(msg).await,
+                Err(e) => Err(Status::invalid_argument(format!(
+                    "malformed request on `{}`: {e}",
+                    req.subject
+                ))),
+            };
+            let stream = match stream {
+                Ok(s) => s,
+                Err(status) => return reply_status(&req, &status).await,
+            };
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(resp) => {
+                        if req.responder.data(resp.encode_to_vec().into()).await.is_err() {
+                            // The requester is gone (or the frame was too big
+                            // and an error frame went instead): stop producing.
+                            return;
+                        }
+                    }
+                    Err(status) => return reply_status(&req, &status).await,
+                }
+            }
+            if let Err(e) = req.responder.end().await {
+                tracing::debug!(subject = %req.subject, error = %e, "end frame not delivered");
+            }
+        }
+    })
+    .await
+}
+
+/// Serves raw requests with at most [`DEFAULT_CONCURRENCY`] in flight.
+async fn serve_raw<F, Fut>(
+    bus: SharedBus,
+    subject: String,
+    queue: Option<String>,
+    handle: F,
+) -> Result<JoinHandle<()>, BusError>
+where
+    F: Fn(IncomingRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut requests = bus.subscribe(&subject, queue.as_deref()).await?;
+    let slots = Arc::new(Semaphore::new(DEFAULT_CONCURRENCY));
+    tracing::debug!(%subject, ?queue, bus = bus.kind(), "serving");
+    Ok(tokio::spawn(async move {
+        while let Some(req) = requests.next().await {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let fut = handle(req);
+            tokio::spawn(async move {
+                fut.await;
+                drop(permit);
+            });
+        }
+        tracing::debug!(%subject, "subscription closed");
+    }))
+}

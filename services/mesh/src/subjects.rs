@@ -1,0 +1,113 @@
+//! Subject names: `<prefix>.v1.<service>.<method>`.
+//!
+//! The prefix is `hearth` unless configured otherwise; a different prefix
+//! gives a separate mesh on the same NATS server (tests use one each).
+
+/// The subjects of one mesh.
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+/// The services that listen on the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Inference and embeddings.
+    Engine,
+    /// MCP tools.
+    Toolhost,
+    /// Receives tasks, plans and delegates.
+    Orchestrator,
+    /// Runs subtasks (a queue group: several share the work).
+    Operative,
+}
+
+impl Service {
+    /// The service's name on the bus and its queue group.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Engine => "engine",
+            Service::Toolhost => "toolhost",
+            Service::Orchestrator => "orchestrator",
+            Service::Operative => "operative",
+        }
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new("hearth")
+    }
+}
+
+impl Subjects {
+    /// Subjects under `prefix` (normally `hearth`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix these subjects live under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.v1.<service>.<method>`.
+    pub fn method(&self, service: Service, method: &str) -> String {
+        format!("{}.v1.{}.{}", self.prefix, service.name(), method)
+    }
+}
+
+impl Subjects {
+    /// `<prefix>.v1.<service>.<instance>.<method>`: a method of one instance
+    /// of a service (an operative's own tasks, say).
+    pub fn instance_method(&self, service: Service, instance: &str, method: &str) -> String {
+        format!("{}.v1.{}.{}.{}", self.prefix, service.name(), instance, method)
+    }
+}
+
+/// Whether a NATS-style subject pattern (`*` one token, `>` the rest)
+/// matches a concrete subject.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_subjects_follow_the_contract() {
+        let s = Subjects::default();
+        assert_eq!(
+            s.method(Service::Engine, "generate"),
+            "hearth.v1.engine.generate"
+        );
+        assert_eq!(
+            Subjects::new("t1").method(Service::Operative, "send_task"),
+            "t1.v1.operative.send_task"
+        );
+    }
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        assert!(matches("a.b.c", "a.b.c"));
+        assert!(!matches("a.b.c", "a.b"));
+        assert!(!matches("a.b", "a.b.c"));
+        assert!(matches("a.*.c", "a.x.c"));
+        assert!(!matches("a.*", "a.x.c"));
+        assert!(matches("a.>", "a.x.c"));
+        assert!(!matches("a.>", "a"));
+    }
+}

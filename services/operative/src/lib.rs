@@ -1,0 +1,57 @@
+//! The operative: runs subtasks with the agent loop, asking the engine and
+//! calling tools over the bus. Stateless between tasks; start as many as you
+//! like on any machine pointed at the same NATS, and they share the work as
+//! one queue group.
+
+use std::sync::Arc;
+
+use hearth_agents::model::BusModel;
+use hearth_agents::service::{self, AgentService, ToolsFor};
+use hearth_agents::tools::{BusTools, Tools};
+use hearth_agents::{AgentSpec, SpecError, Specs};
+use hearth_mesh::clients::{EngineClient, ToolhostClient};
+use hearth_mesh::subjects::Service;
+use hearth_mesh::{BusError, Config, SharedBus};
+use tokio::task::JoinHandle;
+
+/// Why the operative could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OperativeError {
+    /// Its agent specs are missing or invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// It could not subscribe on the bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// A running operative.
+pub struct Running {
+    /// Its worker name.
+    pub worker: String,
+    /// Its serving loops.
+    pub handles: Vec<JoinHandle<()>>,
+}
+
+/// Starts an operative on `bus`.
+pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeError> {
+    let subjects = config.subjects();
+    let specs = Specs::load(config.agents.dir.as_deref())?;
+    let engine = EngineClient::new(bus.clone(), subjects.clone(), config.engine_timeout());
+    let toolhost = ToolhostClient::new(bus.clone(), subjects.clone(), config.request_timeout());
+    let tools_for: ToolsFor = Arc::new(move |spec: Arc<AgentSpec>| -> Arc<dyn Tools> {
+        Arc::new(BusTools::new(toolhost.clone(), spec))
+    });
+    let svc = AgentService::new(
+        service::worker_name(Service::Operative),
+        specs,
+        config.agents.operative.clone(),
+        Arc::new(BusModel::new(engine)),
+        tools_for,
+        config.task_timeout(),
+    )?;
+    let worker = svc.worker().to_string();
+    let handles = service::serve(svc, Service::Operative, bus, &subjects).await?;
+    tracing::info!(%worker, "operative ready");
+    Ok(Running { worker, handles })
+}

@@ -1,0 +1,72 @@
+//! The orchestrator: receives a task, answers it or delegates it to an
+//! operative over the bus, relays the operative's progress, and returns the
+//! final answer.
+//!
+//! Delegation is a tool, `hearth.delegate`, offered to the orchestrator's
+//! model beside any toolhost tools its spec allows: the model decides. A
+//! delegated subtask that cannot run (no operative listening, a timeout)
+//! fails the task with that reason; one that runs and fails is reported to
+//! the model, which may answer or try again.
+
+mod delegate;
+
+use std::sync::Arc;
+
+use hearth_agents::model::BusModel;
+use hearth_agents::service::{self, AgentService, ToolsFor};
+use hearth_agents::tools::{BusTools, LocalTool, ToolSet, Tools};
+use hearth_agents::{AgentSpec, SpecError, Specs};
+use hearth_mesh::clients::{AgentClient, EngineClient, ToolhostClient};
+use hearth_mesh::subjects::Service;
+use hearth_mesh::{BusError, Config, SharedBus};
+use tokio::task::JoinHandle;
+
+pub use delegate::{DELEGATE_TOOL, Delegate};
+
+/// Why the orchestrator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// Its agent specs are missing or invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// It could not subscribe on the bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// A running orchestrator.
+pub struct Running {
+    /// Its worker name.
+    pub worker: String,
+    /// Its serving loops.
+    pub handles: Vec<JoinHandle<()>>,
+}
+
+/// Starts the orchestrator on `bus`.
+pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OrchestratorError> {
+    let subjects = config.subjects();
+    let specs = Specs::load(config.agents.dir.as_deref())?;
+    let engine = EngineClient::new(bus.clone(), subjects.clone(), config.engine_timeout());
+    let toolhost = ToolhostClient::new(bus.clone(), subjects.clone(), config.request_timeout());
+    // A subtask's events may be minutes apart while an operative works.
+    let operatives = AgentClient::new(bus.clone(), subjects.clone(), Service::Operative, config.task_timeout());
+    let delegate: Arc<dyn LocalTool> = Arc::new(Delegate::new(operatives, config.agents.operative.clone()));
+    let tools_for: ToolsFor = Arc::new(move |spec: Arc<AgentSpec>| -> Arc<dyn Tools> {
+        Arc::new(ToolSet::new(
+            vec![delegate.clone()],
+            Arc::new(BusTools::new(toolhost.clone(), spec)),
+        ))
+    });
+    let svc = AgentService::new(
+        service::worker_name(Service::Orchestrator),
+        specs,
+        config.agents.orchestrator.clone(),
+        Arc::new(BusModel::new(engine)),
+        tools_for,
+        config.task_timeout(),
+    )?;
+    let worker = svc.worker().to_string();
+    let handles = service::serve(svc, Service::Orchestrator, bus, &subjects).await?;
+    tracing::info!(%worker, "orchestrator ready");
+    Ok(Running { worker, handles })
+}
