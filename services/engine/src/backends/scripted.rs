@@ -4,7 +4,8 @@
 //! never a default: it runs only when `engine.backend = "scripted"`.
 //!
 //! Rules, in order, on the last message:
-//! 1. a tool result → answer `The answer is <result>.`;
+//! 1. a tool result → answer `The answer is <result>.` (a result that is
+//!    already such an answer is passed on as it is);
 //! 2. a user message and a tool named `*.delegate` offered → delegate the
 //!    whole message;
 //! 3. a user message and a tool named `*.evaluate` offered → call it with the
@@ -53,7 +54,12 @@ impl Backend for ScriptedBackend {
         let tool = |suffix: &str| req.tools.iter().find(|t| t.name.ends_with(suffix));
         let mut chunk = GenerateChunk::default();
         if last.role == "tool" {
-            chunk.delta = format!("The answer is {}.", last.content.trim());
+            let result = last.content.trim();
+            chunk.delta = if result.starts_with("The answer is") {
+                result.to_string()
+            } else {
+                format!("The answer is {result}.")
+            };
         } else if let Some(t) = tool(".delegate").filter(|_| last.role == "user") {
             chunk.tool_calls.push(ToolCall {
                 id: "call_0".into(),
