@@ -240,9 +240,10 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// The deadline for one model call (and each of its streamed chunks).
+    /// How long a caller waits on the engine over the bus: the engine's own
+    /// deadline plus a margin, so the engine's more precise error arrives first.
     pub fn engine_timeout(&self) -> Duration {
-        Duration::from_millis(self.engine.timeout_ms)
+        Duration::from_millis(self.engine.timeout_ms) + Duration::from_secs(2)
     }
 
     /// The whole-task deadline.
