@@ -69,7 +69,10 @@ pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Route
             a2a_server::StaticAgentCard::new(card),
         )))
         .merge(protected)
-        .layer(DefaultBodyLimit::max(config.gateway.max_body_bytes)))
+        // The SDK's router allows 10 MiB itself; this outer limit is the
+        // configured one, and answers 413 before a byte more is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(config.gateway.max_body_bytes))
+        .layer(DefaultBodyLimit::disable()))
 }
 
 fn a2a_server_lf_router(handler: Arc<A2aHandler>) -> Router {

@@ -1,0 +1,108 @@
+//! The gateway's A2A JSON-RPC endpoint: a task end to end, lookups, errors
+//! by the book for malformed requests, and the token.
+
+use std::sync::Arc;
+
+use hearth::{Part, start};
+use hearth_e2e::{hearth_bin, test_config, unique_prefix};
+use hearth_mesh::{LocalBus, Secret, SharedBus};
+use serde_json::{Value, json};
+
+async fn gateway(token: Option<&str>) -> (hearth::Mesh, String) {
+    let mut config = test_config(&unique_prefix("gw"));
+    config.gateway.addr = "127.0.0.1:0".into();
+    config.gateway.max_body_bytes = 64 * 1024;
+    if let Some(t) = token {
+        config.gateway.token = Secret::new(t);
+    }
+    let bus: SharedBus = Arc::new(LocalBus::default());
+    let mesh = start(&config, bus, &Part::ALL, &hearth_bin()).await.unwrap();
+    let url = format!("http://{}", mesh.gateway.unwrap());
+    (mesh, url)
+}
+
+async fn rpc(url: &str, body: String, token: Option<&str>) -> (u16, Value) {
+    let mut rb = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .header("A2A-Version", "1.0")
+        .header("Content-Type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn send(text: &str) -> String {
+    json!({
+        "jsonrpc": "2.0", "id": "a",
+        "method": "SendMessage",
+        "params": { "message": { "messageId": "m-1", "role": "ROLE_USER", "parts": [{ "text": text }] } }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn send_message_then_get_task_over_a2a_jsonrpc() {
+    let (mesh, url) = gateway(None).await;
+    let (status, v) = rpc(&url, send("What is 17*23+4?"), None).await;
+    assert_eq!(status, 200);
+    let task = &v["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    let answer = task["artifacts"][0]["parts"][0]["text"].as_str().unwrap();
+    assert!(answer.contains("395"), "{answer}");
+    let id = task["id"].as_str().unwrap().to_string();
+
+    let get = json!({ "jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": { "id": id, "historyLength": 1 } });
+    let (_, v) = rpc(&url, get.to_string(), None).await;
+    assert_eq!(v["result"]["id"], id.as_str(), "{v}");
+    assert_eq!(v["result"]["status"]["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(v["result"]["history"].as_array().map(Vec::len), Some(1));
+
+    let missing = json!({ "jsonrpc": "2.0", "id": 3, "method": "GetTask", "params": { "id": "no-such-task" } });
+    let (_, v) = rpc(&url, missing.to_string(), None).await;
+    assert_eq!(v["error"]["code"], -32001, "{v}");
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_a2a_requests_get_jsonrpc_errors() {
+    let (mesh, url) = gateway(None).await;
+    let (_, v) = rpc(&url, "{not json".into(), None).await;
+    assert_eq!(v["error"]["code"], -32700, "{v}");
+    let (_, v) = rpc(&url, json!({ "id": 1, "method": 5 }).to_string(), None).await;
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    let (_, v) = rpc(&url, json!({ "jsonrpc": "2.0", "id": 1, "method": "Frobnicate", "params": {} }).to_string(), None).await;
+    assert_eq!(v["error"]["code"], -32601, "{v}");
+    let (_, v) = rpc(&url, json!({ "jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": { "message": 7 } }).to_string(), None).await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    // Oversize bodies are refused, not buffered.
+    let (status, _) = rpc(&url, send(&"x".repeat(200 * 1024)), None).await;
+    assert_eq!(status, 413);
+    // And the gateway still works.
+    let (_, v) = rpc(&url, send("What is 1+2?"), None).await;
+    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_configured_token_is_required_but_the_card_stays_public() {
+    let (mesh, url) = gateway(Some("s3cret")).await;
+    let (status, _) = rpc(&url, send("What is 1+2?"), None).await;
+    assert_eq!(status, 401);
+    let (status, _) = rpc(&url, send("What is 1+2?"), Some("wrong")).await;
+    assert_eq!(status, 401);
+    let (status, v) = rpc(&url, send("What is 1+2?"), Some("s3cret")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+
+    let card: Value = reqwest::get(format!("{url}/.well-known/agent-card.json")).await.unwrap().json().await.unwrap();
+    assert_eq!(card["name"], "Hearth");
+    assert_eq!(card["supportedInterfaces"][0]["protocolBinding"], "JSONRPC");
+    assert!(card["securitySchemes"]["bearer"].is_object(), "{card}");
+    assert!(!card.to_string().contains("s3cret"));
+    mesh.shutdown().await;
+}
