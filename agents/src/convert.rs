@@ -14,7 +14,11 @@ pub fn text_of(message: &Message) -> String {
             Some(part::Content::Url(u)) => out.push(format!("[file: {u}]")),
             Some(part::Content::Raw(b)) => out.push(format!(
                 "[file{}: {} bytes]",
-                if p.filename.is_empty() { String::new() } else { format!(" {}", p.filename) },
+                if p.filename.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", p.filename)
+                },
                 b.len()
             )),
             None => {}
@@ -24,7 +28,12 @@ pub fn text_of(message: &Message) -> String {
 }
 
 /// A one-part text message.
-pub fn text_message(role: Role, text: impl Into<String>, task_id: &str, context_id: &str) -> Message {
+pub fn text_message(
+    role: Role,
+    text: impl Into<String>,
+    task_id: &str,
+    context_id: &str,
+) -> Message {
     Message {
         message_id: uuid::Uuid::now_v7().to_string(),
         context_id: context_id.to_string(),
@@ -110,11 +119,16 @@ pub fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
     use serde_json::Value as J;
     match &v.kind {
         None | Some(Kind::NullValue(_)) => J::Null,
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map(J::Number).unwrap_or(J::Null),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(J::Number)
+            .unwrap_or(J::Null),
         Some(Kind::StringValue(s)) => J::String(s.clone()),
         Some(Kind::BoolValue(b)) => J::Bool(*b),
         Some(Kind::StructValue(s)) => J::Object(
-            s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect(),
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect(),
         ),
         Some(Kind::ListValue(l)) => J::Array(l.values.iter().map(value_to_json).collect()),
     }
@@ -138,7 +152,10 @@ mod tests {
     fn text_round_trips_and_states_are_named_by_the_spec() {
         let m = text_message(Role::User, "What is 2+2?", "", "");
         assert_eq!(text_of(&m), "What is 2+2?");
-        assert_eq!(state_name(TaskState::Completed as i32), "TASK_STATE_COMPLETED");
+        assert_eq!(
+            state_name(TaskState::Completed as i32),
+            "TASK_STATE_COMPLETED"
+        );
         assert!(is_final(TaskState::Failed as i32));
         assert!(!is_final(TaskState::Working as i32));
     }

@@ -16,8 +16,8 @@
 pub mod convert;
 pub mod model;
 pub mod runtime;
-pub mod spec;
 pub mod service;
+pub mod spec;
 pub mod tasks;
 pub mod tools;
 pub mod usage;

@@ -61,12 +61,14 @@ impl AgentError {
     /// The gRPC status this error is reported as.
     pub fn status(&self) -> tonic::Status {
         match self {
-            AgentError::Model(s) | AgentError::Tools(s) | AgentError::ToolFailed { status: s, .. } => {
+            AgentError::Model(s)
+            | AgentError::Tools(s)
+            | AgentError::ToolFailed { status: s, .. } => {
                 tonic::Status::new(s.code(), self.to_string())
             }
-            AgentError::StepLimit(_) | AgentError::MalformedCalls { .. } | AgentError::EmptyAnswer => {
-                tonic::Status::aborted(self.to_string())
-            }
+            AgentError::StepLimit(_)
+            | AgentError::MalformedCalls { .. }
+            | AgentError::EmptyAnswer => tonic::Status::aborted(self.to_string()),
         }
     }
 }
@@ -172,14 +174,19 @@ pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage
         }
         let cut = floor_boundary(&longest.content, keep_bytes);
         longest.content.truncate(cut);
-        longest.content.push_str(" …[cut to fit the context budget]");
+        longest
+            .content
+            .push_str(" …[cut to fit the context budget]");
         over = total(&out).saturating_sub(budget);
     }
     out
 }
 
 fn floor_boundary(s: &str, max: usize) -> usize {
-    (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
+    (0..=max.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// Checks one tool call; returns the parsed arguments or what is wrong.
@@ -189,13 +196,23 @@ fn check_call(call: &ToolCall, offered: &[ToolSpec]) -> Result<(), String> {
         return Err(format!(
             "there is no tool `{}`; the tools are: {}",
             call.name,
-            if names.is_empty() { "(none)".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "(none)".into()
+            } else {
+                names.join(", ")
+            }
         ));
     }
-    let args = if call.arguments_json.trim().is_empty() { "{}" } else { &call.arguments_json };
+    let args = if call.arguments_json.trim().is_empty() {
+        "{}"
+    } else {
+        &call.arguments_json
+    };
     match serde_json::from_str::<Value>(args) {
         Ok(Value::Object(_)) => Ok(()),
-        Ok(other) => Err(format!("the arguments must be a JSON object, not `{other}`")),
+        Ok(other) => Err(format!(
+            "the arguments must be a JSON object, not `{other}`"
+        )),
         Err(e) => Err(format!("the arguments are not valid JSON ({e})")),
     }
 }
@@ -266,10 +283,14 @@ impl AgentLoop {
                 let content = match check_call(call, &offered) {
                     Err(problem) => {
                         any_malformed = Some(problem.clone());
-                        format!("error: your call was malformed: {problem}. Call a tool again with correct arguments, or answer in text.")
+                        format!(
+                            "error: your call was malformed: {problem}. Call a tool again with correct arguments, or answer in text."
+                        )
                     }
                     Ok(()) => {
-                        progress(Progress::ToolCall { name: call.name.clone() });
+                        progress(Progress::ToolCall {
+                            name: call.name.clone(),
+                        });
                         let result = self.tools.call(ctx, &call.name, &call.arguments_json).await;
                         let (text, is_error) = match result {
                             Ok(o) => {
@@ -279,11 +300,21 @@ impl AgentLoop {
                                 (o.content, o.is_error)
                             }
                             Err(status) => {
-                                return Err(AgentError::ToolFailed { tool: call.name.clone(), status });
+                                return Err(AgentError::ToolFailed {
+                                    tool: call.name.clone(),
+                                    status,
+                                });
                             }
                         };
-                        progress(Progress::ToolResult { name: call.name.clone(), is_error });
-                        let mut text = if is_error { format!("error: {text}") } else { text };
+                        progress(Progress::ToolResult {
+                            name: call.name.clone(),
+                            is_error,
+                        });
+                        let mut text = if is_error {
+                            format!("error: {text}")
+                        } else {
+                            text
+                        };
                         if text.len() > MAX_TOOL_RESULT_BYTES {
                             let cut = floor_boundary(&text, MAX_TOOL_RESULT_BYTES);
                             text.truncate(cut);
@@ -303,7 +334,10 @@ impl AgentLoop {
                 Some(last) => {
                     malformed_in_row += 1;
                     if malformed_in_row > self.spec.max_tool_retries {
-                        return Err(AgentError::MalformedCalls { count: malformed_in_row, last });
+                        return Err(AgentError::MalformedCalls {
+                            count: malformed_in_row,
+                            last,
+                        });
                     }
                 }
                 None => malformed_in_row = 0,
@@ -331,7 +365,10 @@ mod tests {
             self.1.lock().unwrap().push(req);
             let mut turns = self.0.lock().unwrap();
             if turns.is_empty() {
-                return Ok(Turn { text: "done".into(), ..Default::default() });
+                return Ok(Turn {
+                    text: "done".into(),
+                    ..Default::default()
+                });
             }
             Ok(turns.remove(0))
         }
@@ -342,10 +379,21 @@ mod tests {
     #[async_trait::async_trait]
     impl Tools for Echo {
         async fn list(&self, _: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status> {
-            Ok(vec![ToolSpec { name: "t.echo".into(), ..Default::default() }])
+            Ok(vec![ToolSpec {
+                name: "t.echo".into(),
+                ..Default::default()
+            }])
         }
-        async fn call(&self, _: &CallContext, _: &str, args: &str) -> Result<ToolOutput, tonic::Status> {
-            Ok(ToolOutput { content: format!("echoed {args}"), ..Default::default() })
+        async fn call(
+            &self,
+            _: &CallContext,
+            _: &str,
+            args: &str,
+        ) -> Result<ToolOutput, tonic::Status> {
+            Ok(ToolOutput {
+                content: format!("echoed {args}"),
+                ..Default::default()
+            })
         }
     }
 
@@ -366,16 +414,26 @@ mod tests {
 
     fn call(name: &str, args: &str) -> Turn {
         Turn {
-            tool_calls: vec![ToolCall { id: "c".into(), name: name.into(), arguments_json: args.into() }],
+            tool_calls: vec![ToolCall {
+                id: "c".into(),
+                name: name.into(),
+                arguments_json: args.into(),
+            }],
             ..Default::default()
         }
     }
 
     #[tokio::test]
     async fn tool_results_are_fed_back_and_the_text_answer_ends_the_task() {
-        let model = Arc::new(Replay(Mutex::new(vec![call("t.echo", "{\"x\":1}")]), Mutex::default()));
+        let model = Arc::new(Replay(
+            Mutex::new(vec![call("t.echo", "{\"x\":1}")]),
+            Mutex::default(),
+        ));
         let agent = AgentLoop::new(spec(4), model.clone(), Arc::new(Echo));
-        let out = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap();
+        let out = agent
+            .run(&CallContext::default(), "task", &|_| {})
+            .await
+            .unwrap();
         assert_eq!(out.answer, "done");
         assert_eq!((out.steps, out.tool_calls), (2, 1));
         let seen = model.1.lock().unwrap();
@@ -391,8 +449,14 @@ mod tests {
             Mutex::default(),
         ));
         let agent = AgentLoop::new(spec(8), model.clone(), Arc::new(Echo));
-        let err = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap_err();
-        assert!(matches!(err, AgentError::MalformedCalls { count: 2, .. }), "{err}");
+        let err = agent
+            .run(&CallContext::default(), "task", &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AgentError::MalformedCalls { count: 2, .. }),
+            "{err}"
+        );
         let seen = model.1.lock().unwrap();
         let fed_back = &seen[1].messages.last().unwrap().content;
         assert!(fed_back.contains("not valid JSON"), "{fed_back}");
@@ -406,7 +470,10 @@ mod tests {
             Mutex::default(),
         ));
         let agent = AgentLoop::new(spec(8), model, Arc::new(Echo));
-        let out = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap();
+        let out = agent
+            .run(&CallContext::default(), "task", &|_| {})
+            .await
+            .unwrap();
         assert_eq!(out.answer, "done");
     }
 
@@ -415,13 +482,20 @@ mod tests {
         let turns = (0..10).map(|_| call("t.echo", "{}")).collect();
         let model = Arc::new(Replay(Mutex::new(turns), Mutex::default()));
         let agent = AgentLoop::new(spec(3), model, Arc::new(Echo));
-        let err = agent.run(&CallContext::default(), "task", &|_| {}).await.unwrap_err();
+        let err = agent
+            .run(&CallContext::default(), "task", &|_| {})
+            .await
+            .unwrap_err();
         assert!(matches!(err, AgentError::StepLimit(3)));
     }
 
     #[test]
     fn the_budget_keeps_prompt_task_and_newest_turns() {
-        let msg = |role: &str, n: usize| ChatMessage { role: role.into(), content: "x".repeat(n), ..Default::default() };
+        let msg = |role: &str, n: usize| ChatMessage {
+            role: role.into(),
+            content: "x".repeat(n),
+            ..Default::default()
+        };
         let mut ms = vec![msg("system", 40), msg("user", 40)];
         for _ in 0..10 {
             ms.push(msg("assistant", 400));
@@ -441,10 +515,26 @@ mod tests {
     #[test]
     fn one_huge_tool_result_is_cut_to_fit() {
         let ms = vec![
-            ChatMessage { role: "system".into(), content: "s".into(), ..Default::default() },
-            ChatMessage { role: "user".into(), content: "u".into(), ..Default::default() },
-            ChatMessage { role: "assistant".into(), content: String::new(), ..Default::default() },
-            ChatMessage { role: "tool".into(), content: "y".repeat(100_000), ..Default::default() },
+            ChatMessage {
+                role: "system".into(),
+                content: "s".into(),
+                ..Default::default()
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "u".into(),
+                ..Default::default()
+            },
+            ChatMessage {
+                role: "assistant".into(),
+                content: String::new(),
+                ..Default::default()
+            },
+            ChatMessage {
+                role: "tool".into(),
+                content: "y".repeat(100_000),
+                ..Default::default()
+            },
         ];
         let fitted = fit_to_budget(&ms, 1000);
         let total: usize = fitted.iter().map(estimate_tokens).sum();

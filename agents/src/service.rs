@@ -71,8 +71,14 @@ impl AgentService {
 fn progress_text(p: &Progress) -> String {
     match p {
         Progress::ToolCall { name } => format!("calling {name}"),
-        Progress::ToolResult { name, is_error: false } => format!("{name} answered"),
-        Progress::ToolResult { name, is_error: true } => format!("{name} reported an error"),
+        Progress::ToolResult {
+            name,
+            is_error: false,
+        } => format!("{name} answered"),
+        Progress::ToolResult {
+            name,
+            is_error: true,
+        } => format!("{name} reported an error"),
     }
 }
 
@@ -80,9 +86,16 @@ fn progress_text(p: &Progress) -> String {
 impl Agent for AgentService {
     type SendTaskStream = ReplyStream<TaskEvent>;
 
-    async fn send_task(&self, request: Request<SendTaskRequest>) -> Result<Response<Self::SendTaskStream>, Status> {
+    async fn send_task(
+        &self,
+        request: Request<SendTaskRequest>,
+    ) -> Result<Response<Self::SendTaskStream>, Status> {
         let req = request.into_inner();
-        let name = if req.agent.is_empty() { self.default_spec.clone() } else { req.agent.clone() };
+        let name = if req.agent.is_empty() {
+            self.default_spec.clone()
+        } else {
+            req.agent.clone()
+        };
         let spec = Arc::new(
             self.specs
                 .get(&name)
@@ -114,12 +127,21 @@ impl Agent for AgentService {
         Ok(Response::new(stream))
     }
 
-    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<TaskRecord>, Status> {
+    async fn get_task(
+        &self,
+        request: Request<GetTaskRequest>,
+    ) -> Result<Response<TaskRecord>, Status> {
         self.host.get(request.get_ref()).map(Response::new)
     }
 
-    async fn cancel_task(&self, request: Request<CancelTaskRequest>) -> Result<Response<TaskRecord>, Status> {
-        self.host.cancel(&request.get_ref().id).await.map(Response::new)
+    async fn cancel_task(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<TaskRecord>, Status> {
+        self.host
+            .cancel(&request.get_ref().id)
+            .await
+            .map(Response::new)
     }
 }
 
@@ -134,35 +156,58 @@ pub async fn serve(
     let mut handles = Vec::new();
     let svc = service.clone();
     handles.push(
-        rpc::serve_stream(bus.clone(), subjects.method(kind, methods::SEND_TASK), queue.clone(), move |req: SendTaskRequest| {
-            let svc = svc.clone();
-            async move { svc.send_task(Request::new(req)).await.map(Response::into_inner) }
-        })
+        rpc::serve_stream(
+            bus.clone(),
+            subjects.method(kind, methods::SEND_TASK),
+            queue.clone(),
+            move |req: SendTaskRequest| {
+                let svc = svc.clone();
+                async move {
+                    svc.send_task(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
+            },
+        )
         .await?,
     );
     let worker = service.worker().to_string();
     for (subject, q) in [
-        (subjects.instance_method(kind, &worker, methods::GET_TASK), None),
+        (
+            subjects.instance_method(kind, &worker, methods::GET_TASK),
+            None,
+        ),
         (subjects.method(kind, methods::GET_TASK), queue.clone()),
     ] {
         let svc = service.clone();
         handles.push(
             rpc::serve_unary(bus.clone(), subject, q, move |req: GetTaskRequest| {
                 let svc = svc.clone();
-                async move { svc.get_task(Request::new(req)).await.map(Response::into_inner) }
+                async move {
+                    svc.get_task(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
             })
             .await?,
         );
     }
     for (subject, q) in [
-        (subjects.instance_method(kind, &worker, methods::CANCEL_TASK), None),
+        (
+            subjects.instance_method(kind, &worker, methods::CANCEL_TASK),
+            None,
+        ),
         (subjects.method(kind, methods::CANCEL_TASK), queue.clone()),
     ] {
         let svc = service.clone();
         handles.push(
             rpc::serve_unary(bus.clone(), subject, q, move |req: CancelTaskRequest| {
                 let svc = svc.clone();
-                async move { svc.cancel_task(Request::new(req)).await.map(Response::into_inner) }
+                async move {
+                    svc.cancel_task(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
             })
             .await?,
         );

@@ -107,12 +107,12 @@ impl AgentSpec {
 
     /// Whether this agent may call the tool `name` (`server.tool`).
     pub fn allows_tool(&self, name: &str) -> bool {
-        self.tools.iter().any(|pattern| match pattern.strip_suffix(".*") {
-            Some(server) => name
-                .split_once('.')
-                .is_some_and(|(s, _)| s == server),
-            None => pattern == "*" || pattern == name,
-        })
+        self.tools
+            .iter()
+            .any(|pattern| match pattern.strip_suffix(".*") {
+                Some(server) => name.split_once('.').is_some_and(|(s, _)| s == server),
+                None => pattern == "*" || pattern == name,
+            })
     }
 }
 
@@ -123,8 +123,14 @@ pub struct Specs {
 }
 
 const BUILTIN: [(&str, &str); 2] = [
-    ("agents/specs/orchestrator.toml", include_str!("../specs/orchestrator.toml")),
-    ("agents/specs/operative.toml", include_str!("../specs/operative.toml")),
+    (
+        "agents/specs/orchestrator.toml",
+        include_str!("../specs/orchestrator.toml"),
+    ),
+    (
+        "agents/specs/operative.toml",
+        include_str!("../specs/operative.toml"),
+    ),
 ];
 
 impl Specs {
@@ -197,14 +203,23 @@ mod tests {
         )
         .unwrap();
         let specs = Specs::load(Some(dir.path())).unwrap();
-        assert!(specs.get("math").unwrap().allows_tool("calculator.evaluate"));
+        assert!(
+            specs
+                .get("math")
+                .unwrap()
+                .allows_tool("calculator.evaluate")
+        );
         assert!(specs.get("operative").is_ok());
         assert!(matches!(specs.get("nope"), Err(SpecError::NotFound(_))));
     }
 
     #[test]
     fn invalid_specs_say_where_and_why() {
-        let err = AgentSpec::from_toml("name = \"a\"\nrole = \"boss\"\nsystem_prompt = \"\"", "x.toml").unwrap_err();
+        let err = AgentSpec::from_toml(
+            "name = \"a\"\nrole = \"boss\"\nsystem_prompt = \"\"",
+            "x.toml",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("x.toml") && msg.contains("boss"), "{msg}");
     }

@@ -70,7 +70,12 @@ impl TaskHandle {
     /// Reports progress as a `WORKING` status update (dropped if the reader is slow).
     pub fn progress(&self, text: impl Into<String>) {
         let msg = text_message(Role::Agent, text, &self.task_id, &self.context_id);
-        let ev = status_event(&self.task_id, &self.context_id, TaskState::Working, Some(msg));
+        let ev = status_event(
+            &self.task_id,
+            &self.context_id,
+            TaskState::Working,
+            Some(msg),
+        );
         let _ = self.events.try_send(Ok(TaskEvent {
             event: Some(ev),
             usage: None,
@@ -142,7 +147,12 @@ impl TaskHost {
     /// status, and the final task with its usage. A retry with the id of a
     /// finished task gets that task back; one with the id of a running task
     /// is refused.
-    pub fn start<F>(&self, req: SendTaskRequest, timeout: Duration, work: F) -> Result<ReplyStream<TaskEvent>, Status>
+    pub fn start<F>(
+        &self,
+        req: SendTaskRequest,
+        timeout: Duration,
+        work: F,
+    ) -> Result<ReplyStream<TaskEvent>, Status>
     where
         F: FnOnce(TaskHandle) -> Work,
     {
@@ -153,7 +163,11 @@ impl TaskHost {
         if text.trim().is_empty() {
             return Err(Status::invalid_argument("the task's message has no text"));
         }
-        let task_id = if req.task_id.is_empty() { uuid::Uuid::now_v7().to_string() } else { req.task_id };
+        let task_id = if req.task_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            req.task_id
+        };
         let context_id = if message.context_id.is_empty() {
             uuid::Uuid::now_v7().to_string()
         } else {
@@ -172,11 +186,22 @@ impl TaskHost {
         {
             let mut store = lock(&self.store);
             if let Some(slot) = store.slots.get(&task_id) {
-                let state = slot.record.task.as_ref().and_then(|t| t.status.as_ref()).map_or(0, |s| s.state);
+                let state = slot
+                    .record
+                    .task
+                    .as_ref()
+                    .and_then(|t| t.status.as_ref())
+                    .map_or(0, |s| s.state);
                 if !is_final(state) {
-                    return Err(Status::already_exists(format!("task {task_id} is already running")));
+                    return Err(Status::already_exists(format!(
+                        "task {task_id} is already running"
+                    )));
                 }
-                let ev = task_event(slot.record.task.as_ref().unwrap_or(&task), slot.record.usage.clone(), &self.worker);
+                let ev = task_event(
+                    slot.record.task.as_ref().unwrap_or(&task),
+                    slot.record.usage.clone(),
+                    &self.worker,
+                );
                 return Ok(futures::stream::iter([Ok(ev)]).boxed());
             }
             self.evict(&mut store);
@@ -203,11 +228,19 @@ impl TaskHost {
             events: tx.clone(),
             worker: self.worker.clone(),
         };
-        handle.events.try_send(Ok(TaskEvent {
-            event: Some(status_event(&task_id, &context_id, TaskState::Working, None)),
-            usage: None,
-            worker: self.worker.clone(),
-        })).ok();
+        handle
+            .events
+            .try_send(Ok(TaskEvent {
+                event: Some(status_event(
+                    &task_id,
+                    &context_id,
+                    TaskState::Working,
+                    None,
+                )),
+                usage: None,
+                worker: self.worker.clone(),
+            }))
+            .ok();
         self.set_state(&task_id, TaskState::Working, None);
         let fut = work(handle);
         let host = self.clone();
@@ -230,7 +263,11 @@ impl TaskHost {
         while store.slots.len() >= MAX_RECORDS {
             let Some(pos) = store.order.iter().position(|id| {
                 store.slots.get(id).is_none_or(|s| {
-                    s.record.task.as_ref().and_then(|t| t.status.as_ref()).is_some_and(|st| is_final(st.state))
+                    s.record
+                        .task
+                        .as_ref()
+                        .and_then(|t| t.status.as_ref())
+                        .is_some_and(|st| is_final(st.state))
                 })
             }) else {
                 break; // everything is still running: keep them all
@@ -251,8 +288,12 @@ impl TaskHost {
     async fn finish(&self, id: &str, result: Result<Outcome, String>) {
         let (events, final_task, usage, context_id) = {
             let mut store = lock(&self.store);
-            let Some(slot) = store.slots.get_mut(id) else { return };
-            let Some(task) = slot.record.task.as_mut() else { return };
+            let Some(slot) = store.slots.get_mut(id) else {
+                return;
+            };
+            let Some(task) = slot.record.task.as_mut() else {
+                return;
+            };
             if task.status.as_ref().is_some_and(|s| is_final(s.state)) {
                 return; // canceled meanwhile
             }
@@ -262,7 +303,8 @@ impl TaskHost {
                 Ok(out) => {
                     usage = out.usage.clone();
                     let reply = text_message(Role::Agent, out.answer.clone(), id, &context_id);
-                    task.artifacts.push(text_artifact("answer", out.answer.clone()));
+                    task.artifacts
+                        .push(text_artifact("answer", out.answer.clone()));
                     task.history.push(reply.clone());
                     task.status = Some(status(TaskState::Completed, Some(reply)));
                 }
@@ -289,7 +331,13 @@ impl TaskHost {
                     metadata: None,
                 })),
             };
-            let _ = events.send(Ok(TaskEvent { event: Some(ev), usage: None, worker: worker.clone() })).await;
+            let _ = events
+                .send(Ok(TaskEvent {
+                    event: Some(ev),
+                    usage: None,
+                    worker: worker.clone(),
+                }))
+                .await;
         }
         let st = final_task.status.clone();
         let ev = StreamResponse {
@@ -300,8 +348,16 @@ impl TaskHost {
                 metadata: None,
             })),
         };
-        let _ = events.send(Ok(TaskEvent { event: Some(ev), usage: None, worker: worker.clone() })).await;
-        let _ = events.send(Ok(task_event(&final_task, Some(usage), &worker))).await;
+        let _ = events
+            .send(Ok(TaskEvent {
+                event: Some(ev),
+                usage: None,
+                worker: worker.clone(),
+            }))
+            .await;
+        let _ = events
+            .send(Ok(task_event(&final_task, Some(usage), &worker)))
+            .await;
     }
 
     /// Looks a task up.
@@ -344,8 +400,16 @@ impl TaskHost {
         };
         if let (Some(events), Some(task)) = (events, record.task.as_ref()) {
             let ev = status_event(&task.id, &task.context_id, TaskState::Canceled, None);
-            let _ = events.send(Ok(TaskEvent { event: Some(ev), usage: None, worker: self.worker.clone() })).await;
-            let _ = events.send(Ok(task_event(task, record.usage.clone(), &self.worker))).await;
+            let _ = events
+                .send(Ok(TaskEvent {
+                    event: Some(ev),
+                    usage: None,
+                    worker: self.worker.clone(),
+                }))
+                .await;
+            let _ = events
+                .send(Ok(task_event(task, record.usage.clone(), &self.worker)))
+                .await;
         }
         Ok(record)
     }
@@ -364,7 +428,11 @@ mod tests {
 
     async fn last_task(stream: ReplyStream<TaskEvent>) -> (Task, Vec<TaskEvent>) {
         let events: Vec<TaskEvent> = stream.map(|e| e.unwrap()).collect().await;
-        let Some(Payload::Task(t)) = events.last().and_then(|e| e.event.as_ref()).and_then(|e| e.payload.clone()) else {
+        let Some(Payload::Task(t)) = events
+            .last()
+            .and_then(|e| e.event.as_ref())
+            .and_then(|e| e.payload.clone())
+        else {
             panic!("the last event is not a task: {events:?}");
         };
         (t, events)
@@ -375,14 +443,36 @@ mod tests {
         let host = TaskHost::new("w1");
         let stream = host
             .start(req("hi"), Duration::from_secs(5), |h| {
-                Box::pin(async move { Ok(Outcome { answer: format!("re: {}", h.text), ..Default::default() }) })
+                Box::pin(async move {
+                    Ok(Outcome {
+                        answer: format!("re: {}", h.text),
+                        ..Default::default()
+                    })
+                })
             })
             .unwrap();
         let (task, events) = last_task(stream).await;
         assert_eq!(task.status.unwrap().state, TaskState::Completed as i32);
-        assert_eq!(convert::answer_of(&host.get(&GetTaskRequest { id: task.id.clone(), history_length: None }).unwrap().task.unwrap()), "re: hi");
+        assert_eq!(
+            convert::answer_of(
+                &host
+                    .get(&GetTaskRequest {
+                        id: task.id.clone(),
+                        history_length: None
+                    })
+                    .unwrap()
+                    .task
+                    .unwrap()
+            ),
+            "re: hi"
+        );
         assert!(events.last().unwrap().usage.is_some());
-        let rec = host.get(&GetTaskRequest { id: task.id, history_length: Some(1) }).unwrap();
+        let rec = host
+            .get(&GetTaskRequest {
+                id: task.id,
+                history_length: Some(1),
+            })
+            .unwrap();
         assert_eq!(rec.task.unwrap().history.len(), 1);
         assert_eq!(rec.worker, "w1");
     }
@@ -391,7 +481,9 @@ mod tests {
     async fn a_failing_task_reports_why() {
         let host = TaskHost::new("w");
         let stream = host
-            .start(req("hi"), Duration::from_secs(5), |_| Box::pin(async { Err(AgentError::EmptyAnswer) }))
+            .start(req("hi"), Duration::from_secs(5), |_| {
+                Box::pin(async { Err(AgentError::EmptyAnswer) })
+            })
             .unwrap();
         let (task, _) = last_task(stream).await;
         let st = task.status.unwrap();
@@ -402,27 +494,51 @@ mod tests {
     #[tokio::test]
     async fn a_task_past_its_deadline_fails_and_a_running_task_can_be_canceled() {
         let host = TaskHost::new("w");
-        let slow = |_| -> Work { Box::pin(async { tokio::time::sleep(Duration::from_secs(60)).await; Ok(Outcome::default()) }) };
-        let (task, _) = last_task(host.start(req("a"), Duration::from_millis(50), slow).unwrap()).await;
+        let slow = |_| -> Work {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(Outcome::default())
+            })
+        };
+        let (task, _) = last_task(
+            host.start(req("a"), Duration::from_millis(50), slow)
+                .unwrap(),
+        )
+        .await;
         assert_eq!(task.status.unwrap().state, TaskState::Failed as i32);
 
         let mut stream = host.start(req("b"), Duration::from_secs(60), slow).unwrap();
         let first = stream.next().await.unwrap().unwrap();
-        let Some(Payload::Task(t)) = first.event.unwrap().payload else { panic!() };
+        let Some(Payload::Task(t)) = first.event.unwrap().payload else {
+            panic!()
+        };
         let rec = host.cancel(&t.id).await.unwrap();
-        assert_eq!(rec.task.unwrap().status.unwrap().state, TaskState::Canceled as i32);
+        assert_eq!(
+            rec.task.unwrap().status.unwrap().state,
+            TaskState::Canceled as i32
+        );
         let (after, _) = last_task(stream).await;
         assert_eq!(after.status.unwrap().state, TaskState::Canceled as i32);
         let again = host.cancel(&t.id).await.unwrap_err();
         assert_eq!(again.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(host.get(&GetTaskRequest { id: "nope".into(), history_length: None }).unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(
+            host.get(&GetTaskRequest {
+                id: "nope".into(),
+                history_length: None
+            })
+            .unwrap_err()
+            .code(),
+            tonic::Code::NotFound
+        );
     }
 
     #[tokio::test]
     async fn a_message_without_text_is_refused() {
         let host = TaskHost::new("w");
         let err = host
-            .start(req("  "), Duration::from_secs(1), |_| Box::pin(async { Ok(Outcome::default()) }))
+            .start(req("  "), Duration::from_secs(1), |_| {
+                Box::pin(async { Ok(Outcome::default()) })
+            })
             .err()
             .unwrap();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);

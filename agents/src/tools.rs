@@ -51,7 +51,12 @@ pub trait Tools: Send + Sync {
     /// The tools offered, with their schemas.
     async fn list(&self, ctx: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status>;
     /// Calls one; an `Err` means the tool could not be reached at all.
-    async fn call(&self, ctx: &CallContext, name: &str, arguments_json: &str) -> Result<ToolOutput, tonic::Status>;
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        name: &str,
+        arguments_json: &str,
+    ) -> Result<ToolOutput, tonic::Status>;
 }
 
 /// The toolhost's tools over the bus, filtered by the agent's allow-list.
@@ -81,7 +86,9 @@ impl Tools for BusTools {
         }
         let resp = self
             .toolhost
-            .list_tools(&ListToolsRequest { agent: ctx.agent.clone() })
+            .list_tools(&ListToolsRequest {
+                agent: ctx.agent.clone(),
+            })
             .await?;
         Ok(resp
             .tools
@@ -95,7 +102,12 @@ impl Tools for BusTools {
             .collect())
     }
 
-    async fn call(&self, ctx: &CallContext, name: &str, arguments_json: &str) -> Result<ToolOutput, tonic::Status> {
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        name: &str,
+        arguments_json: &str,
+    ) -> Result<ToolOutput, tonic::Status> {
         if !self.spec.allows_tool(name) {
             return Err(tonic::Status::permission_denied(format!(
                 "agent `{}` may not call `{name}`",
@@ -125,7 +137,11 @@ pub trait LocalTool: Send + Sync {
     /// Its name and schema.
     fn spec(&self) -> ToolSpec;
     /// Runs it.
-    async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, tonic::Status>;
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        arguments_json: &str,
+    ) -> Result<ToolOutput, tonic::Status>;
 }
 
 /// Local tools in front of another provider.
@@ -153,7 +169,12 @@ impl Tools for ToolSet {
         Ok(all)
     }
 
-    async fn call(&self, ctx: &CallContext, name: &str, arguments_json: &str) -> Result<ToolOutput, tonic::Status> {
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        name: &str,
+        arguments_json: &str,
+    ) -> Result<ToolOutput, tonic::Status> {
         match self.local.get(name) {
             Some(t) => t.call(ctx, arguments_json).await,
             None => self.rest.call(ctx, name, arguments_json).await,

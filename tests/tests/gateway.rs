@@ -16,7 +16,9 @@ async fn gateway(token: Option<&str>) -> (hearth::Mesh, String) {
         config.gateway.token = Secret::new(t);
     }
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus, &Part::ALL, &hearth_bin()).await.unwrap();
+    let mesh = start(&config, bus, &Part::ALL, &hearth_bin())
+        .await
+        .unwrap();
     let url = format!("http://{}", mesh.gateway.unwrap());
     (mesh, url)
 }
@@ -33,7 +35,10 @@ async fn rpc(url: &str, body: String, token: Option<&str>) -> (u16, Value) {
     let resp = rb.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn send(text: &str) -> String {
@@ -75,16 +80,30 @@ async fn malformed_a2a_requests_get_jsonrpc_errors() {
     assert_eq!(v["error"]["code"], -32700, "{v}");
     let (_, v) = rpc(&url, json!({ "id": 1, "method": 5 }).to_string(), None).await;
     assert_eq!(v["error"]["code"], -32600, "{v}");
-    let (_, v) = rpc(&url, json!({ "jsonrpc": "2.0", "id": 1, "method": "Frobnicate", "params": {} }).to_string(), None).await;
+    let (_, v) = rpc(
+        &url,
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "Frobnicate", "params": {} }).to_string(),
+        None,
+    )
+    .await;
     assert_eq!(v["error"]["code"], -32601, "{v}");
-    let (_, v) = rpc(&url, json!({ "jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": { "message": 7 } }).to_string(), None).await;
+    let (_, v) = rpc(
+        &url,
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": { "message": 7 } })
+            .to_string(),
+        None,
+    )
+    .await;
     assert_eq!(v["error"]["code"], -32602, "{v}");
     // Oversize bodies are refused, not buffered.
     let (status, _) = rpc(&url, send(&"x".repeat(200 * 1024)), None).await;
     assert_eq!(status, 413);
     // And the gateway still works.
     let (_, v) = rpc(&url, send("What is 1+2?"), None).await;
-    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(
+        v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{v}"
+    );
     mesh.shutdown().await;
 }
 
@@ -97,9 +116,17 @@ async fn a_configured_token_is_required_but_the_card_stays_public() {
     assert_eq!(status, 401);
     let (status, v) = rpc(&url, send("What is 1+2?"), Some("s3cret")).await;
     assert_eq!(status, 200);
-    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(
+        v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{v}"
+    );
 
-    let card: Value = reqwest::get(format!("{url}/.well-known/agent-card.json")).await.unwrap().json().await.unwrap();
+    let card: Value = reqwest::get(format!("{url}/.well-known/agent-card.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(card["name"], "Hearth");
     assert_eq!(card["supportedInterfaces"][0]["protocolBinding"], "JSONRPC");
     assert!(card["securitySchemes"]["bearer"].is_object(), "{card}");

@@ -12,17 +12,26 @@ use hearth_mesh::{LocalBus, SharedBus};
 use hearth_proto::v1::CallToolRequest;
 use tonic::Code;
 
-const MOST: [Part; 4] = [Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator];
+const MOST: [Part; 4] = [
+    Part::Engine,
+    Part::Toolhost,
+    Part::Operative,
+    Part::Orchestrator,
+];
 
 #[tokio::test]
 async fn calculator_question_travels_the_whole_mesh_in_process() {
     let config = test_config(&unique_prefix("inproc"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &MOST, &hearth_bin()).await.unwrap();
-    let progress = std::sync::Mutex::new(Vec::new());
-    let answer = ask(&config, bus, "What is 17*23+4?", &|p| progress.lock().unwrap().push(p.to_string()))
+    let mesh = start(&config, bus.clone(), &MOST, &hearth_bin())
         .await
         .unwrap();
+    let progress = std::sync::Mutex::new(Vec::new());
+    let answer = ask(&config, bus, "What is 17*23+4?", &|p| {
+        progress.lock().unwrap().push(p.to_string())
+    })
+    .await
+    .unwrap();
     mesh.shutdown().await;
     assert!(answer.completed(), "{answer:?}");
     assert!(answer.answer.contains("395"), "{}", answer.answer);
@@ -31,7 +40,10 @@ async fn calculator_question_travels_the_whole_mesh_in_process() {
     assert!(answer.usage.tokens_in > 0 && answer.usage.latency_ms > 0.0);
     let progress = progress.into_inner().unwrap().join("\n");
     assert!(progress.contains("calling hearth.delegate"), "{progress}");
-    assert!(progress.contains("calling calculator.evaluate"), "{progress}");
+    assert!(
+        progress.contains("calling calculator.evaluate"),
+        "{progress}"
+    );
 }
 
 #[tokio::test]
@@ -57,9 +69,13 @@ async fn hearth_ask_json_prints_answer_task_id_and_usage() {
 
 #[tokio::test]
 async fn hearth_ask_without_an_engine_url_says_how_to_fix_it() {
-    let (code, _out, err) = hearth(&["ask", "hi"], &[("HEARTH_ENGINE_BACKEND", "openai")], Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (code, _out, err) = hearth(
+        &["ask", "hi"],
+        &[("HEARTH_ENGINE_BACKEND", "openai")],
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     assert_ne!(code, 0);
     assert!(err.contains("HEARTH_ENGINE_URL"), "{err}");
 }
@@ -68,22 +84,34 @@ async fn hearth_ask_without_an_engine_url_says_how_to_fix_it() {
 async fn unknown_tool_is_a_clear_not_found() {
     let config = test_config(&unique_prefix("unknown"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &[Part::Toolhost], &hearth_bin()).await.unwrap();
+    let mesh = start(&config, bus.clone(), &[Part::Toolhost], &hearth_bin())
+        .await
+        .unwrap();
     let th = ToolhostClient::new(bus, config.subjects(), Duration::from_secs(10));
     let err = th
-        .call_tool(&CallToolRequest { name: "nosuch.tool".into(), arguments_json: "{}".into(), ..Default::default() })
+        .call_tool(&CallToolRequest {
+            name: "nosuch.tool".into(),
+            arguments_json: "{}".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     mesh.shutdown().await;
     assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("nosuch.tool") && err.message().contains("calculator.evaluate"), "{}", err.message());
+    assert!(
+        err.message().contains("nosuch.tool") && err.message().contains("calculator.evaluate"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]
 async fn malformed_expression_and_arguments_are_clear_errors() {
     let config = test_config(&unique_prefix("malformed"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &[Part::Toolhost], &hearth_bin()).await.unwrap();
+    let mesh = start(&config, bus.clone(), &[Part::Toolhost], &hearth_bin())
+        .await
+        .unwrap();
     let th = ToolhostClient::new(bus, config.subjects(), Duration::from_secs(10));
     let r = th
         .call_tool(&CallToolRequest {
@@ -96,7 +124,11 @@ async fn malformed_expression_and_arguments_are_clear_errors() {
     assert!(r.is_error);
     assert!(r.content.contains("17*/+"), "{}", r.content);
     let bad = th
-        .call_tool(&CallToolRequest { name: "calculator.evaluate".into(), arguments_json: "[1,2".into(), ..Default::default() })
+        .call_tool(&CallToolRequest {
+            name: "calculator.evaluate".into(),
+            arguments_json: "[1,2".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
@@ -117,14 +149,25 @@ async fn malformed_expression_and_arguments_are_clear_errors() {
 async fn with_no_operative_running_the_task_fails_clearly_and_quickly() {
     let config = test_config(&unique_prefix("noop"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &[Part::Engine, Part::Toolhost, Part::Orchestrator], &hearth_bin())
+    let mesh = start(
+        &config,
+        bus.clone(),
+        &[Part::Engine, Part::Toolhost, Part::Orchestrator],
+        &hearth_bin(),
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let answer = ask(&config, bus, "What is 17*23+4?", &|_| {})
         .await
         .unwrap();
-    let t = Instant::now();
-    let answer = ask(&config, bus, "What is 17*23+4?", &|_| {}).await.unwrap();
     mesh.shutdown().await;
     assert_eq!(answer.state, "TASK_STATE_FAILED", "{answer:?}");
-    assert!(answer.answer.contains("no service is listening"), "{}", answer.answer);
+    assert!(
+        answer.answer.contains("no service is listening"),
+        "{}",
+        answer.answer
+    );
     assert!(answer.answer.contains("operative"), "{}", answer.answer);
     assert!(t.elapsed() < Duration::from_secs(5));
 }
@@ -135,5 +178,8 @@ async fn with_no_orchestrator_ask_is_unavailable_not_a_hang() {
     let bus: SharedBus = Arc::new(LocalBus::default());
     let err = ask(&config, bus, "hi", &|_| {}).await.unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("no service is listening") && msg.contains("orchestrator.send_task"), "{msg}");
+    assert!(
+        msg.contains("no service is listening") && msg.contains("orchestrator.send_task"),
+        "{msg}"
+    );
 }

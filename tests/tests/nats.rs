@@ -13,9 +13,10 @@ use hearth_mesh::clients::AgentClient;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{NatsBus, SharedBus, Subjects, rpc};
 use hearth_proto::a2a::{Role, TaskState, stream_response::Payload};
-use hearth_proto::v1::{CallToolRequest, CallToolResponse, GenerateChunk, GenerateRequest, SendTaskRequest};
+use hearth_proto::v1::{
+    CallToolRequest, CallToolResponse, GenerateChunk, GenerateRequest, SendTaskRequest,
+};
 use tonic::Code;
-
 
 async fn bus(url: &str) -> SharedBus {
     Arc::new(NatsBus::connect(url).await.unwrap())
@@ -27,53 +28,107 @@ async fn nats_bus_carries_unary_and_streamed_replies_with_clear_errors() {
     let server = bus(&nats.url).await;
     let client = bus(&nats.url).await;
     let p = unique_prefix("busbasics");
-    rpc::serve_unary(server.clone(), format!("{p}.echo"), Some("q".into()), |r: CallToolRequest| async move {
-        Ok(CallToolResponse { content: r.name, ..Default::default() })
-    })
+    rpc::serve_unary(
+        server.clone(),
+        format!("{p}.echo"),
+        Some("q".into()),
+        |r: CallToolRequest| async move {
+            Ok(CallToolResponse {
+                content: r.name,
+                ..Default::default()
+            })
+        },
+    )
     .await
     .unwrap();
-    rpc::serve_stream(server.clone(), format!("{p}.gen"), None, |_r: GenerateRequest| async move {
-        Ok(futures::stream::iter((0..20).map(|i| Ok(GenerateChunk { delta: i.to_string(), ..Default::default() }))))
-    })
+    rpc::serve_stream(
+        server.clone(),
+        format!("{p}.gen"),
+        None,
+        |_r: GenerateRequest| async move {
+            Ok(futures::stream::iter((0..20).map(|i| {
+                Ok(GenerateChunk {
+                    delta: i.to_string(),
+                    ..Default::default()
+                })
+            })))
+        },
+    )
     .await
     .unwrap();
-    rpc::serve_unary(server.clone(), format!("{p}.slow"), None, |_r: CallToolRequest| async move {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        Ok(CallToolResponse::default())
-    })
+    rpc::serve_unary(
+        server.clone(),
+        format!("{p}.slow"),
+        None,
+        |_r: CallToolRequest| async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(CallToolResponse::default())
+        },
+    )
     .await
     .unwrap();
     let d = Duration::from_secs(5);
 
-    let r: CallToolResponse =
-        rpc::call(&client, &format!("{p}.echo"), &CallToolRequest { name: "hi".into(), ..Default::default() }, d)
-            .await
-            .unwrap();
+    let r: CallToolResponse = rpc::call(
+        &client,
+        &format!("{p}.echo"),
+        &CallToolRequest {
+            name: "hi".into(),
+            ..Default::default()
+        },
+        d,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.content, "hi");
 
-    let got: Vec<String> = rpc::call_stream::<_, GenerateChunk>(&client, &format!("{p}.gen"), &GenerateRequest::default(), d)
-        .await
-        .unwrap()
-        .map(|c| c.unwrap().delta)
-        .collect()
-        .await;
+    let got: Vec<String> = rpc::call_stream::<_, GenerateChunk>(
+        &client,
+        &format!("{p}.gen"),
+        &GenerateRequest::default(),
+        d,
+    )
+    .await
+    .unwrap()
+    .map(|c| c.unwrap().delta)
+    .collect()
+    .await;
     assert_eq!(got, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
 
-    let none = rpc::call::<_, CallToolResponse>(&client, &format!("{p}.nobody"), &CallToolRequest::default(), d)
-        .await
-        .unwrap_err();
+    let none = rpc::call::<_, CallToolResponse>(
+        &client,
+        &format!("{p}.nobody"),
+        &CallToolRequest::default(),
+        d,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(none.code(), Code::Unavailable);
-    assert!(none.message().contains(&format!("{p}.nobody")), "{}", none.message());
+    assert!(
+        none.message().contains(&format!("{p}.nobody")),
+        "{}",
+        none.message()
+    );
 
     let t = Instant::now();
-    let slow = rpc::call::<_, CallToolResponse>(&client, &format!("{p}.slow"), &CallToolRequest::default(), Duration::from_millis(200))
-        .await
-        .unwrap_err();
+    let slow = rpc::call::<_, CallToolResponse>(
+        &client,
+        &format!("{p}.slow"),
+        &CallToolRequest::default(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(slow.code(), Code::DeadlineExceeded);
     assert!(t.elapsed() < Duration::from_secs(2));
 
-    let big = CallToolRequest { arguments_json: "x".repeat(client.max_payload() + 1), ..Default::default() };
-    let err = rpc::call::<_, CallToolResponse>(&client, &format!("{p}.echo"), &big, d).await.unwrap_err();
+    let big = CallToolRequest {
+        arguments_json: "x".repeat(client.max_payload() + 1),
+        ..Default::default()
+    };
+    let err = rpc::call::<_, CallToolResponse>(&client, &format!("{p}.echo"), &big, d)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("exceeds"), "{}", err.message());
 }
@@ -98,7 +153,13 @@ async fn calculator_question_across_processes_over_nats() {
     for part in ["engine", "toolhost", "operative", "orchestrator", "gateway"] {
         procs.push(HearthProcess::serve(part, &e).await.unwrap());
     }
-    let (code, out, err) = hearth(&["ask", "What is 17*23+4?", "--json"], &e, Duration::from_secs(60)).await.unwrap();
+    let (code, out, err) = hearth(
+        &["ask", "What is 17*23+4?", "--json"],
+        &e,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["answer"].as_str().unwrap().contains("395"), "{v}");
@@ -119,8 +180,17 @@ async fn calculator_question_across_processes_over_nats() {
         .json()
         .await
         .unwrap();
-    assert_eq!(resp["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{resp}");
-    assert!(resp["result"]["task"]["artifacts"][0]["parts"][0]["text"].as_str().unwrap().contains("395"), "{resp}");
+    assert_eq!(
+        resp["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{resp}"
+    );
+    assert!(
+        resp["result"]["task"]["artifacts"][0]["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("395"),
+        "{resp}"
+    );
     for p in procs {
         p.kill().await;
     }
@@ -136,13 +206,23 @@ async fn two_operatives_in_one_queue_group_share_twenty_subtasks_each_done_once(
         procs.push(HearthProcess::serve(part, &e).await.unwrap());
     }
     let client_bus = bus(&nats.url).await;
-    let ops = AgentClient::new(client_bus, Subjects::new(prefix.clone()), Service::Operative, Duration::from_secs(30));
+    let ops = AgentClient::new(
+        client_bus,
+        Subjects::new(prefix.clone()),
+        Service::Operative,
+        Duration::from_secs(30),
+    );
     let mut pending = Vec::new();
     for i in 0..20u32 {
         let ops = ops.clone();
         pending.push(tokio::spawn(async move {
             let req = SendTaskRequest {
-                message: Some(text_message(Role::User, format!("What is {i}*7+1?"), "", "")),
+                message: Some(text_message(
+                    Role::User,
+                    format!("What is {i}*7+1?"),
+                    "",
+                    "",
+                )),
                 task_id: format!("sub-{i}"),
                 ..Default::default()
             };
@@ -161,22 +241,45 @@ async fn two_operatives_in_one_queue_group_share_twenty_subtasks_each_done_once(
     let mut ids = HashSet::new();
     for p in pending {
         let (i, (task, worker)) = p.await.unwrap();
-        assert_eq!(task.status.as_ref().unwrap().state, TaskState::Completed as i32);
+        assert_eq!(
+            task.status.as_ref().unwrap().state,
+            TaskState::Completed as i32
+        );
         let expected = (i * 7 + 1).to_string();
-        assert!(answer_of(&task).contains(&expected), "task {i}: {}", answer_of(&task));
-        assert!(ids.insert(task.id.clone()), "task {} finished twice", task.id);
+        assert!(
+            answer_of(&task).contains(&expected),
+            "task {i}: {}",
+            answer_of(&task)
+        );
+        assert!(
+            ids.insert(task.id.clone()),
+            "task {} finished twice",
+            task.id
+        );
         *by_worker.entry(worker).or_default() += 1;
     }
     assert_eq!(ids.len(), 20);
-    assert_eq!(by_worker.len(), 2, "both operatives should have worked: {by_worker:?}");
+    assert_eq!(
+        by_worker.len(),
+        2,
+        "both operatives should have worked: {by_worker:?}"
+    );
     assert_eq!(by_worker.values().sum::<usize>(), 20);
     // Each task is known to exactly one operative: the one that ran it.
     let bus2 = bus(&nats.url).await;
-    let ops2 = AgentClient::new(bus2, Subjects::new(prefix), Service::Operative, Duration::from_secs(5));
+    let ops2 = AgentClient::new(
+        bus2,
+        Subjects::new(prefix),
+        Service::Operative,
+        Duration::from_secs(5),
+    );
     for (worker, n) in &by_worker {
         let mut found = 0;
         for i in 0..20 {
-            let req = hearth_proto::v1::GetTaskRequest { id: format!("sub-{i}"), history_length: None };
+            let req = hearth_proto::v1::GetTaskRequest {
+                id: format!("sub-{i}"),
+                history_length: None,
+            };
             if ops2.get_task_on(worker, &req).await.is_ok() {
                 found += 1;
             }
@@ -193,9 +296,18 @@ async fn over_nats_a_missing_orchestrator_is_a_clear_error_not_a_hang() {
     let nats = NatsServer::start().await.unwrap();
     let prefix = unique_prefix("noorch");
     let t = Instant::now();
-    let (code, _out, err) = hearth(&["ask", "hi"], &env(&nats.url, &prefix), Duration::from_secs(30)).await.unwrap();
+    let (code, _out, err) = hearth(
+        &["ask", "hi"],
+        &env(&nats.url, &prefix),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     assert_ne!(code, 0);
-    assert!(err.contains("no service is listening") && err.contains("orchestrator"), "{err}");
+    assert!(
+        err.contains("no service is listening") && err.contains("orchestrator"),
+        "{err}"
+    );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
@@ -209,11 +321,23 @@ async fn an_operative_killed_mid_mesh_leaves_a_clear_error() {
     let orch = HearthProcess::serve("orchestrator", &e).await.unwrap();
     let op = HearthProcess::serve("operative", &e).await.unwrap();
     op.kill().await;
-    let (code, out, err) = hearth(&["ask", "What is 1+1?", "--json"], &e, Duration::from_secs(30)).await.unwrap();
+    let (code, out, err) = hearth(
+        &["ask", "What is 1+1?", "--json"],
+        &e,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     assert_ne!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["state"], "TASK_STATE_FAILED", "{v} {err}");
-    assert!(v["answer"].as_str().unwrap().contains("operative.send_task"), "{v}");
+    assert!(
+        v["answer"]
+            .as_str()
+            .unwrap()
+            .contains("operative.send_task"),
+        "{v}"
+    );
     for p in [engine, toolhost, orch] {
         p.kill().await;
     }

@@ -99,8 +99,13 @@ impl Engine for EngineService {
         Ok(Response::new(metered.boxed()))
     }
 
-    async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
-        Ok(Response::new(self.backend.embed(request.into_inner()).await?))
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
+        Ok(Response::new(
+            self.backend.embed(request.into_inner()).await?,
+        ))
     }
 }
 
@@ -118,7 +123,11 @@ pub async fn serve(
         queue.clone(),
         move |req: GenerateRequest| {
             let svc = gen_svc.clone();
-            async move { svc.generate(Request::new(req)).await.map(Response::into_inner) }
+            async move {
+                svc.generate(Request::new(req))
+                    .await
+                    .map(Response::into_inner)
+            }
         },
     )
     .await?;

@@ -12,7 +12,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Refuses requests without the configured token (when one is configured).
-pub async fn require_token(State(token): State<Option<Secret>>, req: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(token): State<Option<Secret>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(token) = token else {
         return next.run(req).await;
     };
@@ -20,7 +24,10 @@ pub async fn require_token(State(token): State<Option<Secret>>, req: Request, ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     match presented {
         Some(p) if same(p.trim().as_bytes(), token.expose().as_bytes()) => next.run(req).await,
         _ => (

@@ -10,8 +10,8 @@ use a2a_pb::pbconv;
 use a2a_server::{RequestHandler, ServiceParams};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hearth_agents::convert::is_final;
 use hearth_agents::Specs;
+use hearth_agents::convert::is_final;
 use hearth_mesh::clients::AgentClient;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, SharedBus};
@@ -30,7 +30,12 @@ impl A2aHandler {
     /// A handler that sends tasks to the orchestrator on `bus`.
     pub fn new(config: &Config, bus: SharedBus) -> Self {
         Self {
-            orchestrator: AgentClient::new(bus, config.subjects(), Service::Orchestrator, config.task_timeout()),
+            orchestrator: AgentClient::new(
+                bus,
+                config.subjects(),
+                Service::Orchestrator,
+                config.task_timeout(),
+            ),
             task_timeout: config.task_timeout(),
         }
     }
@@ -39,8 +44,12 @@ impl A2aHandler {
 /// A bus or service error as an A2A error.
 fn a2a_error(status: tonic::Status, task_id: Option<&str>) -> A2AError {
     match status.code() {
-        Code::NotFound if task_id.is_some() => A2AError::task_not_found(task_id.unwrap_or_default()),
-        Code::FailedPrecondition if task_id.is_some() => A2AError::task_not_cancelable(task_id.unwrap_or_default()),
+        Code::NotFound if task_id.is_some() => {
+            A2AError::task_not_found(task_id.unwrap_or_default())
+        }
+        Code::FailedPrecondition if task_id.is_some() => {
+            A2AError::task_not_cancelable(task_id.unwrap_or_default())
+        }
         Code::InvalidArgument => A2AError::invalid_params(status.message()),
         Code::Unimplemented => A2AError::unsupported_operation(status.message()),
         _ => A2AError::internal(format!("{:?}: {}", status.code(), status.message())),
@@ -57,19 +66,25 @@ fn event_to_sdk(ev: hearth_proto::a2a::StreamResponse) -> Option<sdk::StreamResp
             status: u.status.as_ref().map(pbconv::from_proto_task_status)?,
             metadata: None,
         }),
-        Payload::ArtifactUpdate(u) => sdk::StreamResponse::ArtifactUpdate(sdk::TaskArtifactUpdateEvent {
-            task_id: u.task_id,
-            context_id: u.context_id,
-            artifact: u.artifact.as_ref().map(pbconv::from_proto_artifact)?,
-            append: Some(u.append),
-            last_chunk: Some(u.last_chunk),
-            metadata: None,
-        }),
+        Payload::ArtifactUpdate(u) => {
+            sdk::StreamResponse::ArtifactUpdate(sdk::TaskArtifactUpdateEvent {
+                task_id: u.task_id,
+                context_id: u.context_id,
+                artifact: u.artifact.as_ref().map(pbconv::from_proto_artifact)?,
+                append: Some(u.append),
+                last_chunk: Some(u.last_chunk),
+                metadata: None,
+            })
+        }
     })
 }
 
 impl A2aHandler {
-    async fn start(&self, req: sdk::SendMessageRequest) -> Result<BoxStream<'static, Result<hearth_proto::v1::TaskEvent, tonic::Status>>, A2AError> {
+    async fn start(
+        &self,
+        req: sdk::SendMessageRequest,
+    ) -> Result<BoxStream<'static, Result<hearth_proto::v1::TaskEvent, tonic::Status>>, A2AError>
+    {
         if req.message.parts.is_empty() {
             return Err(A2AError::invalid_params("the message has no parts"));
         }
@@ -80,13 +95,20 @@ impl A2aHandler {
             agent: String::new(),
             timeout_ms: u32::try_from(self.task_timeout.as_millis()).unwrap_or(u32::MAX),
         };
-        self.orchestrator.send_task(&send).await.map_err(|s| a2a_error(s, None))
+        self.orchestrator
+            .send_task(&send)
+            .await
+            .map_err(|s| a2a_error(s, None))
     }
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for A2aHandler {
-    async fn send_message(&self, _params: &ServiceParams, req: sdk::SendMessageRequest) -> Result<sdk::SendMessageResponse, A2AError> {
+    async fn send_message(
+        &self,
+        _params: &ServiceParams,
+        req: sdk::SendMessageRequest,
+    ) -> Result<sdk::SendMessageResponse, A2AError> {
         let history_length = req.configuration.as_ref().and_then(|c| c.history_length);
         let mut events = self.start(req).await?;
         let mut last = None;
@@ -100,7 +122,9 @@ impl RequestHandler for A2aHandler {
                 }
             }
         }
-        let mut task = last.ok_or_else(|| A2AError::internal("the orchestrator ended the task without a result"))?;
+        let mut task = last.ok_or_else(|| {
+            A2AError::internal("the orchestrator ended the task without a result")
+        })?;
         if let Some(n) = history_length {
             let n = usize::try_from(n.max(0)).unwrap_or(0);
             let len = task.history.len();
@@ -108,7 +132,9 @@ impl RequestHandler for A2aHandler {
                 task.history.drain(..len - n);
             }
         }
-        Ok(sdk::SendMessageResponse::Task(pbconv::from_proto_task(&task)))
+        Ok(sdk::SendMessageResponse::Task(pbconv::from_proto_task(
+            &task,
+        )))
     }
 
     async fn send_streaming_message(
@@ -127,21 +153,38 @@ impl RequestHandler for A2aHandler {
             .boxed())
     }
 
-    async fn get_task(&self, _params: &ServiceParams, req: sdk::GetTaskRequest) -> Result<sdk::Task, A2AError> {
+    async fn get_task(
+        &self,
+        _params: &ServiceParams,
+        req: sdk::GetTaskRequest,
+    ) -> Result<sdk::Task, A2AError> {
         let rec = self
             .orchestrator
-            .get_task(&GetTaskRequest { id: req.id.clone(), history_length: req.history_length })
+            .get_task(&GetTaskRequest {
+                id: req.id.clone(),
+                history_length: req.history_length,
+            })
             .await
             .map_err(|s| a2a_error(s, Some(&req.id)))?;
         let task = rec.task.ok_or_else(|| A2AError::task_not_found(&req.id))?;
         Ok(pbconv::from_proto_task(&task))
     }
 
-    async fn list_tasks(&self, _params: &ServiceParams, _req: sdk::ListTasksRequest) -> Result<sdk::ListTasksResponse, A2AError> {
-        Err(A2AError::unsupported_operation("ListTasks is not supported yet"))
+    async fn list_tasks(
+        &self,
+        _params: &ServiceParams,
+        _req: sdk::ListTasksRequest,
+    ) -> Result<sdk::ListTasksResponse, A2AError> {
+        Err(A2AError::unsupported_operation(
+            "ListTasks is not supported yet",
+        ))
     }
 
-    async fn cancel_task(&self, _params: &ServiceParams, req: sdk::CancelTaskRequest) -> Result<sdk::Task, A2AError> {
+    async fn cancel_task(
+        &self,
+        _params: &ServiceParams,
+        req: sdk::CancelTaskRequest,
+    ) -> Result<sdk::Task, A2AError> {
         let rec = self
             .orchestrator
             .cancel_task(&CancelTaskRequest { id: req.id.clone() })
@@ -156,7 +199,9 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         _req: sdk::SubscribeToTaskRequest,
     ) -> Result<BoxStream<'static, Result<sdk::StreamResponse, A2AError>>, A2AError> {
-        Err(A2AError::unsupported_operation("SubscribeToTask is not supported yet"))
+        Err(A2AError::unsupported_operation(
+            "SubscribeToTask is not supported yet",
+        ))
     }
 
     async fn create_push_config(
@@ -183,11 +228,19 @@ impl RequestHandler for A2aHandler {
         Err(A2AError::push_notification_not_supported())
     }
 
-    async fn delete_push_config(&self, _params: &ServiceParams, _req: sdk::DeleteTaskPushNotificationConfigRequest) -> Result<(), A2AError> {
+    async fn delete_push_config(
+        &self,
+        _params: &ServiceParams,
+        _req: sdk::DeleteTaskPushNotificationConfigRequest,
+    ) -> Result<(), A2AError> {
         Err(A2AError::push_notification_not_supported())
     }
 
-    async fn get_extended_agent_card(&self, _params: &ServiceParams, _req: sdk::GetExtendedAgentCardRequest) -> Result<sdk::AgentCard, A2AError> {
+    async fn get_extended_agent_card(
+        &self,
+        _params: &ServiceParams,
+        _req: sdk::GetExtendedAgentCardRequest,
+    ) -> Result<sdk::AgentCard, A2AError> {
         Err(A2AError::extended_card_not_configured())
     }
 }
@@ -213,7 +266,9 @@ pub fn agent_card(config: &Config, specs: &Specs, public_url: &str) -> sdk::Agen
     let (schemes, requirements) = if token {
         let scheme = sdk::SecurityScheme::HttpAuth(sdk::HttpAuthSecurityScheme {
             scheme: "Bearer".into(),
-            description: Some("The token configured as gateway.token (HEARTH_GATEWAY_TOKEN).".into()),
+            description: Some(
+                "The token configured as gateway.token (HEARTH_GATEWAY_TOKEN).".into(),
+            ),
             bearer_format: None,
         });
         (
@@ -225,9 +280,14 @@ pub fn agent_card(config: &Config, specs: &Specs, public_url: &str) -> sdk::Agen
     };
     sdk::AgentCard {
         name: "Hearth".into(),
-        description: "A local-first agent mesh: an orchestrator that delegates to operatives with tools.".into(),
+        description:
+            "A local-first agent mesh: an orchestrator that delegates to operatives with tools."
+                .into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        supported_interfaces: vec![sdk::AgentInterface::new(format!("{public_url}/"), sdk::TRANSPORT_PROTOCOL_JSONRPC)],
+        supported_interfaces: vec![sdk::AgentInterface::new(
+            format!("{public_url}/"),
+            sdk::TRANSPORT_PROTOCOL_JSONRPC,
+        )],
         capabilities: sdk::AgentCapabilities {
             streaming: Some(true),
             push_notifications: Some(false),

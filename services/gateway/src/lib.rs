@@ -10,8 +10,8 @@
 //! configured, every request but the agent card must carry it as
 //! `Authorization: Bearer <token>`.
 
-mod handler;
 mod auth;
+mod handler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,8 +62,10 @@ pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Route
     let card = agent_card(config, &specs, public_url);
     let handler = Arc::new(A2aHandler::new(config, bus));
     let token = (!config.gateway.token.is_empty()).then(|| config.gateway.token.clone());
-    let protected = a2a_server_lf_router(handler)
-        .layer(axum::middleware::from_fn_with_state(token, auth::require_token));
+    let protected = a2a_server_lf_router(handler).layer(axum::middleware::from_fn_with_state(
+        token,
+        auth::require_token,
+    ));
     Ok(Router::new()
         .merge(a2a_server::agent_card::agent_card_router(Arc::new(
             a2a_server::StaticAgentCard::new(card),
@@ -71,7 +73,9 @@ pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Route
         .merge(protected)
         // The SDK's router allows 10 MiB itself; this outer limit is the
         // configured one, and answers 413 before a byte more is read.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(config.gateway.max_body_bytes))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            config.gateway.max_body_bytes,
+        ))
         .layer(DefaultBodyLimit::disable()))
 }
 
@@ -79,14 +83,16 @@ fn a2a_server_lf_router(handler: Arc<A2aHandler>) -> Router {
     a2a_server::jsonrpc::jsonrpc_router(handler)
 }
 
-
-
 /// Binds and serves the gateway.
 pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, GatewayError> {
-    let addr: SocketAddr = config.gateway.addr.parse().map_err(|e: std::net::AddrParseError| GatewayError::Addr {
-        addr: config.gateway.addr.clone(),
-        reason: e.to_string(),
-    })?;
+    let addr: SocketAddr = config
+        .gateway
+        .addr
+        .parse()
+        .map_err(|e: std::net::AddrParseError| GatewayError::Addr {
+            addr: config.gateway.addr.clone(),
+            reason: e.to_string(),
+        })?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| GatewayError::Bind { addr, source })?;

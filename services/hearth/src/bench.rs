@@ -48,11 +48,20 @@ struct CountingBus {
 
 #[async_trait::async_trait]
 impl Bus for CountingBus {
-    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<FrameStream, BusError> {
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<FrameStream, BusError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.inner.request(subject, payload, timeout).await
     }
-    async fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<RequestStream, BusError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<RequestStream, BusError> {
         self.inner.subscribe(subject, queue).await
     }
     fn max_payload(&self) -> usize {
@@ -111,7 +120,13 @@ pub struct MeshReport {
     pub target_nats_met: Option<bool>,
 }
 
-async fn run_tasks(config: &Config, bus: SharedBus, warmup: usize, n: usize, label: &str) -> Result<Series> {
+async fn run_tasks(
+    config: &Config,
+    bus: SharedBus,
+    warmup: usize,
+    n: usize,
+    label: &str,
+) -> Result<Series> {
     let quiet = |_: &str| {};
     for _ in 0..warmup {
         ask(config, bus.clone(), "What is 17*23+4?", &quiet).await?;
@@ -137,13 +152,29 @@ async fn run_tasks(config: &Config, bus: SharedBus, warmup: usize, n: usize, lab
 pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()> {
     let mut config = base.clone();
     config.engine.backend = "scripted".into();
-    let parts = [Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator];
+    let parts = [
+        Part::Engine,
+        Part::Toolhost,
+        Part::Operative,
+        Part::Orchestrator,
+    ];
 
-    let local = Arc::new(CountingBus { inner: Arc::new(LocalBus::default()), requests: AtomicU64::new(0) });
+    let local = Arc::new(CountingBus {
+        inner: Arc::new(LocalBus::default()),
+        requests: AtomicU64::new(0),
+    });
     let mesh = start(&config, local.clone(), &parts, hearth_exe).await?;
     let before = local.requests.load(Ordering::Relaxed);
-    let in_process = run_tasks(&config, local.clone(), args.warmup, args.tasks, "in-process").await?;
-    let hops = (local.requests.load(Ordering::Relaxed) - before) as f64 / (args.tasks + args.warmup) as f64;
+    let in_process = run_tasks(
+        &config,
+        local.clone(),
+        args.warmup,
+        args.tasks,
+        "in-process",
+    )
+    .await?;
+    let hops = (local.requests.load(Ordering::Relaxed) - before) as f64
+        / (args.tasks + args.warmup) as f64;
     mesh.shutdown().await;
 
     let url = args.nats_url.clone().or_else(|| base.nats_url.clone());
@@ -153,7 +184,11 @@ pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()
             let mut nc = config.clone();
             nc.nats_url = Some(url.clone());
             nc.subject_prefix = format!("bench{}", std::process::id());
-            let bus: SharedBus = Arc::new(NatsBus::connect(&url).await.context("connecting to NATS for the benchmark")?);
+            let bus: SharedBus = Arc::new(
+                NatsBus::connect(&url)
+                    .await
+                    .context("connecting to NATS for the benchmark")?,
+            );
             let mesh = start(&nc, bus.clone(), &parts, hearth_exe).await?;
             let over = run_tasks(&nc, bus, args.warmup, args.tasks, "over NATS").await?;
             mesh.shutdown().await;
@@ -161,8 +196,12 @@ pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()
             (Some(over), Some(raw))
         }
     };
-    let per_hop = nats.as_ref().map(|s| (s.p50_ms - in_process.p50_ms) / hops.max(1.0));
-    let ratio = per_hop.zip(raw.as_ref()).map(|(h, r)| h / r.p50_ms.max(1e-9));
+    let per_hop = nats
+        .as_ref()
+        .map(|s| (s.p50_ms - in_process.p50_ms) / hops.max(1.0));
+    let ratio = per_hop
+        .zip(raw.as_ref())
+        .map(|(h, r)| h / r.p50_ms.max(1e-9));
     let report = MeshReport {
         target_in_process_met: in_process.p50_ms < 0.3,
         target_nats_met: ratio.map(|r| r < 1.5),
@@ -236,9 +275,17 @@ fn print_table(r: &MeshReport) {
     println!(
         "target: in-process p50 < 0.3 ms: {:.3} ms → {}",
         r.in_process.p50_ms,
-        if r.target_in_process_met { "met" } else { "NOT met" }
+        if r.target_in_process_met {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
-    match (r.nats_overhead_per_hop_ms, r.overhead_ratio_to_raw_rtt, r.target_nats_met) {
+    match (
+        r.nats_overhead_per_hop_ms,
+        r.overhead_ratio_to_raw_rtt,
+        r.target_nats_met,
+    ) {
         (Some(h), Some(ratio), Some(met)) => println!(
             "target: NATS overhead per hop < 1.5× raw round trip: {h:.3} ms per hop = {ratio:.2}× → {}",
             if met { "met" } else { "NOT met" }

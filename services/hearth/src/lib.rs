@@ -40,7 +40,13 @@ pub enum Part {
 
 impl Part {
     /// Every part, in start-up order (dependencies first).
-    pub const ALL: [Part; 5] = [Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator, Part::Gateway];
+    pub const ALL: [Part; 5] = [
+        Part::Engine,
+        Part::Toolhost,
+        Part::Operative,
+        Part::Orchestrator,
+        Part::Gateway,
+    ];
 }
 
 /// The bus the configuration asks for: NATS if a URL is set, else in-process.
@@ -93,15 +99,27 @@ impl Mesh {
 
 /// Starts `parts` on `bus`. `hearth_exe` is the binary that runs the
 /// built-in MCP servers (normally this one).
-pub async fn start(config: &Config, bus: SharedBus, parts: &[Part], hearth_exe: &Path) -> Result<Mesh> {
+pub async fn start(
+    config: &Config,
+    bus: SharedBus,
+    parts: &[Part],
+    hearth_exe: &Path,
+) -> Result<Mesh> {
     let subjects = config.subjects();
-    let mut mesh = Mesh { bus: bus.clone(), gateway: None, handles: Vec::new(), pool: None };
+    let mut mesh = Mesh {
+        bus: bus.clone(),
+        gateway: None,
+        handles: Vec::new(),
+        pool: None,
+    };
     for part in Part::ALL.iter().filter(|p| parts.contains(p)) {
         match part {
             Part::Engine => {
-                let backend = hearth_engine::backend_from_config(&config.engine).context("starting the engine")?;
+                let backend = hearth_engine::backend_from_config(&config.engine)
+                    .context("starting the engine")?;
                 let svc = hearth_engine::EngineService::new(backend);
-                mesh.handles.extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
+                mesh.handles
+                    .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }
             Part::Toolhost => {
                 let servers = hearth_toolhost::servers(config, builtin_servers(config, hearth_exe));
@@ -112,15 +130,21 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part], hearth_exe: 
                 mesh.handles.extend(handles);
             }
             Part::Operative => {
-                let r = hearth_operative::run(config, bus.clone()).await.context("starting an operative")?;
+                let r = hearth_operative::run(config, bus.clone())
+                    .await
+                    .context("starting an operative")?;
                 mesh.handles.extend(r.handles);
             }
             Part::Orchestrator => {
-                let r = hearth_orchestrator::run(config, bus.clone()).await.context("starting the orchestrator")?;
+                let r = hearth_orchestrator::run(config, bus.clone())
+                    .await
+                    .context("starting the orchestrator")?;
                 mesh.handles.extend(r.handles);
             }
             Part::Gateway => {
-                let r = hearth_gateway::run(config, bus.clone()).await.context("starting the gateway")?;
+                let r = hearth_gateway::run(config, bus.clone())
+                    .await
+                    .context("starting the gateway")?;
                 mesh.gateway = Some(r.addr);
                 mesh.handles.push(r.handle);
             }
@@ -164,7 +188,8 @@ impl UsageReport {
             ttft_ms: u.ttft_ms,
             tokens_in: u.tokens_in,
             tokens_out: u.tokens_out,
-            tokens_per_s: (u.tokens_out > 0 && latency_ms > 0.0).then(|| u.tokens_out as f64 / (latency_ms / 1e3)),
+            tokens_per_s: (u.tokens_out > 0 && latency_ms > 0.0)
+                .then(|| u.tokens_out as f64 / (latency_ms / 1e3)),
             model_calls: u.calls,
             model: u.model.clone(),
             backend: u.backend.clone(),
@@ -197,9 +222,19 @@ impl Answer {
 
 /// Sends `question` to the orchestrator on `bus` and waits for the answer.
 /// `progress` hears each status message along the way.
-pub async fn ask(config: &Config, bus: SharedBus, question: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Answer> {
+pub async fn ask(
+    config: &Config,
+    bus: SharedBus,
+    question: &str,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Answer> {
     let started = Instant::now();
-    let client = AgentClient::new(bus, config.subjects(), Service::Orchestrator, config.task_timeout());
+    let client = AgentClient::new(
+        bus,
+        config.subjects(),
+        Service::Orchestrator,
+        config.task_timeout(),
+    );
     let req = SendTaskRequest {
         message: Some(text_message(Role::User, question, "", "")),
         ..Default::default()
@@ -210,11 +245,16 @@ pub async fn ask(config: &Config, bus: SharedBus, question: &str, progress: &(dy
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .context("sending the task to the orchestrator")?;
     while let Some(ev) = events.next().await {
-        let ev = ev.map_err(|s| anyhow::anyhow!("{}", s.message())).context("waiting for the task")?;
+        let ev = ev
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("waiting for the task")?;
         match ev.event.and_then(|e| e.payload) {
             Some(Payload::StatusUpdate(u)) => {
                 if let Some(m) = u.status.as_ref().and_then(|s| s.message.as_ref()) {
-                    if u.status.as_ref().is_some_and(|s| s.state == TaskState::Working as i32) {
+                    if u.status
+                        .as_ref()
+                        .is_some_and(|s| s.state == TaskState::Working as i32)
+                    {
                         progress(&convert::text_of(m));
                     }
                 }
@@ -226,7 +266,10 @@ pub async fn ask(config: &Config, bus: SharedBus, question: &str, progress: &(dy
                         answer: answer_of(&t),
                         task_id: t.id.clone(),
                         state: state_name(state).to_string(),
-                        usage: UsageReport::from_usage(&ev.usage.unwrap_or_default(), started.elapsed()),
+                        usage: UsageReport::from_usage(
+                            &ev.usage.unwrap_or_default(),
+                            started.elapsed(),
+                        ),
                     });
                 }
             }

@@ -93,14 +93,33 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Tool { tool: BuiltinTool::Calculator } => {
-            hearth_calculator::serve_stdio().await.context("serving the calculator over stdio")
-        }
-        Command::Ask { question, json, verbose } => {
+        Command::Tool {
+            tool: BuiltinTool::Calculator,
+        } => hearth_calculator::serve_stdio()
+            .await
+            .context("serving the calculator over stdio"),
+        Command::Ask {
+            question,
+            json,
+            verbose,
+        } => {
             let config = Config::load()?;
             let bus = connect_bus(&config).await?;
             let mesh = if config.nats_url.is_none() {
-                Some(start(&config, bus.clone(), &[Part::Engine, Part::Toolhost, Part::Operative, Part::Orchestrator], &current_exe()?).await?)
+                Some(
+                    start(
+                        &config,
+                        bus.clone(),
+                        &[
+                            Part::Engine,
+                            Part::Toolhost,
+                            Part::Operative,
+                            Part::Orchestrator,
+                        ],
+                        &current_exe()?,
+                    )
+                    .await?,
+                )
             } else {
                 None
             };
@@ -121,7 +140,10 @@ async fn run(cli: Cli) -> Result<()> {
                 let u = &answer.usage;
                 eprintln!(
                     "— {} · {:.1} ms · {} tokens in / {} out · {} model call(s) · {}",
-                    answer.state.trim_start_matches("TASK_STATE_").to_lowercase(),
+                    answer
+                        .state
+                        .trim_start_matches("TASK_STATE_")
+                        .to_lowercase(),
                     u.latency_ms,
                     u.tokens_in,
                     u.tokens_out,
@@ -139,16 +161,22 @@ async fn run(cli: Cli) -> Result<()> {
             let bus = connect_bus(&config).await?;
             let mesh = start(&config, bus, &Part::ALL, &current_exe()?).await?;
             if let Some(addr) = mesh.gateway {
-                println!("hearth is up: A2A at http://{addr}/ (agent card: http://{addr}/.well-known/agent-card.json)");
+                println!(
+                    "hearth is up: A2A at http://{addr}/ (agent card: http://{addr}/.well-known/agent-card.json)"
+                );
             }
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
             mesh.shutdown().await;
             Ok(())
         }
         Command::Serve { part } => {
             let config = Config::load()?;
             if config.nats_url.is_none() {
-                bail!("`hearth serve` joins a mesh over NATS: set HEARTH_NATS_URL (or `nats` in hearth.toml), or use `hearth up` to run everything in one process");
+                bail!(
+                    "`hearth serve` joins a mesh over NATS: set HEARTH_NATS_URL (or `nats` in hearth.toml), or use `hearth up` to run everything in one process"
+                );
             }
             let bus = connect_bus(&config).await?;
             let mesh = start(&config, bus, &[part], &current_exe()?).await?;
@@ -160,7 +188,9 @@ async fn run(cli: Cli) -> Result<()> {
             mesh.shutdown().await;
             Ok(())
         }
-        Command::Bench { what: BenchKind::Mesh(args) } => {
+        Command::Bench {
+            what: BenchKind::Mesh(args),
+        } => {
             let config = Config::load()?;
             hearth::bench::mesh(&config, args, &current_exe()?).await
         }
@@ -172,7 +202,9 @@ async fn wait_for_shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -53,7 +53,10 @@ impl EngineClient {
     }
 
     /// Streams a generation.
-    pub async fn generate(&self, req: &GenerateRequest) -> Result<ReplyStream<GenerateChunk>, Status> {
+    pub async fn generate(
+        &self,
+        req: &GenerateRequest,
+    ) -> Result<ReplyStream<GenerateChunk>, Status> {
         let subject = self.subjects.method(Service::Engine, methods::GENERATE);
         rpc::call_stream(&self.bus, &subject, req, self.timeout).await
     }
@@ -124,14 +127,26 @@ impl AgentClient {
     }
 
     /// Looks a task up on the one instance (`worker`) that ran it.
-    pub async fn get_task_on(&self, worker: &str, req: &GetTaskRequest) -> Result<TaskRecord, Status> {
-        let subject = self.subjects.instance_method(self.service, worker, methods::GET_TASK);
+    pub async fn get_task_on(
+        &self,
+        worker: &str,
+        req: &GetTaskRequest,
+    ) -> Result<TaskRecord, Status> {
+        let subject = self
+            .subjects
+            .instance_method(self.service, worker, methods::GET_TASK);
         rpc::call(&self.bus, &subject, req, self.timeout).await
     }
 
     /// Cancels a task on the one instance (`worker`) that runs it.
-    pub async fn cancel_task_on(&self, worker: &str, req: &CancelTaskRequest) -> Result<TaskRecord, Status> {
-        let subject = self.subjects.instance_method(self.service, worker, methods::CANCEL_TASK);
+    pub async fn cancel_task_on(
+        &self,
+        worker: &str,
+        req: &CancelTaskRequest,
+    ) -> Result<TaskRecord, Status> {
+        let subject = self
+            .subjects
+            .instance_method(self.service, worker, methods::CANCEL_TASK);
         rpc::call(&self.bus, &subject, req, self.timeout).await
     }
 

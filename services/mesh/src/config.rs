@@ -48,7 +48,11 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
     }
 }
 
@@ -283,8 +287,7 @@ fn env_provider() -> Env {
     Env::prefixed("HEARTH_")
         .filter(|key| {
             let k = key.as_str().to_ascii_lowercase();
-            TOP.contains(&k.as_str())
-                || SECTIONS.iter().any(|s| k.starts_with(&format!("{s}_")))
+            TOP.contains(&k.as_str()) || SECTIONS.iter().any(|s| k.starts_with(&format!("{s}_")))
         })
         .map(|key| {
             let k = key.as_str().to_ascii_lowercase();

@@ -41,9 +41,7 @@ impl From<BusError> for Status {
 }
 
 fn decode<T: Message + Default>(subject: &str, bytes: &[u8]) -> Result<T, Status> {
-    T::decode(bytes).map_err(|e| {
-        Status::internal(format!("malformed reply on `{subject}`: {e}"))
-    })
+    T::decode(bytes).map_err(|e| Status::internal(format!("malformed reply on `{subject}`: {e}")))
 }
 
 fn frame_to_reply<T: Message + Default>(
@@ -175,7 +173,12 @@ where
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(resp) => {
-                        if req.responder.data(resp.encode_to_vec().into()).await.is_err() {
+                        if req
+                            .responder
+                            .data(resp.encode_to_vec().into())
+                            .await
+                            .is_err()
+                        {
                             // The requester is gone (or the frame was too big
                             // and an error frame went instead): stop producing.
                             return;

@@ -63,7 +63,13 @@ impl Subjects {
     /// `<prefix>.v1.<service>.<instance>.<method>`: a method of one instance
     /// of a service (an operative's own tasks, say).
     pub fn instance_method(&self, service: Service, instance: &str, method: &str) -> String {
-        format!("{}.v1.{}.{}.{}", self.prefix, service.name(), instance, method)
+        format!(
+            "{}.v1.{}.{}.{}",
+            self.prefix,
+            service.name(),
+            instance,
+            method
+        )
     }
 }
 

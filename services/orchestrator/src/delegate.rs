@@ -40,10 +40,15 @@ impl Drop for CancelOnDrop {
             return;
         }
         let client = self.client.clone();
-        let (worker, id) = (std::mem::take(&mut self.worker), std::mem::take(&mut self.task_id));
+        let (worker, id) = (
+            std::mem::take(&mut self.worker),
+            std::mem::take(&mut self.task_id),
+        );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = client.cancel_task_on(&worker, &CancelTaskRequest { id }).await;
+                let _ = client
+                    .cancel_task_on(&worker, &CancelTaskRequest { id })
+                    .await;
             });
         }
     }
@@ -66,7 +71,11 @@ impl LocalTool for Delegate {
 
     async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, Status> {
         let args: Value = serde_json::from_str(arguments_json).unwrap_or(Value::Null);
-        let Some(task) = args.get("task").and_then(Value::as_str).filter(|t| !t.trim().is_empty()) else {
+        let Some(task) = args
+            .get("task")
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+        else {
             return Ok(ToolOutput {
                 content: "`task` must be a non-empty string".into(),
                 is_error: true,
@@ -111,10 +120,17 @@ impl LocalTool for Delegate {
                     guard.armed = false;
                     let answer = answer_of(&t);
                     return Ok(if state == TaskState::Completed as i32 {
-                        ToolOutput { content: answer, is_error: false, usage: ev.usage }
+                        ToolOutput {
+                            content: answer,
+                            is_error: false,
+                            usage: ev.usage,
+                        }
                     } else {
                         ToolOutput {
-                            content: format!("the operative's task ended {}: {answer}", state_name(state)),
+                            content: format!(
+                                "the operative's task ended {}: {answer}",
+                                state_name(state)
+                            ),
                             is_error: true,
                             usage: ev.usage,
                         }
@@ -123,6 +139,8 @@ impl LocalTool for Delegate {
                 _ => {}
             }
         }
-        Err(Status::unavailable("the operative's event stream ended before its task did"))
+        Err(Status::unavailable(
+            "the operative's event stream ended before its task did",
+        ))
     }
 }

@@ -49,8 +49,14 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, Orchestrato
     let engine = EngineClient::new(bus.clone(), subjects.clone(), config.engine_timeout());
     let toolhost = ToolhostClient::new(bus.clone(), subjects.clone(), config.request_timeout());
     // A subtask's events may be minutes apart while an operative works.
-    let operatives = AgentClient::new(bus.clone(), subjects.clone(), Service::Operative, config.task_timeout());
-    let delegate: Arc<dyn LocalTool> = Arc::new(Delegate::new(operatives, config.agents.operative.clone()));
+    let operatives = AgentClient::new(
+        bus.clone(),
+        subjects.clone(),
+        Service::Operative,
+        config.task_timeout(),
+    );
+    let delegate: Arc<dyn LocalTool> =
+        Arc::new(Delegate::new(operatives, config.agents.operative.clone()));
     let tools_for: ToolsFor = Arc::new(move |spec: Arc<AgentSpec>| -> Arc<dyn Tools> {
         Arc::new(ToolSet::new(
             vec![delegate.clone()],

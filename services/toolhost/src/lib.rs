@@ -39,16 +39,25 @@ impl ToolhostService {
 
 #[tonic::async_trait]
 impl Toolhost for ToolhostService {
-    async fn list_tools(&self, _request: Request<ListToolsRequest>) -> Result<Response<ListToolsResponse>, Status> {
+    async fn list_tools(
+        &self,
+        _request: Request<ListToolsRequest>,
+    ) -> Result<Response<ListToolsResponse>, Status> {
         Ok(Response::new(ListToolsResponse {
             tools: self.pool.tools().await,
         }))
     }
 
-    async fn call_tool(&self, request: Request<CallToolRequest>) -> Result<Response<CallToolResponse>, Status> {
+    async fn call_tool(
+        &self,
+        request: Request<CallToolRequest>,
+    ) -> Result<Response<CallToolResponse>, Status> {
         let req = request.into_inner();
         let started = Instant::now();
-        let result = self.pool.call(&req.name, &req.arguments_json, self.call_timeout).await;
+        let result = self
+            .pool
+            .call(&req.name, &req.arguments_json, self.call_timeout)
+            .await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match &result {
             Ok(r) => tracing::info!(
@@ -71,7 +80,10 @@ impl Toolhost for ToolhostService {
 
 /// The servers to start: the built-in ones Hearth adds, then the configured ones.
 pub fn servers(config: &Config, builtins: Vec<McpServer>) -> Vec<McpServer> {
-    builtins.into_iter().chain(config.toolhost.servers.iter().cloned()).collect()
+    builtins
+        .into_iter()
+        .chain(config.toolhost.servers.iter().cloned())
+        .collect()
 }
 
 /// Starts the MCP servers and serves the toolhost on the bus.
@@ -81,7 +93,10 @@ pub async fn run(
     servers: Vec<McpServer>,
 ) -> Result<(Arc<McpPool>, Vec<JoinHandle<()>>), ToolhostError> {
     let pool = Arc::new(McpPool::start(servers).await?);
-    let svc = ToolhostService::new(pool.clone(), Duration::from_millis(config.toolhost.call_timeout_ms));
+    let svc = ToolhostService::new(
+        pool.clone(),
+        Duration::from_millis(config.toolhost.call_timeout_ms),
+    );
     let subjects = config.subjects();
     let queue = Some(Service::Toolhost.name().to_string());
     let list_svc = svc.clone();
@@ -91,7 +106,11 @@ pub async fn run(
         queue.clone(),
         move |req: ListToolsRequest| {
             let svc = list_svc.clone();
-            async move { svc.list_tools(Request::new(req)).await.map(Response::into_inner) }
+            async move {
+                svc.list_tools(Request::new(req))
+                    .await
+                    .map(Response::into_inner)
+            }
         },
     )
     .await?;
@@ -101,7 +120,11 @@ pub async fn run(
         queue,
         move |req: CallToolRequest| {
             let svc = svc.clone();
-            async move { svc.call_tool(Request::new(req)).await.map(Response::into_inner) }
+            async move {
+                svc.call_tool(Request::new(req))
+                    .await
+                    .map(Response::into_inner)
+            }
         },
     )
     .await?;

@@ -123,7 +123,8 @@ async fn connect(spec: &McpServer) -> Result<RunningService<RoleClient, ()>, Poo
         c.envs(&spec.env);
         c.kill_on_drop(true);
     });
-    let transport = TokioChildProcess::new(cmd).map_err(|e| fail(format!("{}: {e}", spec.command)))?;
+    let transport =
+        TokioChildProcess::new(cmd).map_err(|e| fail(format!("{}: {e}", spec.command)))?;
     tokio::time::timeout(START_TIMEOUT, ().serve(transport))
         .await
         .map_err(|_| fail(format!("no answer to initialize within {START_TIMEOUT:?}")))?
@@ -132,7 +133,10 @@ async fn connect(spec: &McpServer) -> Result<RunningService<RoleClient, ()>, Poo
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
-        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         s.truncate(cut);
         s.push_str(" …[truncated]");
     }
@@ -153,8 +157,14 @@ impl McpPool {
             let client = connect(&spec).await?;
             let listed = tokio::time::timeout(START_TIMEOUT, client.list_all_tools())
                 .await
-                .map_err(|_| PoolError::Start { server: spec.name.clone(), reason: "tools/list timed out".into() })?
-                .map_err(|e| PoolError::Start { server: spec.name.clone(), reason: e.to_string() })?;
+                .map_err(|_| PoolError::Start {
+                    server: spec.name.clone(),
+                    reason: "tools/list timed out".into(),
+                })?
+                .map_err(|e| PoolError::Start {
+                    server: spec.name.clone(),
+                    reason: e.to_string(),
+                })?;
             let tools = listed
                 .into_iter()
                 .map(|t| Tool {
@@ -182,29 +192,60 @@ impl McpPool {
 
     /// Every tool, by bus name.
     pub async fn tools(&self) -> Vec<Tool> {
-        self.servers.values().flat_map(|s| s.tools.iter().cloned()).collect()
+        self.servers
+            .values()
+            .flat_map(|s| s.tools.iter().cloned())
+            .collect()
     }
 
     fn known(&self) -> String {
-        let names: Vec<String> = self.servers.values().flat_map(|s| s.tools.iter().map(|t| t.name.clone())).collect();
-        if names.is_empty() { "(none)".into() } else { names.join(", ") }
+        let names: Vec<String> = self
+            .servers
+            .values()
+            .flat_map(|s| s.tools.iter().map(|t| t.name.clone()))
+            .collect();
+        if names.is_empty() {
+            "(none)".into()
+        } else {
+            names.join(", ")
+        }
     }
 
     /// Calls `name` (`server.tool`) with `arguments_json` (a JSON object).
-    pub async fn call(&self, name: &str, arguments_json: &str, timeout: Duration) -> Result<CallResult, PoolError> {
-        let unknown = || PoolError::UnknownTool { name: name.to_string(), known: self.known() };
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments_json: &str,
+        timeout: Duration,
+    ) -> Result<CallResult, PoolError> {
+        let unknown = || PoolError::UnknownTool {
+            name: name.to_string(),
+            known: self.known(),
+        };
         let (server_name, tool) = name.split_once('.').ok_or_else(unknown)?;
         let server = self.servers.get(server_name).ok_or_else(unknown)?;
         if !server.tools.iter().any(|t| t.name == name) {
             return Err(unknown());
         }
-        let args = if arguments_json.trim().is_empty() { "{}" } else { arguments_json };
+        let args = if arguments_json.trim().is_empty() {
+            "{}"
+        } else {
+            arguments_json
+        };
         let args = match serde_json::from_str::<Value>(args) {
             Ok(Value::Object(map)) => map,
             Ok(other) => {
-                return Err(PoolError::BadArguments { name: name.to_string(), reason: format!("got `{other}`") });
+                return Err(PoolError::BadArguments {
+                    name: name.to_string(),
+                    reason: format!("got `{other}`"),
+                });
             }
-            Err(e) => return Err(PoolError::BadArguments { name: name.to_string(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(PoolError::BadArguments {
+                    name: name.to_string(),
+                    reason: e.to_string(),
+                });
+            }
         };
         let peer = {
             let mut guard = server.client.lock().await;
@@ -219,21 +260,33 @@ impl McpPool {
             match guard.as_ref() {
                 Some(c) => c.peer().clone(),
                 None => {
-                    return Err(PoolError::Dead { server: server.spec.name.clone(), reason: "no client".into() });
+                    return Err(PoolError::Dead {
+                        server: server.spec.name.clone(),
+                        reason: "no client".into(),
+                    });
                 }
             }
         };
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let result = tokio::time::timeout(timeout, peer.call_tool(params))
             .await
-            .map_err(|_| PoolError::Timeout { name: name.to_string(), timeout })?;
+            .map_err(|_| PoolError::Timeout {
+                name: name.to_string(),
+                timeout,
+            })?;
         let result = match result {
             Ok(r) => r,
             Err(rmcp::ServiceError::McpError(e)) => {
-                return Err(PoolError::Protocol { name: name.to_string(), reason: e.message.to_string() });
+                return Err(PoolError::Protocol {
+                    name: name.to_string(),
+                    reason: e.message.to_string(),
+                });
             }
             Err(e) => {
-                return Err(PoolError::Dead { server: server.spec.name.clone(), reason: e.to_string() });
+                return Err(PoolError::Dead {
+                    server: server.spec.name.clone(),
+                    reason: e.to_string(),
+                });
             }
         };
         let mut text: Vec<String> = result

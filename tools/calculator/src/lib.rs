@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig,
-};
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
@@ -70,16 +68,17 @@ pub fn evaluate(expression: &str) -> Result<String, CalcError> {
     }
     let mut ctx = fend_core::Context::new();
     let deadline = Deadline(Instant::now() + EVAL_DEADLINE);
-    let result = fend_core::evaluate_with_interrupt(expr, &mut ctx, &deadline).map_err(|reason| {
-        if deadline.should_interrupt_now() {
-            CalcError::Timeout
-        } else {
-            CalcError::Invalid {
-                expression: expr.to_string(),
-                reason,
+    let result =
+        fend_core::evaluate_with_interrupt(expr, &mut ctx, &deadline).map_err(|reason| {
+            if deadline.should_interrupt_now() {
+                CalcError::Timeout
+            } else {
+                CalcError::Invalid {
+                    expression: expr.to_string(),
+                    reason,
+                }
             }
-        }
-    })?;
+        })?;
     let value = result.get_main_result().to_string();
     if value.is_empty() {
         return Err(CalcError::Invalid {
@@ -137,9 +136,9 @@ impl Calculator {
         match tokio::task::spawn_blocking(move || evaluate(&expr)).await {
             Ok(Ok(v)) => CallToolResult::success(vec![ContentBlock::text(v)]),
             Ok(Err(e)) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
-            Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
-                "evaluation failed: {e}"
-            ))]),
+            Err(e) => {
+                CallToolResult::error(vec![ContentBlock::text(format!("evaluation failed: {e}"))])
+            }
         }
     }
 }
@@ -148,7 +147,10 @@ impl Calculator {
 impl ServerHandler for Calculator {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("hearth-calculator", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "hearth-calculator",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions("Use `evaluate` for any arithmetic; it is exact.")
     }
 }
@@ -197,7 +199,10 @@ mod tests {
     fn huge_results_are_refused_not_returned() {
         let r = evaluate("10^100000");
         assert!(
-            matches!(r, Err(CalcError::ResultTooLong(_)) | Err(CalcError::Timeout)),
+            matches!(
+                r,
+                Err(CalcError::ResultTooLong(_)) | Err(CalcError::Timeout)
+            ),
             "{r:?}"
         );
     }

@@ -106,13 +106,22 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
     if s.len() <= max {
         return s.len();
     }
-    (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// `server.tool` → `server__tool` (OpenAI function names allow `[A-Za-z0-9_-]`).
 pub fn wire_tool_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c.to_string() } else { "__".into() })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                "__".into()
+            }
+        })
         .collect()
 }
 
@@ -153,7 +162,10 @@ fn request_body(
             json!({ "type": "object" })
         } else {
             serde_json::from_str(&t.input_schema_json).map_err(|e| {
-                EngineError::InvalidRequest(format!("tool `{}` has a malformed schema: {e}", t.name))
+                EngineError::InvalidRequest(format!(
+                    "tool `{}` has a malformed schema: {e}",
+                    t.name
+                ))
             })?
         };
         let wire = wire_tool_name(&t.name);
@@ -205,7 +217,10 @@ impl Assembler {
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(Usage {
                 tokens_in: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-                tokens_out: u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+                tokens_out: u
+                    .get("completion_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
                 ..Default::default()
             });
         }
@@ -221,7 +236,10 @@ impl Assembler {
                 }
                 if let Some(calls) = part.get("tool_calls").and_then(Value::as_array) {
                     for (pos, call) in calls.iter().enumerate() {
-                        let idx = call.get("index").and_then(Value::as_u64).unwrap_or(pos as u64);
+                        let idx = call
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(pos as u64);
                         let entry = self.calls.entry(idx).or_default();
                         if let Some(id) = call.get("id").and_then(Value::as_str) {
                             entry.id.push_str(id);
@@ -233,7 +251,9 @@ impl Assembler {
                             match f.get("arguments") {
                                 Some(Value::String(a)) => entry.arguments.push_str(a),
                                 // Some servers send the arguments as an object.
-                                Some(obj @ Value::Object(_)) => entry.arguments.push_str(&obj.to_string()),
+                                Some(obj @ Value::Object(_)) => {
+                                    entry.arguments.push_str(&obj.to_string())
+                                }
                                 _ => {}
                             }
                         }
@@ -253,13 +273,22 @@ impl Assembler {
             .into_iter()
             .enumerate()
             .map(|(i, (_, c))| ToolCall {
-                id: if c.id.is_empty() { format!("call_{i}") } else { c.id },
+                id: if c.id.is_empty() {
+                    format!("call_{i}")
+                } else {
+                    c.id
+                },
                 name: names.get(&c.name).cloned().unwrap_or(c.name),
                 arguments_json: c.arguments,
             })
             .collect::<Vec<_>>();
         let finish_reason = if self.finish_reason.is_empty() {
-            if tool_calls.is_empty() { "stop" } else { "tool_calls" }.to_string()
+            if tool_calls.is_empty() {
+                "stop"
+            } else {
+                "tool_calls"
+            }
+            .to_string()
         } else {
             self.finish_reason
         };
@@ -287,7 +316,9 @@ impl Backend for OpenAiBackend {
 
     async fn generate(&self, req: GenerateRequest) -> Result<ChunkStream, EngineError> {
         let (body, names) = request_body(&req, &self.model, self.max_tokens)?;
-        let resp = self.send(self.post("/chat/completions").json(&body)).await?;
+        let resp = self
+            .send(self.post("/chat/completions").json(&body))
+            .await?;
         let model = body["model"].as_str().unwrap_or_default().to_string();
         let (tx, rx) = mpsc::channel::<Result<GenerateChunk, EngineError>>(64);
         let timeout = self.timeout;
@@ -320,21 +351,29 @@ impl Backend for OpenAiBackend {
                         Ok(v) => v,
                         Err(e) => {
                             let _ = tx
-                                .send(Err(EngineError::Malformed(format!("an SSE event is not JSON: {e}"))))
+                                .send(Err(EngineError::Malformed(format!(
+                                    "an SSE event is not JSON: {e}"
+                                ))))
                                 .await;
                             return;
                         }
                     };
                     if let Some(err) = v.get("error") {
                         let _ = tx
-                            .send(Err(EngineError::Backend { status: 200, body: err.to_string() }))
+                            .send(Err(EngineError::Backend {
+                                status: 200,
+                                body: err.to_string(),
+                            }))
                             .await;
                         return;
                     }
                     let text = asm.absorb(&v);
                     if !text.is_empty()
                         && tx
-                            .send(Ok(GenerateChunk { delta: text, ..Default::default() }))
+                            .send(Ok(GenerateChunk {
+                                delta: text,
+                                ..Default::default()
+                            }))
                             .await
                             .is_err()
                     {
@@ -355,7 +394,12 @@ impl Backend for OpenAiBackend {
                 };
                 let text = asm.absorb(&body);
                 if !text.is_empty() {
-                    let _ = tx.send(Ok(GenerateChunk { delta: text, ..Default::default() })).await;
+                    let _ = tx
+                        .send(Ok(GenerateChunk {
+                            delta: text,
+                            ..Default::default()
+                        }))
+                        .await;
                 }
             }
             let mut last = asm.finish(&names, "openai");
@@ -368,24 +412,32 @@ impl Backend for OpenAiBackend {
     }
 
     async fn embed(&self, req: EmbedRequest) -> Result<EmbedResponse, EngineError> {
-        let model = if req.model.is_empty() { self.model.clone() } else { req.model };
+        let model = if req.model.is_empty() {
+            self.model.clone()
+        } else {
+            req.model
+        };
         let body = json!({ "model": model, "input": req.inputs });
         let resp = self.send(self.post("/embeddings").json(&body)).await?;
         let v: Value = tokio::time::timeout(self.timeout, resp.json())
             .await
             .map_err(|_| EngineError::Timeout(self.timeout))?
             .map_err(|e| EngineError::Malformed(e.to_string()))?;
-        let data = v
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| EngineError::Malformed("no `data` array in the embeddings reply".into()))?;
+        let data = v.get("data").and_then(Value::as_array).ok_or_else(|| {
+            EngineError::Malformed("no `data` array in the embeddings reply".into())
+        })?;
         let embeddings = data
             .iter()
             .map(|d| Embedding {
                 values: d
                     .get("embedding")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_f64)
+                            .map(|x| x as f32)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect();
@@ -400,9 +452,16 @@ mod tests {
 
     #[test]
     fn tool_names_are_made_wire_safe_and_mapped_back() {
-        assert_eq!(wire_tool_name("calculator.evaluate"), "calculator__evaluate");
+        assert_eq!(
+            wire_tool_name("calculator.evaluate"),
+            "calculator__evaluate"
+        );
         let req = GenerateRequest {
-            messages: vec![ChatMessage { role: "user".into(), content: "hi".into(), ..Default::default() }],
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "hi".into(),
+                ..Default::default()
+            }],
             tools: vec![ToolSpec {
                 name: "calculator.evaluate".into(),
                 description: "d".into(),
@@ -422,7 +481,10 @@ mod tests {
         a.absorb(&json!({"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"calculator__evaluate","arguments":"{\"expr"}}]}}]}));
         a.absorb(&json!({"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ession\":\"1+1\"}"}}]},"finish_reason":"tool_calls"}]}));
         a.absorb(&json!({"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7}}));
-        let names = HashMap::from([("calculator__evaluate".to_string(), "calculator.evaluate".to_string())]);
+        let names = HashMap::from([(
+            "calculator__evaluate".to_string(),
+            "calculator.evaluate".to_string(),
+        )]);
         let last = a.finish(&names, "openai");
         assert_eq!(last.tool_calls.len(), 1);
         assert_eq!(last.tool_calls[0].name, "calculator.evaluate");
@@ -434,7 +496,8 @@ mod tests {
 
     #[test]
     fn a_non_url_is_a_configuration_error() {
-        let e = OpenAiBackend::new("localhost:8080", "m", None, Duration::from_secs(1), 16).unwrap_err();
+        let e = OpenAiBackend::new("localhost:8080", "m", None, Duration::from_secs(1), 16)
+            .unwrap_err();
         assert!(matches!(e, EngineError::NotConfigured(_)));
     }
 }

@@ -75,7 +75,12 @@ impl Backend for ScriptedBackend {
         } else {
             chunk.delta = last.content.clone();
         }
-        chunk.finish_reason = if chunk.tool_calls.is_empty() { "stop" } else { "tool_calls" }.into();
+        chunk.finish_reason = if chunk.tool_calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        }
+        .into();
         chunk.usage = Some(Usage {
             tokens_in: req.messages.iter().map(|m| words(&m.content)).sum(),
             tokens_out: words(&chunk.delta) + chunk.tool_calls.len() as u64,
@@ -94,7 +99,10 @@ mod tests {
 
     #[test]
     fn finds_the_arithmetic_in_a_question() {
-        assert_eq!(find_expression("What is 17*23+4?").as_deref(), Some("17*23+4"));
+        assert_eq!(
+            find_expression("What is 17*23+4?").as_deref(),
+            Some("17*23+4")
+        );
         assert_eq!(find_expression("no numbers here"), None);
     }
 }

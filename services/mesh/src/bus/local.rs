@@ -72,7 +72,10 @@ impl LocalBus {
                 continue;
             }
             match &s.queue {
-                Some(q) => groups.entry(format!("{}|{q}", s.pattern)).or_default().push(i),
+                Some(q) => groups
+                    .entry(format!("{}|{q}", s.pattern))
+                    .or_default()
+                    .push(i),
                 None => out.push(s.tx.clone()),
             }
         }
@@ -177,4 +180,3 @@ impl std::fmt::Debug for LocalBus {
             .finish()
     }
 }
-

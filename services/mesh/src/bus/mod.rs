@@ -90,8 +90,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Subscribes to `subject` (NATS wildcards allowed), in queue group
     /// `queue` if given: each request goes to one member of a group.
-    async fn subscribe(&self, subject: &str, queue: Option<&str>)
-    -> Result<RequestStream, BusError>;
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<RequestStream, BusError>;
 
     /// The largest payload this bus carries.
     fn max_payload(&self) -> usize;
@@ -164,7 +167,10 @@ impl Responder {
     /// Sends an error frame (a gRPC status code and a message); nothing may follow it.
     pub async fn error(&self, code: i32, message: String) -> Result<(), BusError> {
         let frame = Frame {
-            kind: Some(frame::Kind::Error(hearth_proto::v1::Error { code, message })),
+            kind: Some(frame::Kind::Error(hearth_proto::v1::Error {
+                code,
+                message,
+            })),
         };
         self.send(frame.encode_to_vec().into()).await
     }

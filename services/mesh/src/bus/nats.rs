@@ -14,7 +14,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Bus, BusError, FrameStream, IncomingRequest, RequestStream, Responder, ResponderInner};
+use super::{
+    Bus, BusError, FrameStream, IncomingRequest, RequestStream, Responder, ResponderInner,
+};
 
 /// How many unread reply frames a request may have queued before the
 /// stream is cut off as a slow consumer.
@@ -34,11 +36,15 @@ pub struct NatsBus {
 
 impl std::fmt::Debug for NatsBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsBus").field("inbox", &self.inbox).finish()
+        f.debug_struct("NatsBus")
+            .field("inbox", &self.inbox)
+            .finish()
     }
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Result<Bytes, BusError>>>> {
+fn lock(
+    p: &Pending,
+) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Result<Bytes, BusError>>>> {
     match p.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -157,7 +163,11 @@ impl Bus for NatsBus {
                 })
             })
             .boxed();
-        Ok(super::frames_with_deadline(subject.to_string(), raw, timeout))
+        Ok(super::frames_with_deadline(
+            subject.to_string(),
+            raw,
+            timeout,
+        ))
     }
 
     async fn subscribe(

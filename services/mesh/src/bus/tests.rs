@@ -18,38 +18,55 @@ fn bus() -> SharedBus {
 #[tokio::test]
 async fn unary_request_gets_its_reply() {
     let bus = bus();
-    rpc::serve_unary(bus.clone(), "t.echo".into(), Some("q".into()), |r: CallToolRequest| async move {
-        Ok(CallToolResponse {
-            content: format!("echo {}", r.name),
-            ..Default::default()
-        })
-    })
+    rpc::serve_unary(
+        bus.clone(),
+        "t.echo".into(),
+        Some("q".into()),
+        |r: CallToolRequest| async move {
+            Ok(CallToolResponse {
+                content: format!("echo {}", r.name),
+                ..Default::default()
+            })
+        },
+    )
     .await
     .unwrap();
     let req = CallToolRequest {
         name: "x".into(),
         ..Default::default()
     };
-    let resp: CallToolResponse = rpc::call(&bus, "t.echo", &req, Duration::from_secs(1)).await.unwrap();
+    let resp: CallToolResponse = rpc::call(&bus, "t.echo", &req, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(resp.content, "echo x");
 }
 
 #[tokio::test]
 async fn streamed_reply_arrives_in_order_and_ends() {
     let bus = bus();
-    rpc::serve_stream(bus.clone(), "t.gen".into(), None, |_r: GenerateRequest| async move {
-        Ok(futures::stream::iter((0..5).map(|i| {
-            Ok(GenerateChunk {
-                delta: i.to_string(),
-                ..Default::default()
-            })
-        })))
-    })
+    rpc::serve_stream(
+        bus.clone(),
+        "t.gen".into(),
+        None,
+        |_r: GenerateRequest| async move {
+            Ok(futures::stream::iter((0..5).map(|i| {
+                Ok(GenerateChunk {
+                    delta: i.to_string(),
+                    ..Default::default()
+                })
+            })))
+        },
+    )
     .await
     .unwrap();
-    let stream = rpc::call_stream::<_, GenerateChunk>(&bus, "t.gen", &GenerateRequest::default(), Duration::from_secs(1))
-        .await
-        .unwrap();
+    let stream = rpc::call_stream::<_, GenerateChunk>(
+        &bus,
+        "t.gen",
+        &GenerateRequest::default(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
     let got: Vec<String> = stream.map(|c| c.unwrap().delta).collect().await;
     assert_eq!(got, vec!["0", "1", "2", "3", "4"]);
 }
@@ -57,9 +74,14 @@ async fn streamed_reply_arrives_in_order_and_ends() {
 #[tokio::test]
 async fn no_responders_is_unavailable() {
     let bus = bus();
-    let err = rpc::call::<_, CallToolResponse>(&bus, "t.nobody", &CallToolRequest::default(), Duration::from_secs(1))
-        .await
-        .unwrap_err();
+    let err = rpc::call::<_, CallToolResponse>(
+        &bus,
+        "t.nobody",
+        &CallToolRequest::default(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("t.nobody"), "{}", err.message());
 }
@@ -67,16 +89,26 @@ async fn no_responders_is_unavailable() {
 #[tokio::test]
 async fn a_slow_service_times_out_with_deadline_exceeded() {
     let bus = bus();
-    rpc::serve_unary(bus.clone(), "t.slow".into(), None, |_r: CallToolRequest| async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok(CallToolResponse::default())
-    })
+    rpc::serve_unary(
+        bus.clone(),
+        "t.slow".into(),
+        None,
+        |_r: CallToolRequest| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(CallToolResponse::default())
+        },
+    )
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    let err = rpc::call::<_, CallToolResponse>(&bus, "t.slow", &CallToolRequest::default(), Duration::from_millis(100))
-        .await
-        .unwrap_err();
+    let err = rpc::call::<_, CallToolResponse>(
+        &bus,
+        "t.slow",
+        &CallToolRequest::default(),
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -97,17 +129,27 @@ async fn oversize_request_is_refused_before_sending() {
 #[tokio::test]
 async fn oversize_reply_becomes_a_clear_error() {
     let bus = bus();
-    rpc::serve_unary(bus.clone(), "t.big".into(), None, |_r: CallToolRequest| async move {
-        Ok(CallToolResponse {
-            content: "y".repeat(10_000),
-            ..Default::default()
-        })
-    })
+    rpc::serve_unary(
+        bus.clone(),
+        "t.big".into(),
+        None,
+        |_r: CallToolRequest| async move {
+            Ok(CallToolResponse {
+                content: "y".repeat(10_000),
+                ..Default::default()
+            })
+        },
+    )
     .await
     .unwrap();
-    let err = rpc::call::<_, CallToolResponse>(&bus, "t.big", &CallToolRequest::default(), Duration::from_secs(1))
-        .await
-        .unwrap_err();
+    let err = rpc::call::<_, CallToolResponse>(
+        &bus,
+        "t.big",
+        &CallToolRequest::default(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("exceeds"), "{}", err.message());
 }
@@ -115,13 +157,20 @@ async fn oversize_reply_becomes_a_clear_error() {
 #[tokio::test]
 async fn malformed_request_bytes_get_invalid_argument() {
     let bus = bus();
-    rpc::serve_unary(bus.clone(), "t.typed".into(), None, |_r: CallToolRequest| async move {
-        Ok(CallToolResponse::default())
-    })
+    rpc::serve_unary(
+        bus.clone(),
+        "t.typed".into(),
+        None,
+        |_r: CallToolRequest| async move { Ok(CallToolResponse::default()) },
+    )
     .await
     .unwrap();
     let mut frames = bus
-        .request("t.typed", Bytes::from_static(&[0xff, 0xff, 0xff]), Duration::from_secs(1))
+        .request(
+            "t.typed",
+            Bytes::from_static(&[0xff, 0xff, 0xff]),
+            Duration::from_secs(1),
+        )
         .await
         .unwrap();
     match frames.next().await {
@@ -134,20 +183,30 @@ async fn malformed_request_bytes_get_invalid_argument() {
 async fn a_queue_group_shares_work_round_robin() {
     let bus = bus();
     for name in ["a", "b"] {
-        rpc::serve_unary(bus.clone(), "t.work".into(), Some("workers".into()), move |_r: CallToolRequest| async move {
-            Ok(CallToolResponse {
-                content: name.into(),
-                ..Default::default()
-            })
-        })
+        rpc::serve_unary(
+            bus.clone(),
+            "t.work".into(),
+            Some("workers".into()),
+            move |_r: CallToolRequest| async move {
+                Ok(CallToolResponse {
+                    content: name.into(),
+                    ..Default::default()
+                })
+            },
+        )
         .await
         .unwrap();
     }
     let mut seen = std::collections::HashMap::new();
     for _ in 0..10 {
-        let r: CallToolResponse = rpc::call(&bus, "t.work", &CallToolRequest::default(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let r: CallToolResponse = rpc::call(
+            &bus,
+            "t.work",
+            &CallToolRequest::default(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         *seen.entry(r.content).or_insert(0) += 1;
     }
     assert_eq!(seen.get("a"), Some(&5));
