@@ -168,12 +168,11 @@ impl HearthProcess {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let mut out_lines = BufReader::new(stdout).lines();
         let mut stdout_lines = Vec::new();
-        if part == "gateway" {
-            if let Ok(Ok(Some(l))) =
+        if part == "gateway"
+            && let Ok(Ok(Some(l))) =
                 tokio::time::timeout(Duration::from_secs(5), out_lines.next_line()).await
-            {
-                stdout_lines.push(l);
-            }
+        {
+            stdout_lines.push(l);
         }
         tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
         Ok(Self {

@@ -1,6 +1,8 @@
 //! The gateway's A2A JSON-RPC endpoint: a task end to end, lookups, errors
 //! by the book for malformed requests, and the token.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic with its message
+
 use std::sync::Arc;
 
 use hearth::{Part, start};

@@ -2,6 +2,8 @@
 //! double decides to call the tool) → toolhost → calculator MCP server (a
 //! real child process over stdio) → back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic with its message
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

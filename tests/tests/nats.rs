@@ -2,6 +2,8 @@
 //! as a separate `hearth serve` process, and operatives sharing work as a
 //! queue group.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic with its message
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

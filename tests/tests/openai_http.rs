@@ -1,6 +1,8 @@
 //! The engine pointed at a real OpenAI-compatible HTTP server started by the
 //! test, so the HTTP backend, SSE streaming and tool-call parsing run for real.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic with its message
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -250,13 +250,11 @@ pub async fn ask(
             .context("waiting for the task")?;
         match ev.event.and_then(|e| e.payload) {
             Some(Payload::StatusUpdate(u)) => {
-                if let Some(m) = u.status.as_ref().and_then(|s| s.message.as_ref()) {
-                    if u.status
-                        .as_ref()
-                        .is_some_and(|s| s.state == TaskState::Working as i32)
-                    {
-                        progress(&convert::text_of(m));
-                    }
+                if let Some(st) = u.status.as_ref()
+                    && st.state == TaskState::Working as i32
+                    && let Some(m) = st.message.as_ref()
+                {
+                    progress(&convert::text_of(m));
                 }
             }
             Some(Payload::Task(t)) => {

@@ -62,7 +62,7 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     /// NATS server URL; unset runs the whole mesh in one process on the
     /// in-process bus. (`nats` in the file; `HEARTH_NATS_URL`.)
-    #[serde(alias = "nats")]
+    #[serde(rename = "nats")]
     pub nats_url: Option<String>,
     /// Subject prefix: `<prefix>.v1.<service>.<method>`. A different prefix is
     /// a separate mesh on the same NATS server.
@@ -274,7 +274,7 @@ fn default_file() -> Option<PathBuf> {
 }
 
 /// `HEARTH_<SECTION>_<KEY>` → `section.key` for the known sections;
-/// anything else is a top-level key (`HEARTH_NATS_URL` → `nats_url`).
+/// anything else is a top-level key (`HEARTH_NATS_URL` → `nats`).
 /// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
 fn env_provider() -> Env {
     const SECTIONS: [&str; 4] = ["engine", "gateway", "toolhost", "agents"];
@@ -296,11 +296,15 @@ fn env_provider() -> Env {
                     return format!("{s}.{rest}").into();
                 }
             }
+            if k == "nats_url" {
+                return "nats".into();
+            }
             k.into()
         })
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return its own large error type
 mod tests {
     use super::*;
 

@@ -106,10 +106,10 @@ impl LocalTool for Delegate {
             match ev.event.and_then(|e| e.payload) {
                 Some(Payload::StatusUpdate(u)) => {
                     let Some(st) = u.status else { continue };
-                    if st.state == TaskState::Working as i32 {
-                        if let (Some(m), Some(p)) = (st.message.as_ref(), ctx.progress.as_ref()) {
-                            p(format!("operative {}: {}", ev.worker, convert::text_of(m)));
-                        }
+                    if st.state == TaskState::Working as i32
+                        && let (Some(m), Some(p)) = (st.message.as_ref(), ctx.progress.as_ref())
+                    {
+                        p(format!("operative {}: {}", ev.worker, convert::text_of(m)));
                     }
                 }
                 Some(Payload::Task(t)) => {

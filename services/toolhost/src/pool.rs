@@ -294,10 +294,10 @@ impl McpPool {
             .iter()
             .filter_map(|c| c.as_text().map(|t| t.text.clone()))
             .collect();
-        if text.is_empty() {
-            if let Some(s) = &result.structured_content {
-                text.push(s.to_string());
-            }
+        if text.is_empty()
+            && let Some(s) = &result.structured_content
+        {
+            text.push(s.to_string());
         }
         Ok(CallResult {
             content: truncate(text.join("\n"), MAX_OUTPUT_BYTES),
