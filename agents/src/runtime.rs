@@ -26,8 +26,9 @@ pub const MAX_TOOL_RESULT_BYTES: usize = 16 * 1024;
 /// Why a task could not be finished.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The model could not be asked.
-    #[error("the model could not be reached: {0}")]
+    /// The model call failed (unreachable, timed out, or a reply that is not
+    /// what its protocol says).
+    #[error("the model call failed: {}", .0.message())]
     Model(tonic::Status),
     /// The tools could not be listed.
     #[error("the toolhost could not be reached: {0}")]

@@ -1,7 +1,8 @@
-//! An OpenAI-compatible chat-completions server for tests: a test double
-//! that follows fixed rules (like the scripted engine) but speaks the real
-//! HTTP wire, streaming SSE chunks with tool-call fragments split across
-//! events, so Hearth's OpenAI backend is exercised for real.
+//! A model server for tests: a test double that follows fixed rules (like
+//! the scripted engine) but speaks the real HTTP wires — OpenAI's chat
+//! completions (SSE chunks with tool-call fragments split across events) at
+//! `/v1/chat/completions` and Ollama's native `/api/chat` (NDJSON lines) —
+//! so Hearth's HTTP backends are exercised for real.
 //!
 //! Rules on the last message: a tool result → a text answer; a user message
 //! with a `*delegate` tool offered → delegate; with an `*evaluate` tool →
@@ -36,8 +37,10 @@ struct Shared {
 
 /// A running double.
 pub struct OpenAiDouble {
-    /// `http://127.0.0.1:<port>/v1`.
+    /// `http://127.0.0.1:<port>/v1` (the OpenAI-compatible base).
     pub base_url: String,
+    /// `http://127.0.0.1:<port>` (Ollama's base).
+    pub root_url: String,
     seen: Arc<Mutex<Vec<Value>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -54,6 +57,7 @@ impl OpenAiDouble {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
+            .route("/api/chat", post(ollama_chat))
             .with_state(Shared {
                 mode,
                 seen: seen.clone(),
@@ -65,6 +69,7 @@ impl OpenAiDouble {
         });
         Ok(Self {
             base_url: format!("http://{addr}/v1"),
+            root_url: format!("http://{addr}"),
             seen,
             task,
         })
@@ -99,9 +104,15 @@ fn chunk(delta: Value, finish: Option<&str>) -> Value {
             "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
 }
 
-async fn completions(State(s): State<Shared>, body: String) -> Response {
-    let Ok(req) = serde_json::from_str::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "body is not JSON").into_response();
+/// What the rules decide for a request (tools named as the wire names them).
+enum Decision {
+    Answer(String),
+    Call { name: String, args: Value },
+}
+
+async fn decide(s: &Shared, body: &str) -> Result<Decision, Response> {
+    let Ok(req) = serde_json::from_str::<Value>(body) else {
+        return Err((StatusCode::BAD_REQUEST, "body is not JSON").into_response());
     };
     if let Ok(mut seen) = s.seen.lock() {
         seen.push(req.clone());
@@ -121,51 +132,100 @@ async fn completions(State(s): State<Shared>, body: String) -> Response {
                 .map(str::to_string)
         })
     };
-    let usage = json!({ "id": "x", "object": "chat.completion.chunk", "model": "double", "choices": [],
-                        "usage": { "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16 } });
-    let call = |name: String, args: String| {
-        let (a, b) = args.split_at(args.len() / 2);
-        vec![
-            chunk(
-                json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
-                                                                 "function": { "name": name, "arguments": "" } }] }),
-                None,
-            ),
-            chunk(
-                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": a } }] }),
-                None,
-            ),
-            chunk(
-                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": b } }] }),
-                Some("tool_calls"),
-            ),
-            usage.clone(),
-        ]
-    };
-    let events = if role == "tool" {
-        let answer = if content.starts_with("The answer is") {
+    Ok(if role == "tool" {
+        Decision::Answer(if content.starts_with("The answer is") {
             content
         } else {
             format!("The answer is {content}.")
-        };
-        let (a, b) = answer.split_at(answer.len() / 2);
-        vec![
-            chunk(json!({ "role": "assistant", "content": a }), None),
-            chunk(json!({ "content": b }), Some("stop")),
-            usage.clone(),
-        ]
+        })
     } else if let Some(name) = tool("delegate").filter(|_| role == "user") {
-        call(name, json!({ "task": content }).to_string())
+        Decision::Call {
+            name,
+            args: json!({ "task": content }),
+        }
     } else if let (Some(name), Some(expr)) = (tool("evaluate"), expression(&content)) {
-        call(name, json!({ "expression": expr }).to_string())
+        Decision::Call {
+            name,
+            args: json!({ "expression": expr }),
+        }
     } else {
-        vec![
-            chunk(
-                json!({ "role": "assistant", "content": content }),
-                Some("stop"),
-            ),
-            usage.clone(),
-        ]
+        Decision::Answer(content)
+    })
+}
+
+/// Ollama's `/api/chat`: one JSON object per line, the last with `done`.
+async fn ollama_chat(State(s): State<Shared>, body: String) -> Response {
+    let decision = match decide(&s, &body).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let msg = |m: Value| json!({ "model": "double", "message": m, "done": false });
+    let mut lines = match decision {
+        Decision::Answer(text) => {
+            let mid = text
+                .char_indices()
+                .nth(text.chars().count() / 2)
+                .map_or(0, |(i, _)| i);
+            let (a, b) = text.split_at(mid);
+            vec![
+                msg(json!({ "role": "assistant", "content": a })),
+                msg(json!({ "role": "assistant", "content": b })),
+            ]
+        }
+        Decision::Call { name, args } => vec![msg(json!({
+            "role": "assistant", "content": "",
+            "tool_calls": [{ "function": { "name": name, "arguments": args } }],
+        }))],
+    };
+    lines.push(json!({ "model": "double", "message": { "role": "assistant", "content": "" },
+                       "done": true, "done_reason": "stop", "prompt_eval_count": 13, "eval_count": 6 }));
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn completions(State(s): State<Shared>, body: String) -> Response {
+    let decision = match decide(&s, &body).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let usage = json!({ "id": "x", "object": "chat.completion.chunk", "model": "double", "choices": [],
+                        "usage": { "prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16 } });
+    let events = match decision {
+        Decision::Call { name, args } => {
+            let args = args.to_string();
+            let (a, b) = args.split_at(args.len() / 2);
+            vec![
+                chunk(
+                    json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+                                                                     "function": { "name": name, "arguments": "" } }] }),
+                    None,
+                ),
+                chunk(
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": a } }] }),
+                    None,
+                ),
+                chunk(
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": b } }] }),
+                    Some("tool_calls"),
+                ),
+                usage,
+            ]
+        }
+        Decision::Answer(answer) => {
+            let mid = answer
+                .char_indices()
+                .nth(answer.chars().count() / 2)
+                .map_or(0, |(i, _)| i);
+            let (a, b) = answer.split_at(mid);
+            vec![
+                chunk(json!({ "role": "assistant", "content": a }), None),
+                chunk(json!({ "content": b }), Some("stop")),
+                usage,
+            ]
+        }
     };
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")

@@ -13,7 +13,15 @@ async fn bench_mesh_reports_in_process_nats_and_raw_baseline() {
     let nats = NatsServer::start().await.unwrap();
     let (code, out, err) = hearth(
         &[
-            "bench", "mesh", "--tasks", "20", "--warmup", "5", "--nats-url", &nats.url, "--json",
+            "bench",
+            "mesh",
+            "--tasks",
+            "20",
+            "--warmup",
+            "5",
+            "--nats-url",
+            &nats.url,
+            "--json",
         ],
         &[],
         Duration::from_secs(120),

@@ -1,11 +1,16 @@
 //! The engine: inference backends behind one trait, served on the bus as the
 //! `Engine` service (and over gRPC where it faces the outside).
 //!
+//! - [`backends::llama`] (feature `llama`, on by default): llama.cpp in
+//!   this process on a GGUF model, the default; constrained decoding for
+//!   tool calls, continuous batching, prefix reuse.
 //! - [`backends::openai`]: any OpenAI-compatible server (vLLM, SGLang,
 //!   llama-server, LM Studio, Ollama's `/v1`, cloud APIs): chat completions,
 //!   streaming SSE, tool calls.
 //! - [`backends::scripted`]: a rule-following test double for mesh tests and
 //!   benchmarks. Named as such; never chosen unless configured by name.
+//! - [`catalog`]: the model catalog (data in `catalog.toml`) and finding
+//!   a model's file on disk.
 //! - [`service`]: the `Engine` service: metering (latency, time to first
 //!   token, tokens) around whichever backend is configured.
 //!
@@ -13,6 +18,7 @@
 
 pub mod backend;
 pub mod backends;
+pub mod catalog;
 pub mod service;
 
 pub use backend::{Backend, ChunkStream, EngineError};

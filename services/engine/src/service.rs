@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, EngineError};
+use crate::backends::ollama::OllamaBackend;
 use crate::backends::openai::OpenAiBackend;
 use crate::backends::scripted::ScriptedBackend;
 
@@ -40,11 +41,55 @@ pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, Engin
                 cfg.max_tokens,
             )?))
         }
+        "ollama" => Ok(Arc::new(OllamaBackend::new(
+            cfg.url.as_deref().unwrap_or("http://127.0.0.1:11434"),
+            &cfg.model,
+            Duration::from_millis(cfg.timeout_ms),
+            cfg.max_tokens,
+        )?)),
         "scripted" => Ok(Arc::new(ScriptedBackend)),
+        #[cfg(feature = "llama")]
+        "llama" => Ok(Arc::new(load_llama(cfg)?)),
+        #[cfg(not(feature = "llama"))]
+        "llama" => Err(EngineError::NotConfigured(
+            "this build has no embedded engine (built without the `llama` feature): \
+             set HEARTH_ENGINE_BACKEND=openai and HEARTH_ENGINE_URL"
+                .into(),
+        )),
         other => Err(EngineError::NotConfigured(format!(
-            "unknown engine backend `{other}` (known: openai, scripted)"
+            "unknown engine backend `{other}` (known: llama, openai, ollama, scripted)"
         ))),
     }
+}
+
+/// Finds the configured model (catalog id or path) and loads it. Blocking.
+#[cfg(feature = "llama")]
+pub fn load_llama(
+    cfg: &EngineConfig,
+) -> Result<crate::backends::llama::LlamaCppBackend, EngineError> {
+    use crate::backends::llama::{LlamaCppBackend, LlamaOptions};
+    use crate::catalog::{Catalog, models_dir};
+    let catalog = Catalog::builtin().map_err(|e| EngineError::NotConfigured(e.to_string()))?;
+    let resolved = catalog
+        .resolve(&cfg.model, &models_dir(cfg.models_dir.as_deref()))
+        .map_err(|e| EngineError::NotConfigured(e.to_string()))?;
+    let fallback_template = cfg.template.clone().or(resolved.template);
+    let family_templates = catalog
+        .families
+        .iter()
+        .map(|f| (f.id.clone(), f.template.clone()))
+        .collect();
+    LlamaCppBackend::load(LlamaOptions {
+        path: resolved.path,
+        name: resolved.name,
+        fallback_template,
+        family_templates,
+        slots: cfg.slots,
+        context: cfg.context,
+        threads: cfg.threads,
+        max_tokens: cfg.max_tokens,
+        seed: 42,
+    })
 }
 
 /// The engine service around one backend.

@@ -5,6 +5,7 @@
 //! in-process bus; with one, each part joins the mesh on NATS.
 
 pub mod bench;
+pub mod models;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,8 +116,14 @@ pub async fn start(
     for part in Part::ALL.iter().filter(|p| parts.contains(p)) {
         match part {
             Part::Engine => {
-                let backend = hearth_engine::backend_from_config(&config.engine)
-                    .context("starting the engine")?;
+                // Loading a local model reads the whole file: off the runtime.
+                let engine_cfg = config.engine.clone();
+                let backend = tokio::task::spawn_blocking(move || {
+                    hearth_engine::backend_from_config(&engine_cfg)
+                })
+                .await
+                .context("starting the engine")?
+                .context("starting the engine")?;
                 let svc = hearth_engine::EngineService::new(backend);
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);

@@ -59,6 +59,11 @@ enum Command {
         #[arg(value_enum)]
         tool: BuiltinTool,
     },
+    /// The model catalog: what exists, what it needs, what is on disk.
+    Models {
+        #[command(subcommand)]
+        what: ModelsCommand,
+    },
     /// Measure the mesh: see `hearth bench mesh --help`.
     Bench {
         #[command(subcommand)]
@@ -73,6 +78,26 @@ enum BuiltinTool {
 }
 
 #[derive(Subcommand)]
+enum ModelsCommand {
+    /// Every model in the catalog (local and cloud), and which are on disk.
+    List {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One model in detail: family, template, files, where it is.
+    ///
+    /// Example: hearth models show gemma-3-270m
+    Show {
+        /// Catalog id (local or cloud).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchKind {
     /// One-tool-call tasks with the scripted engine (a test double), in
     /// process and over NATS, against a raw NATS round trip measured in the
@@ -84,7 +109,16 @@ enum BenchKind {
 async fn main() {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Tool { .. });
-    telemetry::init(if quiet { "error" } else { "warn" }, cli.log_json);
+    // llama.cpp's own warnings (model-file quirks it corrects itself) are
+    // not actionable for a user: errors only, unless RUST_LOG asks.
+    telemetry::init(
+        if quiet {
+            "error"
+        } else {
+            "warn,llama-cpp-2=error"
+        },
+        cli.log_json,
+    );
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -187,6 +221,13 @@ async fn run(cli: Cli) -> Result<()> {
             wait_for_shutdown().await;
             mesh.shutdown().await;
             Ok(())
+        }
+        Command::Models { what } => {
+            let config = Config::load()?;
+            match what {
+                ModelsCommand::List { json } => hearth::models::list(&config, json),
+                ModelsCommand::Show { id, json } => hearth::models::show(&config, &id, json),
+            }
         }
         Command::Bench {
             what: BenchKind::Mesh(args),

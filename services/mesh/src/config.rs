@@ -100,13 +100,17 @@ impl Default for Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// `openai` (any OpenAI-compatible server: vLLM, SGLang, llama-server,
-    /// LM Studio, Ollama's /v1, cloud APIs). `scripted` is a test double for
-    /// mesh tests and is never chosen by default.
+    /// `llama` (embedded llama.cpp, the default: a GGUF model in this
+    /// process), `openai` (any OpenAI-compatible server: vLLM, SGLang,
+    /// llama-server, LM Studio, Ollama's /v1, cloud APIs) or `ollama`
+    /// (Ollama's native /api/chat). `scripted` is a test double for mesh
+    /// tests and is never chosen by default.
     pub backend: String,
-    /// Base URL of an OpenAI-compatible API, ending in `/v1`.
+    /// Base URL of the server: an OpenAI-compatible one ends in `/v1`;
+    /// Ollama's is its root (`http://127.0.0.1:11434`).
     pub url: Option<String>,
-    /// The model name sent to the backend.
+    /// The model: for `llama`, a catalog id (`gemma-3-270m`) or a path to a
+    /// GGUF file (empty: the catalog's default); for servers, the name sent.
     pub model: String,
     /// API key for the backend (sent as a bearer token).
     pub api_key: Secret,
@@ -114,17 +118,35 @@ pub struct EngineConfig {
     pub timeout_ms: u64,
     /// Most tokens one model call may produce.
     pub max_tokens: u32,
+    /// `llama`: generations decoded together in one batch.
+    pub slots: u32,
+    /// `llama`: tokens of context per generation (prompt and reply).
+    pub context: u32,
+    /// `llama`: CPU threads (0: every core).
+    pub threads: u32,
+    /// `llama`: a llama.cpp chat template name (`chatml`, `gemma`,
+    /// `llama3`, …) for a GGUF file that carries none and that the catalog
+    /// does not know.
+    pub template: Option<String>,
+    /// `llama`: where pulled models are kept (default: the data dir's
+    /// `models/`).
+    pub models_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            backend: "openai".into(),
+            backend: "llama".into(),
             url: None,
             model: String::new(),
             api_key: Secret::default(),
             timeout_ms: 120_000,
             max_tokens: 512,
+            slots: 4,
+            context: 8192,
+            threads: 0,
+            template: None,
+            models_dir: None,
         }
     }
 }

@@ -101,7 +101,7 @@ impl Deadline {
 /// The `evaluate` tool's input.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct EvaluateParams {
-    /// The arithmetic expression, e.g. `17*23+4`, `2^64`, `(1/3) * 3`, `sqrt(2)`.
+    /// The arithmetic expression, e.g. `2^64`, `(1/3) * 3`, `sqrt(2)`.
     pub expression: String,
 }
 

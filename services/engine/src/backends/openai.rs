@@ -22,10 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::http;
 use crate::backend::{Backend, ChunkStream, EngineError};
-
-/// How much of an error body is quoted back.
-const ERROR_BODY_BYTES: usize = 512;
 
 /// An OpenAI-compatible backend.
 #[derive(Clone)]
@@ -57,18 +55,11 @@ impl OpenAiBackend {
         timeout: Duration,
         max_tokens: u32,
     ) -> Result<Self, EngineError> {
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(EngineError::NotConfigured(format!(
-                "engine URL `{base_url}` is not an http(s) URL (expected e.g. http://127.0.0.1:8080/v1)"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| EngineError::NotConfigured(e.to_string()))?;
+        let base_url = http::check_url(base_url, "http://127.0.0.1:8080/v1")?;
+        let http = http::client(timeout)?;
         Ok(Self {
             http,
-            base_url: base_url.trim_end_matches('/').to_string(),
+            base_url,
             model: model.to_string(),
             api_key: api_key.filter(|k| !k.is_empty()),
             timeout,
@@ -85,31 +76,8 @@ impl OpenAiBackend {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, EngineError> {
-        let resp = tokio::time::timeout(self.timeout, rb.send())
-            .await
-            .map_err(|_| EngineError::Timeout(self.timeout))?
-            .map_err(|e| EngineError::Unreachable {
-                url: self.base_url.clone(),
-                reason: e.to_string(),
-            })?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            let mut body = resp.text().await.unwrap_or_default();
-            body.truncate(floor_char_boundary(&body, ERROR_BODY_BYTES));
-            return Err(EngineError::Backend { status, body });
-        }
-        Ok(resp)
+        http::send(rb, self.timeout, &self.base_url).await
     }
-}
-
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }
 
 /// `server.tool` → `server__tool` (OpenAI function names allow `[A-Za-z0-9_-]`).
@@ -158,16 +126,7 @@ fn request_body(
     let mut names = HashMap::new();
     let mut tools = Vec::new();
     for t in &req.tools {
-        let schema: Value = if t.input_schema_json.is_empty() {
-            json!({ "type": "object" })
-        } else {
-            serde_json::from_str(&t.input_schema_json).map_err(|e| {
-                EngineError::InvalidRequest(format!(
-                    "tool `{}` has a malformed schema: {e}",
-                    t.name
-                ))
-            })?
-        };
+        let schema = http::tool_schema(&t.name, &t.input_schema_json)?;
         let wire = wire_tool_name(&t.name);
         names.insert(wire.clone(), t.name.clone());
         tools.push(json!({

@@ -1,0 +1,372 @@
+//! The embedded llama.cpp backend (crate `llama-cpp-2`): a GGUF model run in
+//! this process, with no server, no network and no key.
+//!
+//! - The chat template comes from the file's `tokenizer.chat_template`
+//!   metadata, else from the catalog's template for the model's family
+//!   (Gemma 3 270M's file carries none), else from configuration.
+//! - When tools are offered, the reply is constrained by a grammar (built by
+//!   llama.cpp from a JSON schema, see [`prompt`]) to one well-formed tool
+//!   call or answer, so even a small base model's calls parse.
+//! - Decoding runs on a dedicated thread ([`worker`]), never on the async
+//!   runtime; concurrent requests are decoded together in one batch, and a
+//!   conversation's shared prefix is reused from the KV cache.
+//! - Usage reports tokens in and out and FLOPs (2 × parameters × tokens);
+//!   energy is absent (no meter here), never invented.
+
+pub mod prompt;
+pub mod worker;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures::StreamExt;
+use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend as Llama;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use tokio::sync::mpsc;
+
+use crate::backend::{Backend, ChunkStream, EngineError};
+use prompt::Reply;
+use worker::{Event, Job, Limits};
+
+/// How the embedded engine runs.
+#[derive(Debug, Clone)]
+pub struct LlamaOptions {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// The name usage reports carry.
+    pub name: String,
+    /// A llama.cpp template name (`gemma`, `chatml`, `llama3`, …) used when
+    /// the file carries no template.
+    pub fallback_template: Option<String>,
+    /// (family id, template name): a file with no template and no fallback
+    /// gets the template of the family its architecture starts with
+    /// (`gemma3` → `gemma`).
+    pub family_templates: Vec<(String, String)>,
+    /// Parallel generations decoded together.
+    pub slots: u32,
+    /// Tokens per generation (prompt and output).
+    pub context: u32,
+    /// CPU threads (0: all cores).
+    pub threads: u32,
+    /// Most tokens a reply may have when the request sets none.
+    pub max_tokens: u32,
+    /// Sampling seed.
+    pub seed: u32,
+}
+
+/// The embedded llama.cpp backend.
+pub struct LlamaCppBackend {
+    model: Arc<LlamaModel>,
+    template: LlamaChatTemplate,
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    opts: LlamaOptions,
+}
+
+impl std::fmt::Debug for LlamaCppBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaCppBackend")
+            .field("model", &self.opts.name)
+            .field("path", &self.opts.path)
+            .finish()
+    }
+}
+
+static BACKEND: OnceLock<Result<Llama, String>> = OnceLock::new();
+
+fn llama() -> Result<&'static Llama, EngineError> {
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            Llama::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::NotConfigured(format!("llama.cpp failed to start: {e}")))
+}
+
+fn load_error(path: &Path, why: impl std::fmt::Display) -> EngineError {
+    EngineError::NotConfigured(format!("cannot load the model {}: {why}", path.display()))
+}
+
+impl LlamaCppBackend {
+    /// Loads the model and starts the decode thread. Blocking: call it from
+    /// a blocking context (it reads the whole file).
+    pub fn load(opts: LlamaOptions) -> Result<Self, EngineError> {
+        if !opts.path.is_file() {
+            return Err(load_error(&opts.path, "no such file"));
+        }
+        let backend = llama()?;
+        let model = LlamaModel::load_from_file(backend, &opts.path, &LlamaModelParams::default())
+            .map_err(|e| load_error(&opts.path, e))?;
+        let template = match model.chat_template(None) {
+            Ok(t) => t,
+            Err(_) => {
+                let arch = model
+                    .meta_val_str("general.architecture")
+                    .unwrap_or_default();
+                let name = opts
+                    .fallback_template
+                    .clone()
+                    .or_else(|| {
+                        opts.family_templates
+                            .iter()
+                            .find(|(family, _)| arch.starts_with(family.as_str()))
+                            .map(|(_, t)| t.clone())
+                    })
+                    .ok_or_else(|| {
+                        load_error(
+                            &opts.path,
+                            format!(
+                                "the file has no chat template and no family is known for its \
+                                 architecture `{arch}` (set engine.template to a llama.cpp \
+                                 template name such as chatml)"
+                            ),
+                        )
+                    })?;
+                tracing::debug!(template = %name, "the model file has no chat template; using the family's");
+                LlamaChatTemplate::new(&name).map_err(|e| load_error(&opts.path, e))?
+            }
+        };
+        let model = Arc::new(model);
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get() as i32)
+        } else {
+            opts.threads as i32
+        };
+        let slots = opts.slots.clamp(1, 64);
+        let slot_context = opts.context.max(256);
+        let n_ctx = slot_context.checked_mul(slots).ok_or_else(|| {
+            EngineError::NotConfigured("engine.context × engine.slots overflows".into())
+        })?;
+        let n_batch = 512u32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_seq_max(slots)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let limits = Limits {
+            slots: slots as usize,
+            slot_context: slot_context as usize,
+            n_batch: n_batch as usize,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let worker_model = model.clone();
+        std::thread::Builder::new()
+            .name("llama-decode".into())
+            .spawn(move || {
+                // The context borrows the model, so both live on this thread.
+                let ctx = match worker_model.new_context(backend, params) {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                worker::run(worker_model.clone(), ctx, rx, limits);
+            })
+            .map_err(|e| load_error(&opts.path, e))?;
+        ready_rx
+            .recv()
+            .map_err(|e| load_error(&opts.path, e))?
+            .map_err(|e| load_error(&opts.path, format!("creating the context: {e}")))?;
+        tracing::info!(
+            model = %opts.name,
+            path = %opts.path.display(),
+            params = model.n_params(),
+            slots,
+            slot_context,
+            threads,
+            "llama.cpp model loaded"
+        );
+        Ok(Self {
+            model,
+            template,
+            jobs: Mutex::new(tx),
+            opts,
+        })
+    }
+
+    /// Parameters of the loaded model.
+    pub fn n_params(&self) -> u64 {
+        self.model.n_params()
+    }
+
+    fn render(&self, req: &GenerateRequest) -> Result<String, EngineError> {
+        let folded = prompt::fold_messages(&req.messages, &req.tools);
+        let chat = folded
+            .into_iter()
+            .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::InvalidRequest(format!("a message holds a NUL byte: {e}")))?;
+        self.model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| EngineError::InvalidRequest(format!("applying the chat template: {e}")))
+    }
+
+    fn sampler(
+        &self,
+        req: &GenerateRequest,
+        max_tokens: usize,
+    ) -> Result<LlamaSampler, EngineError> {
+        let temperature = req.temperature.unwrap_or(0.0);
+        let mut chain = Vec::new();
+        if !req.tools.is_empty() {
+            // Room for the answer inside the token budget, roughly 3 characters a token.
+            let schema = prompt::reply_schema(&req.tools, max_tokens.saturating_mul(3).max(16))?;
+            let gbnf = llama_cpp_2::json_schema_to_grammar(&schema).map_err(|e| {
+                EngineError::InvalidRequest(format!(
+                    "a tool's input schema cannot be enforced: {e}"
+                ))
+            })?;
+            let grammar = LlamaSampler::grammar(&self.model, &gbnf, "root").map_err(|e| {
+                EngineError::InvalidRequest(format!(
+                    "a tool's input schema cannot be enforced: {e}"
+                ))
+            })?;
+            chain.push(grammar);
+        }
+        // DRY ("don't repeat yourself", llama.cpp's defaults) breaks the
+        // loops a small model falls into under greedy decoding.
+        chain.push(LlamaSampler::dry(
+            &self.model,
+            0.8,
+            1.75,
+            2,
+            256,
+            ["\n", ":", "\"", "*"],
+        ));
+        if temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
+        } else {
+            chain.push(LlamaSampler::top_k(40));
+            chain.push(LlamaSampler::top_p(0.95, 1));
+            chain.push(LlamaSampler::temp(temperature));
+            chain.push(LlamaSampler::dist(self.opts.seed));
+        }
+        Ok(LlamaSampler::chain_simple(chain))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for LlamaCppBackend {
+    fn name(&self) -> &'static str {
+        "llama.cpp"
+    }
+
+    fn default_model(&self) -> &str {
+        &self.opts.name
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> Result<ChunkStream, EngineError> {
+        if req.messages.is_empty() {
+            return Err(EngineError::InvalidRequest("no messages".into()));
+        }
+        let max_tokens = if req.max_tokens == 0 {
+            self.opts.max_tokens
+        } else {
+            req.max_tokens.min(self.opts.context)
+        } as usize;
+        let text = self.render(&req)?;
+        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let sampler = self.sampler(&req, max_tokens)?;
+        let (out, rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt: tokens,
+            sampler,
+            max_tokens,
+            stop: req.stop.clone(),
+            out,
+        };
+        self.jobs
+            .lock()
+            .map_err(|_| EngineError::NotConfigured("the decode thread failed".into()))?
+            .send(job)
+            .map_err(|_| EngineError::NotConfigured("the decode thread has stopped".into()))?;
+        let constrained = !req.tools.is_empty();
+        let tools = req.tools;
+        let model_name = if req.model.is_empty() {
+            self.opts.name.clone()
+        } else {
+            req.model
+        };
+        let params = self.model.n_params() as f64;
+        let mut whole = String::new();
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(move |ev| {
+            match ev {
+                Event::Piece(p) if constrained => {
+                    whole.push_str(&p);
+                    Ok(GenerateChunk::default())
+                }
+                Event::Piece(p) => Ok(GenerateChunk {
+                    delta: p,
+                    ..Default::default()
+                }),
+                Event::Error(e) => Err(EngineError::InvalidRequest(e)),
+                Event::Done {
+                    tokens_in,
+                    tokens_cached,
+                    tokens_out,
+                    finish,
+                } => {
+                    let usage = Usage {
+                        tokens_in,
+                        tokens_out,
+                        model: model_name.clone(),
+                        backend: "llama.cpp".into(),
+                        // Cached prompt tokens were not computed again.
+                        flops: Some(2.0 * params * (tokens_in - tokens_cached + tokens_out) as f64),
+                        calls: 1,
+                        ..Default::default()
+                    };
+                    let mut chunk = GenerateChunk {
+                        finish_reason: finish.to_string(),
+                        usage: Some(usage),
+                        ..Default::default()
+                    };
+                    if constrained {
+                        tracing::debug!(reply = %whole, "constrained reply");
+                        match prompt::parse_reply(&whole, &tools) {
+                            Ok(Reply::Answer(a)) => chunk.delta = a,
+                            Ok(Reply::Call { name, arguments }) => {
+                                chunk.tool_calls.push(ToolCall {
+                                    id: format!("call_{}", uuid_like(&whole)),
+                                    name,
+                                    arguments_json: arguments,
+                                });
+                                chunk.finish_reason = "tool_calls".into();
+                            }
+                            Err(e) => return Err(EngineError::Malformed(e)),
+                        }
+                    }
+                    Ok(chunk)
+                }
+            }
+        });
+        // Constrained replies stream nothing until they parse; drop the
+        // empty placeholders.
+        let stream = stream.filter(|c| {
+            let keep = match c {
+                Ok(c) => !c.delta.is_empty() || !c.tool_calls.is_empty() || c.usage.is_some(),
+                Err(_) => true,
+            };
+            futures::future::ready(keep)
+        });
+        Ok(stream.boxed())
+    }
+}
+
+/// A short id for a tool call, unique enough within one conversation.
+fn uuid_like(seed: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!("{:016x}", RandomState::new().hash_one(seed))
+}

@@ -1,0 +1,411 @@
+//! The decode loop: one thread that owns the llama.cpp context and decodes
+//! every running generation together (continuous batching).
+//!
+//! Each generation runs in a slot, a llama.cpp sequence id with its own part
+//! of the KV cache. A new request takes the free slot whose cached tokens
+//! share the longest prefix with its prompt, so an agent's next turn (same
+//! system prompt, same history, a few new messages) decodes only what is
+//! new. Every step builds one batch holding the next token of each
+//! generating slot and as much pending prompt as fits, decodes it once, and
+//! samples each slot that asked for logits. Requests beyond the slots wait in
+//! the channel; a caller that goes away frees its slot at the next step.
+//!
+//! Everything that would make llama.cpp abort (a batch over `n_batch`, a
+//! sequence over its share of the context, a sequence id out of range) is
+//! checked here first and answered as an error.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One generation handed to the worker.
+pub struct Job {
+    /// The prompt, already templated and tokenized.
+    pub prompt: Vec<LlamaToken>,
+    /// The sampler chain (with its grammar, if constrained).
+    pub sampler: LlamaSampler,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Stop when the text ends with any of these.
+    pub stop: Vec<String>,
+    /// Where the output goes.
+    pub out: UnboundedSender<Event>,
+}
+
+/// What the worker reports for a job.
+#[derive(Debug)]
+pub enum Event {
+    /// Text since the last piece (always whole UTF-8 characters).
+    Piece(String),
+    /// The generation ended.
+    Done {
+        /// Prompt tokens.
+        tokens_in: u64,
+        /// Of which found in the cache (not decoded again).
+        tokens_cached: u64,
+        /// Generated tokens.
+        tokens_out: u64,
+        /// `stop` (end of generation or a stop sequence) or `length`.
+        finish: &'static str,
+    },
+    /// It failed.
+    Error(String),
+}
+
+/// Sizes the worker runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Parallel sequences.
+    pub slots: usize,
+    /// Tokens per slot (prompt + output).
+    pub slot_context: usize,
+    /// Most tokens in one decode call.
+    pub n_batch: usize,
+}
+
+struct Active {
+    job: Job,
+    /// Prompt tokens not yet decoded.
+    pending: Vec<LlamaToken>,
+    /// Batch index whose logits this slot samples next, if any.
+    logits_at: Option<i32>,
+    tokens_cached: u64,
+    generated: usize,
+    /// Undecoded UTF-8 bytes (a character split across tokens).
+    utf8: Vec<u8>,
+    /// Text generated so far, for stop sequences.
+    text: String,
+    /// Bytes of `text` already sent.
+    sent: usize,
+}
+
+struct Slot {
+    /// The tokens whose keys and values are in this slot's cache.
+    cached: Vec<LlamaToken>,
+    active: Option<Active>,
+    /// When it last took a job (a counter), for least-recently-used choice.
+    used: u64,
+}
+
+/// Runs until every sender of `jobs` is gone.
+pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job>, limits: Limits) {
+    let mut slots: Vec<Slot> = (0..limits.slots)
+        .map(|_| Slot {
+            cached: Vec::new(),
+            active: None,
+            used: 0,
+        })
+        .collect();
+    let mut batch = LlamaBatch::new(limits.n_batch, 1);
+    let mut clock = 0u64;
+    loop {
+        // Admit waiting jobs into free slots; block only when idle.
+        while slots.iter().any(|s| s.active.is_none()) {
+            let job = if slots.iter().all(|s| s.active.is_none()) {
+                match jobs.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            clock += 1;
+            admit(&mut ctx, &mut slots, job, limits, clock);
+        }
+
+        // Drop generations whose caller went away.
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.active.as_ref().is_some_and(|a| a.job.out.is_closed()) {
+                slot.active = None;
+                forget(&mut ctx, slot, i);
+            }
+        }
+
+        // One batch: each generating slot's next token, then pending prompt.
+        batch.clear();
+        let mut room = limits.n_batch;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            a.logits_at = None;
+            if !a.pending.is_empty() || room == 0 {
+                continue;
+            }
+            let Some(&last) = slot.cached.last() else {
+                continue;
+            };
+            // The last sampled token is in `cached` but not yet decoded.
+            let pos = slot.cached.len() - 1;
+            if batch.add(last, pos as i32, &[i as i32], true).is_ok() {
+                a.logits_at = Some(batch.n_tokens() - 1);
+                room -= 1;
+            }
+        }
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            if a.pending.is_empty() || room == 0 {
+                continue;
+            }
+            let take = a.pending.len().min(room);
+            let chunk: Vec<LlamaToken> = a.pending.drain(..take).collect();
+            let last_of_prompt = a.pending.is_empty();
+            for (k, t) in chunk.iter().enumerate() {
+                let pos = slot.cached.len();
+                let wants = last_of_prompt && k + 1 == chunk.len();
+                if batch.add(*t, pos as i32, &[i as i32], wants).is_err() {
+                    break;
+                }
+                slot.cached.push(*t);
+                if wants {
+                    a.logits_at = Some(batch.n_tokens() - 1);
+                }
+            }
+            room -= take;
+        }
+        if batch.n_tokens() == 0 {
+            continue;
+        }
+        if let Err(e) = ctx.decode(&mut batch) {
+            tracing::warn!(error = %e, "llama.cpp decode failed");
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if let Some(a) = slot.active.take() {
+                    let _ = a.job.out.send(Event::Error(format!("decode failed: {e}")));
+                }
+                forget(&mut ctx, slot, i);
+            }
+            continue;
+        }
+
+        // Sample every slot that has logits in this batch.
+        let vocab = model.vocab();
+        for slot in &mut slots {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            let Some(at) = a.logits_at else { continue };
+            let token = a.job.sampler.sample(&ctx, at);
+            // A sampled token joins `cached` now and is decoded in the next
+            // batch; if the generation ends first it is taken out again.
+            let finish = if vocab.is_eog(token) {
+                Some("stop")
+            } else {
+                a.generated += 1;
+                a.utf8
+                    .extend_from_slice(&vocab.token_to_piece(token, false, None));
+                take_utf8(&mut a.utf8, &mut a.text);
+                slot.cached.push(token);
+                let finish = if let Some(cut) = stop_at(&a.text, &a.job.stop) {
+                    a.text.truncate(cut);
+                    Some("stop")
+                } else if a.generated >= a.job.max_tokens
+                    || slot.cached.len() >= limits.slot_context
+                {
+                    Some("length")
+                } else {
+                    None
+                };
+                if finish.is_some() {
+                    slot.cached.pop();
+                }
+                finish
+            };
+            // Send what can no longer turn into a stop sequence.
+            let safe = if finish.is_some() {
+                a.text.len()
+            } else {
+                held_back(&a.text, &a.job.stop)
+            };
+            if safe > a.sent {
+                let piece = a.text[a.sent..safe].to_string();
+                a.sent = safe;
+                let _ = a.job.out.send(Event::Piece(piece));
+            }
+            if let Some(finish) = finish {
+                let _ = a.job.out.send(Event::Done {
+                    tokens_in: a.job.prompt.len() as u64,
+                    tokens_cached: a.tokens_cached,
+                    tokens_out: a.generated as u64,
+                    finish,
+                });
+                slot.active = None;
+            }
+        }
+    }
+}
+
+/// Puts `job` in the free slot that shares the longest cached prefix with
+/// it. A share too short to matter (a template's opening tokens) counts as
+/// none, so unrelated requests take an empty or the least recently used
+/// slot instead of evicting a conversation worth keeping.
+fn admit(ctx: &mut LlamaContext<'_>, slots: &mut [Slot], job: Job, limits: Limits, now: u64) {
+    const WORTH_KEEPING: usize = 32;
+    if job.prompt.is_empty() {
+        let _ = job.out.send(Event::Error("the prompt is empty".into()));
+        return;
+    }
+    if job.prompt.len() + 1 > limits.slot_context {
+        let _ = job.out.send(Event::Error(format!(
+            "the prompt is {} tokens; this engine's context holds {} per request \
+             (raise engine.context, or shorten the conversation)",
+            job.prompt.len(),
+            limits.slot_context
+        )));
+        return;
+    }
+    let best = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active.is_none())
+        .map(|(i, s)| {
+            let shared = common_prefix(&s.cached, &job.prompt);
+            let worth = if shared >= WORTH_KEEPING.min(job.prompt.len()) {
+                shared
+            } else {
+                0
+            };
+            (
+                i,
+                shared,
+                (worth, s.cached.is_empty(), std::cmp::Reverse(s.used)),
+            )
+        })
+        .max_by_key(|(_, _, key)| *key)
+        .map(|(i, shared, _)| (i, shared));
+    let Some((i, mut common)) = best else {
+        let _ = job.out.send(Event::Error("no free slot".into()));
+        return;
+    };
+    // At least one prompt token must be decoded to get logits.
+    common = common.min(job.prompt.len() - 1);
+    let slot = &mut slots[i];
+    if ctx
+        .kv_cache_seq_rm(i as i32, Some(common as u32), None)
+        .is_err()
+    {
+        // A model whose cache cannot drop a tail (recurrent): start over.
+        forget(ctx, slot, i);
+        common = 0;
+    }
+    slot.cached.truncate(common);
+    slot.used = now;
+    slot.active = Some(Active {
+        pending: job.prompt[common..].to_vec(),
+        tokens_cached: common as u64,
+        job,
+        logits_at: None,
+        generated: 0,
+        utf8: Vec::new(),
+        text: String::new(),
+        sent: 0,
+    });
+}
+
+fn forget(ctx: &mut LlamaContext<'_>, slot: &mut Slot, i: usize) {
+    let _ = ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+    slot.cached.clear();
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Moves the complete UTF-8 characters at the front of `bytes` into `text`;
+/// bytes that can never be valid are replaced, an incomplete tail waits.
+fn take_utf8(bytes: &mut Vec<u8>, text: &mut String) {
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                text.push_str(s);
+                bytes.clear();
+                return;
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                text.push_str(&String::from_utf8_lossy(&bytes[..good]));
+                match e.error_len() {
+                    None => {
+                        bytes.drain(..good);
+                        return;
+                    }
+                    Some(bad) => {
+                        text.push('\u{FFFD}');
+                        bytes.drain(..good + bad);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where `text` must be cut if it contains a stop sequence.
+fn stop_at(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+/// How much of `text` can be sent: all but a tail that could still grow
+/// into a stop sequence.
+fn held_back(text: &str, stop: &[String]) -> usize {
+    let mut safe = text.len();
+    for s in stop.iter().filter(|s| !s.is_empty()) {
+        for k in (1..s.len()).rev() {
+            if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    safe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_characters_wait_for_their_last_byte() {
+        let mut bytes = "é".as_bytes()[..1].to_vec();
+        let mut text = String::new();
+        take_utf8(&mut bytes, &mut text);
+        assert_eq!(text, "");
+        bytes.extend_from_slice(&"é".as_bytes()[1..]);
+        take_utf8(&mut bytes, &mut text);
+        assert_eq!(text, "é");
+        assert!(bytes.is_empty());
+        let mut bad = vec![b'a', 0xff, b'b'];
+        take_utf8(&mut bad, &mut text);
+        assert_eq!(text, "éa\u{FFFD}b");
+    }
+
+    #[test]
+    fn stop_sequences_cut_and_hold_back_partial_matches() {
+        let stop = vec!["</s>".to_string()];
+        assert_eq!(stop_at("hello</s> more", &stop), Some(5));
+        assert_eq!(stop_at("hello", &stop), None);
+        assert_eq!(held_back("hello</", &stop), 5);
+        assert_eq!(held_back("hello", &stop), 5);
+        assert_eq!(held_back("x<", &stop), 1);
+    }
+
+    #[test]
+    fn common_prefix_counts_shared_tokens() {
+        let a = [LlamaToken(1), LlamaToken(2), LlamaToken(3)];
+        let b = [LlamaToken(1), LlamaToken(2), LlamaToken(9)];
+        assert_eq!(common_prefix(&a, &b), 2);
+        assert_eq!(common_prefix(&a, &[]), 0);
+    }
+}

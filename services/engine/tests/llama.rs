@@ -1,0 +1,190 @@
+//! The embedded llama.cpp backend on the real default model (Gemma 3 270M,
+//! installed by scripts/setup from PyPI). Nothing here is scripted: every
+//! reply comes from the model, so the assertions are about what the engine
+//! guarantees (well-formed tool calls, limits, stops, usage, concurrency,
+//! cache reuse), not about how clever a 270M base model is.
+
+#![cfg(feature = "llama")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic with its message
+
+use std::sync::{Arc, OnceLock};
+
+use futures::StreamExt;
+use hearth_engine::backends::llama::LlamaCppBackend;
+use hearth_engine::{Backend, EngineError};
+use hearth_mesh::config::EngineConfig;
+use hearth_proto::v1::{ChatMessage, GenerateChunk, GenerateRequest, ToolSpec};
+
+fn load(slots: u32) -> LlamaCppBackend {
+    let cfg = EngineConfig {
+        slots,
+        context: 2048,
+        ..Default::default()
+    };
+    hearth_engine::service::load_llama(&cfg)
+        .unwrap_or_else(|e| panic!("the default model must be installed (scripts/setup): {e}"))
+}
+
+/// One model for most tests in this file (loading is the slow part).
+fn engine() -> Arc<LlamaCppBackend> {
+    static ENGINE: OnceLock<Arc<LlamaCppBackend>> = OnceLock::new();
+    ENGINE.get_or_init(|| Arc::new(load(4))).clone()
+}
+
+fn user(text: &str) -> ChatMessage {
+    ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+        ..Default::default()
+    }
+}
+
+fn calculator() -> ToolSpec {
+    ToolSpec {
+        name: "calculator.evaluate".into(),
+        description: "Evaluates an arithmetic expression exactly.".into(),
+        input_schema_json: r#"{"type":"object","properties":{"expression":{"type":"string","description":"e.g. 2*(3+4)"}},"required":["expression"]}"#.into(),
+    }
+}
+
+async fn run(req: GenerateRequest) -> Result<(String, GenerateChunk), EngineError> {
+    run_on(&*engine(), req).await
+}
+
+async fn run_on(
+    engine: &LlamaCppBackend,
+    req: GenerateRequest,
+) -> Result<(String, GenerateChunk), EngineError> {
+    let mut stream = engine.generate(req).await?;
+    let mut text = String::new();
+    let mut last = GenerateChunk::default();
+    while let Some(c) = stream.next().await {
+        let c = c?;
+        text.push_str(&c.delta);
+        last = c;
+    }
+    Ok((text, last))
+}
+
+#[tokio::test]
+async fn tool_offered_means_a_well_formed_call_or_answer() {
+    let req = GenerateRequest {
+        messages: vec![
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a careful assistant. Use the calculator for arithmetic.".into(),
+                ..Default::default()
+            },
+            user("What is 17*23+4?"),
+        ],
+        tools: vec![calculator()],
+        max_tokens: 96,
+        ..Default::default()
+    };
+    let (text, last) = run(req).await.unwrap();
+    let usage = last.usage.clone().unwrap();
+    assert!(
+        usage.tokens_in > 50,
+        "the prompt carries the tool list: {usage:?}"
+    );
+    assert!(usage.tokens_out > 0);
+    assert_eq!(usage.backend, "llama.cpp");
+    assert!(usage.flops.unwrap() > 0.0);
+    assert!(
+        usage.energy_joules.is_none(),
+        "no meter here: absent, not invented"
+    );
+    if let Some(call) = last.tool_calls.first() {
+        assert_eq!(call.name, "calculator.evaluate");
+        assert_eq!(last.finish_reason, "tool_calls");
+        let args: serde_json::Value = serde_json::from_str(&call.arguments_json).unwrap();
+        assert!(args["expression"].is_string(), "schema enforced: {args}");
+    } else {
+        assert!(!text.is_empty(), "an answer with text");
+    }
+}
+
+#[tokio::test]
+async fn max_tokens_and_stop_sequences_end_generation() {
+    let (_, last) = run(GenerateRequest {
+        messages: vec![user("Write a long story about the sea.")],
+        max_tokens: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let u = last.usage.unwrap();
+    assert!(u.tokens_out <= 5, "{u:?}");
+
+    let (text, last) = run(GenerateRequest {
+        messages: vec![user("List three colours, one per line.")],
+        max_tokens: 64,
+        stop: vec!["\n".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!text.contains('\n'), "cut at the stop sequence: {text:?}");
+    assert!(["stop", "length"].contains(&last.finish_reason.as_str()));
+}
+
+#[tokio::test]
+async fn concurrent_requests_all_finish() {
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(run(GenerateRequest {
+                messages: vec![user(&format!("Say the number {i}."))],
+                max_tokens: 16,
+                ..Default::default()
+            }))
+        })
+        .collect();
+    for t in tasks {
+        let (_, last) = t.await.unwrap().unwrap();
+        assert!(last.usage.unwrap().tokens_out > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_prompt_reuses_the_cache() {
+    // Its own engine, so no other test's request takes the slot in between.
+    let engine = tokio::task::spawn_blocking(|| load(2)).await.unwrap();
+    let req = GenerateRequest {
+        messages: vec![user(
+            "Here is a fairly long shared context that a second turn repeats word for word, \
+             so its keys and values should come from the cache and not be computed again.",
+        )],
+        max_tokens: 4,
+        ..Default::default()
+    };
+    let params = engine.n_params() as f64;
+    let full = |u: &hearth_proto::v1::Usage| 2.0 * params * (u.tokens_in + u.tokens_out) as f64;
+    let (_, first) = run_on(&engine, req.clone()).await.unwrap();
+    let u1 = first.usage.unwrap();
+    assert_eq!(
+        u1.flops.unwrap(),
+        full(&u1),
+        "a fresh engine computes every token"
+    );
+    let (_, second) = run_on(&engine, req).await.unwrap();
+    let u2 = second.usage.unwrap();
+    // All but the last prompt token come from the cache.
+    let computed = 2.0 * params * (1 + u2.tokens_out) as f64;
+    assert_eq!(u2.flops.unwrap(), computed, "{u2:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_are_clear_errors() {
+    let e = run(GenerateRequest::default()).await.unwrap_err();
+    assert!(matches!(e, EngineError::InvalidRequest(_)), "{e}");
+    let mut bad = calculator();
+    bad.input_schema_json = "{not json".into();
+    let e = run(GenerateRequest {
+        messages: vec![user("hi")],
+        tools: vec![bad],
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("calculator.evaluate"), "{e}");
+}
