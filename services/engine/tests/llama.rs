@@ -48,7 +48,7 @@ fn calculator() -> ToolSpec {
 }
 
 async fn run(req: GenerateRequest) -> Result<(String, GenerateChunk), EngineError> {
-    run_on(&*engine(), req).await
+    run_on(&engine(), req).await
 }
 
 async fn run_on(

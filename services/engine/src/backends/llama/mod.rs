@@ -213,38 +213,40 @@ impl LlamaCppBackend {
             .map_err(|e| EngineError::InvalidRequest(format!("applying the chat template: {e}")))
     }
 
-    fn sampler(
+    /// The grammar a reply must follow when tools are offered.
+    fn grammar(
         &self,
         req: &GenerateRequest,
         max_tokens: usize,
-    ) -> Result<LlamaSampler, EngineError> {
-        let temperature = req.temperature.unwrap_or(0.0);
-        let mut chain = Vec::new();
-        if !req.tools.is_empty() {
-            // Room for the answer inside the token budget, roughly 3 characters a token.
-            let schema = prompt::reply_schema(&req.tools, max_tokens.saturating_mul(3).max(16))?;
-            let gbnf = llama_cpp_2::json_schema_to_grammar(&schema).map_err(|e| {
-                EngineError::InvalidRequest(format!(
-                    "a tool's input schema cannot be enforced: {e}"
-                ))
-            })?;
-            let grammar = LlamaSampler::grammar(&self.model, &gbnf, "root").map_err(|e| {
-                EngineError::InvalidRequest(format!(
-                    "a tool's input schema cannot be enforced: {e}"
-                ))
-            })?;
-            chain.push(grammar);
+    ) -> Result<Option<LlamaSampler>, EngineError> {
+        if req.tools.is_empty() {
+            return Ok(None);
         }
-        // DRY ("don't repeat yourself", llama.cpp's defaults) breaks the
-        // loops a small model falls into under greedy decoding.
-        chain.push(LlamaSampler::dry(
+        // Room for the answer inside the token budget, roughly 3 characters a token.
+        let schema = prompt::reply_schema(&req.tools, max_tokens.saturating_mul(3).max(16))?;
+        let unenforceable = |e: String| {
+            EngineError::InvalidRequest(format!("a tool's input schema cannot be enforced: {e}"))
+        };
+        let gbnf = llama_cpp_2::json_schema_to_grammar(&schema)
+            .map_err(|e| unenforceable(e.to_string()))?;
+        LlamaSampler::grammar(&self.model, &gbnf, "root")
+            .map(Some)
+            .map_err(|e| unenforceable(e.to_string()))
+    }
+
+    /// The sampler chain: greedy at temperature 0 (the default), else
+    /// top-k/top-p/temperature; DRY ("don't repeat yourself", llama.cpp's
+    /// defaults) first, against the loops small models fall into.
+    fn sampler(&self, req: &GenerateRequest) -> LlamaSampler {
+        let temperature = req.temperature.unwrap_or(0.0);
+        let mut chain = vec![LlamaSampler::dry(
             &self.model,
             0.8,
             1.75,
             2,
             256,
             ["\n", ":", "\"", "*"],
-        ));
+        )];
         if temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
         } else {
@@ -253,7 +255,7 @@ impl LlamaCppBackend {
             chain.push(LlamaSampler::temp(temperature));
             chain.push(LlamaSampler::dist(self.opts.seed));
         }
-        Ok(LlamaSampler::chain_simple(chain))
+        LlamaSampler::chain_simple(chain)
     }
 }
 
@@ -278,11 +280,13 @@ impl Backend for LlamaCppBackend {
         } as usize;
         let text = self.render(&req)?;
         let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
-        let sampler = self.sampler(&req, max_tokens)?;
+        let grammar = self.grammar(&req, max_tokens)?;
+        let sampler = self.sampler(&req);
         let (out, rx) = mpsc::unbounded_channel();
         let job = Job {
             prompt: tokens,
             sampler,
+            grammar,
             max_tokens,
             stop: req.stop.clone(),
             out,

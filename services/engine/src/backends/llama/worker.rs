@@ -22,14 +22,18 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One generation handed to the worker.
 pub struct Job {
     /// The prompt, already templated and tokenized.
     pub prompt: Vec<LlamaToken>,
-    /// The sampler chain (with its grammar, if constrained).
+    /// The sampler chain (without the grammar).
     pub sampler: LlamaSampler,
+    /// The grammar a constrained reply must follow.
+    pub grammar: Option<LlamaSampler>,
     /// Most tokens to generate.
     pub max_tokens: usize,
     /// Stop when the text ends with any of these.
@@ -195,7 +199,13 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
                 continue;
             };
             let Some(at) = a.logits_at else { continue };
-            let token = a.job.sampler.sample(&ctx, at);
+            let Some(token) = sample(&ctx, at, &mut a.job) else {
+                let _ = a.job.out.send(Event::Error(
+                    "the grammar allowed no token (the constrained reply cannot continue)".into(),
+                ));
+                slot.active = None;
+                continue;
+            };
             // A sampled token joins `cached` now and is decoded in the next
             // batch; if the generation ends first it is taken out again.
             let finish = if vocab.is_eog(token) {
@@ -243,6 +253,47 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
             }
         }
     }
+}
+
+/// Samples the next token of `job` from the logits at batch index `at`.
+///
+/// With a grammar, checking all of a large vocabulary (Gemma's has 262,144
+/// tokens) against it every step costs more than the model itself, so the
+/// token is first chosen without it and checked alone; only when the
+/// grammar rejects it is the choice made again over the grammar's survivors
+/// (llama.cpp's own server does the same). `None` when nothing is allowed.
+fn sample(ctx: &LlamaContext<'_>, at: i32, job: &mut Job) -> Option<LlamaToken> {
+    let Some(grammar) = job.grammar.as_mut() else {
+        return Some(job.sampler.sample(ctx, at));
+    };
+    let mut candidates = ctx.token_data_array_ith(at);
+    job.sampler.apply(&mut candidates);
+    let first = candidates.selected_token()?;
+    let mut alone = LlamaTokenDataArray::new(vec![LlamaTokenData::new(first, 1.0, 0.0)], false);
+    grammar.apply(&mut alone);
+    let allowed = alone.data.first().is_some_and(|d| d.logit().is_finite());
+    let token = if allowed {
+        first
+    } else {
+        let mut candidates = ctx.token_data_array_ith(at);
+        grammar.apply(&mut candidates);
+        if !candidates.data.iter().any(|d| d.logit().is_finite()) {
+            return None;
+        }
+        job.sampler.apply(&mut candidates);
+        let t = candidates.selected_token()?;
+        if !candidates
+            .data
+            .iter()
+            .any(|d| d.id() == t && d.logit().is_finite())
+        {
+            return None;
+        }
+        t
+    };
+    grammar.try_accept(token).ok()?;
+    job.sampler.accept(token);
+    Some(token)
 }
 
 /// Puts `job` in the free slot that shares the longest cached prefix with
