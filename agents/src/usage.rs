@@ -14,10 +14,18 @@ pub fn add(a: &mut Usage, b: &Usage) {
         a.flops = b.flops;
         a.energy_joules = b.energy_joules;
         a.cost_usd = b.cost_usd;
+        a.energy_meter.clone_from(&b.energy_meter);
+        a.unmeasured.clone_from(&b.unmeasured);
     } else {
         a.flops = a.flops.zip(b.flops).map(|(x, y)| x + y);
         a.energy_joules = a.energy_joules.zip(b.energy_joules).map(|(x, y)| x + y);
         a.cost_usd = a.cost_usd.zip(b.cost_usd).map(|(x, y)| x + y);
+        if a.unmeasured.is_empty() {
+            a.unmeasured.clone_from(&b.unmeasured);
+        }
+        if a.energy_meter != b.energy_meter {
+            a.energy_meter.clear();
+        }
     }
     a.tokens_in += b.tokens_in;
     a.tokens_out += b.tokens_out;

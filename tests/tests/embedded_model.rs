@@ -38,6 +38,14 @@ async fn hearth_ask_runs_on_the_embedded_default_model() {
         u["energy_joules"].is_null(),
         "no meter on this machine: absent, not invented: {v}"
     );
+    assert!(
+        u["unmeasured"]
+            .as_str()
+            .is_some_and(|w| w.contains("meter")),
+        "and the reason is given: {v}"
+    );
+    assert!(u["cost_usd"].is_null(), "no energy, no local cost: {v}");
+    assert!(v["startup_ms"].as_f64().unwrap() > 0.0, "{v}");
     let state = v["state"].as_str().unwrap();
     assert!(
         ["TASK_STATE_COMPLETED", "TASK_STATE_FAILED"].contains(&state),

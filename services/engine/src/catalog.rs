@@ -87,15 +87,38 @@ pub struct Model {
     /// Anything a user should know.
     #[serde(default)]
     pub notes: Option<String>,
+    /// Trained for native tool calling (preferred when choosing a model).
+    #[serde(default)]
+    pub tool_calls: bool,
+    /// The tag Ollama's store holds it under (`qwen2.5:1.5b`).
+    #[serde(default)]
+    pub ollama: Option<String>,
     /// Its files, one per quantization.
     pub files: Vec<ModelFile>,
+}
+
+/// How a quantization's weights are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One GGUF file: llama.cpp (embedded) and Ollama.
+    #[default]
+    Gguf,
+    /// A Hugging Face repository of safetensors: vLLM and SGLang.
+    Safetensors,
 }
 
 /// One quantization of a model.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModelFile {
-    /// `Q4_K_M`, …
+    /// `Q4_K_M`, `Q8_0`, `BF16`, `FP8`, `AWQ-INT4`, …
     pub quant: String,
+    /// GGUF (the default) or safetensors.
+    #[serde(default)]
+    pub format: Format,
+    /// For safetensors: the Hugging Face repository a server loads.
+    #[serde(default)]
+    pub repo: Option<String>,
     /// File name.
     pub file: String,
     /// File size.
@@ -184,6 +207,31 @@ impl Catalog {
         self.models.iter().find(|m| m.id == id)
     }
 
+    /// A cloud model by the id its provider uses.
+    pub fn cloud_model(&self, name: &str) -> Option<&CloudModel> {
+        self.cloud.iter().find(|c| c.id.eq_ignore_ascii_case(name))
+    }
+
+    /// Parameters (billions) of the model a server or file calls `name`: a
+    /// catalog id, a Hugging Face repository of one of its files, an Ollama
+    /// tag, or a GGUF file name.
+    pub fn params_for(&self, name: &str) -> Option<f64> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        self.models
+            .iter()
+            .find(|m| {
+                m.id.eq_ignore_ascii_case(name)
+                    || m.ollama.as_deref() == Some(name)
+                    || m.files.iter().any(|f| {
+                        f.repo
+                            .as_deref()
+                            .is_some_and(|r| r.eq_ignore_ascii_case(name))
+                            || (f.format == Format::Gguf && f.file.eq_ignore_ascii_case(base))
+                    })
+            })
+            .map(|m| m.params_b)
+    }
+
     /// A family by id.
     pub fn family(&self, id: &str) -> Option<&Family> {
         self.families.iter().find(|f| f.id == id)
@@ -201,19 +249,46 @@ impl Catalog {
     /// Where a model's file could be, in the order they are tried.
     pub fn candidates(&self, model: &Model, models_dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for f in &model.files {
+        for f in model.files.iter().filter(|f| f.format == Format::Gguf) {
             out.push(models_dir.join(&f.file));
             out.extend(f.local.iter().filter_map(|p| expand(p)));
         }
         out
     }
 
-    /// The first candidate that exists, else a match in the Hugging Face cache.
+    /// The first candidate that exists, else a match in the Hugging Face
+    /// cache, else the model in Ollama's store.
     pub fn locate(&self, model: &Model, models_dir: &Path) -> Option<PathBuf> {
         self.candidates(model, models_dir)
             .into_iter()
             .find(|p| p.is_file())
-            .or_else(|| model.files.iter().find_map(|f| find_in_hf_cache(&f.file)))
+            .or_else(|| {
+                model
+                    .files
+                    .iter()
+                    .filter(|f| f.format == Format::Gguf)
+                    .find_map(|f| find_in_hf_cache(&f.file))
+            })
+            .or_else(|| {
+                let tag = model.ollama.as_deref()?;
+                find_in_ollama_store(&ollama_store()?, tag)
+            })
+    }
+
+    /// The GGUF file entry a located path belongs to (for its digest), if any.
+    pub fn file_for<'a>(&self, model: &'a Model, path: &Path) -> Option<&'a ModelFile> {
+        let name = path.file_name()?.to_str()?;
+        model
+            .files
+            .iter()
+            .find(|f| f.format == Format::Gguf && f.file == name)
+    }
+
+    /// The catalog model whose GGUF file is called like `path`'s, if any.
+    pub fn model_for_path(&self, path: &Path) -> Option<&Model> {
+        self.models
+            .iter()
+            .find(|m| self.file_for(m, path).is_some())
     }
 
     /// Resolves what configuration names (empty: the default) to a file.
@@ -275,6 +350,39 @@ impl Catalog {
             }
         }
     }
+}
+
+/// Ollama's store: `$OLLAMA_MODELS`, else `~/.ollama/models`.
+fn ollama_store() -> Option<PathBuf> {
+    std::env::var_os("OLLAMA_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".ollama/models")))
+}
+
+/// The GGUF blob of `tag` (`name:size`) in the Ollama store at `store`: the manifest
+/// `manifests/registry.ollama.ai/library/<name>/<size>` names its layers;
+/// the one of media type `application/vnd.ollama.image.model` is the
+/// weights, stored as `blobs/sha256-<hex>`.
+pub fn find_in_ollama_store(store: &Path, tag: &str) -> Option<PathBuf> {
+    let (name, size) = tag.split_once(':').unwrap_or((tag, "latest"));
+    let manifest = store
+        .join("manifests/registry.ollama.ai/library")
+        .join(name)
+        .join(size);
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let digest = json
+        .get("layers")?
+        .as_array()?
+        .iter()
+        .find(|l| {
+            l.get("mediaType").and_then(|m| m.as_str())
+                == Some("application/vnd.ollama.image.model")
+        })?
+        .get("digest")?
+        .as_str()?;
+    let blob = store.join("blobs").join(digest.replace(':', "-"));
+    blob.is_file().then_some(blob)
 }
 
 /// `~/.cache/huggingface/hub/models--*/snapshots/*/<file>` (or `$HF_HOME/hub`).
@@ -340,6 +448,30 @@ mod tests {
             c.resolve("/nowhere/x.gguf", dir.path()),
             Err(CatalogError::NoFile(_))
         ));
+    }
+
+    #[test]
+    fn a_model_in_ollamas_store_is_found_by_its_manifest() {
+        let store = tempfile::tempdir().unwrap();
+        let manifests = store
+            .path()
+            .join("manifests/registry.ollama.ai/library/qwen2.5");
+        std::fs::create_dir_all(&manifests).unwrap();
+        std::fs::create_dir_all(store.path().join("blobs")).unwrap();
+        std::fs::write(
+            manifests.join("1.5b"),
+            r#"{"schemaVersion":2,"layers":[
+                {"mediaType":"application/vnd.ollama.image.template","digest":"sha256:aa"},
+                {"mediaType":"application/vnd.ollama.image.model","digest":"sha256:bb"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(find_in_ollama_store(store.path(), "qwen2.5:1.5b"), None);
+        std::fs::write(store.path().join("blobs/sha256-bb"), b"GGUF").unwrap();
+        assert_eq!(
+            find_in_ollama_store(store.path(), "qwen2.5:1.5b"),
+            Some(store.path().join("blobs/sha256-bb"))
+        );
+        assert_eq!(find_in_ollama_store(store.path(), "qwen2.5:7b"), None);
     }
 
     #[test]

@@ -12,14 +12,24 @@
 //! - [`catalog`]: the model catalog (data in `catalog.toml`) and finding
 //!   a model's file on disk.
 //! - [`service`]: the `Engine` service: metering (latency, time to first
-//!   token, tokens) around whichever backend is configured.
+//!   token, tokens, FLOPs, energy, dollars) around whichever backend is
+//!   configured.
+//! - [`hardware`], [`fit`]: what this machine has, and which engine, model
+//!   and quantization fit it (`hearth init`).
+//! - [`meter`]: energy from real meters (NVML, RAPL), shared fairly among
+//!   concurrent requests.
+//! - [`pull`]: downloading a model file with resume and a checked digest.
 //!
 //! Not for agent logic: the engine answers one generation at a time.
 
 pub mod backend;
 pub mod backends;
 pub mod catalog;
+pub mod fit;
+pub mod hardware;
+pub mod meter;
+pub mod pull;
 pub mod service;
 
 pub use backend::{Backend, ChunkStream, EngineError};
-pub use service::{EngineService, backend_from_config, serve};
+pub use service::{EngineService, Metering, backend_from_config, metering_for, serve};

@@ -1,6 +1,10 @@
 //! The `Engine` service: one implementation of the generated tonic trait,
 //! served on the bus (and mountable on a tonic server), with metering added
-//! around the backend: wall latency and time to first token on every answer.
+//! around the backend: wall latency, time to first token, FLOPs (2 ×
+//! parameters × tokens, when the backend did not count them), energy from a
+//! real meter or the reason there is none, and dollar cost (the catalog's
+//! price for a cloud model; measured energy × the electricity price for a
+//! local one).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,8 @@ use crate::backend::{Backend, EngineError};
 use crate::backends::ollama::OllamaBackend;
 use crate::backends::openai::OpenAiBackend;
 use crate::backends::scripted::ScriptedBackend;
+use crate::catalog::Catalog;
+use crate::meter::{Energy, EnergyMeter};
 
 /// Builds the configured backend.
 pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, EngineError> {
@@ -92,17 +98,168 @@ pub fn load_llama(
     })
 }
 
+/// How an answer's dollar cost is found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Price {
+    /// A cloud model: USD per million input and output tokens.
+    Cloud {
+        /// Per million prompt tokens.
+        input_per_mtok: f64,
+        /// Per million completion tokens.
+        output_per_mtok: f64,
+    },
+    /// A model on this machine: measured energy × USD per kWh.
+    Local {
+        /// Electricity price.
+        usd_per_kwh: f64,
+    },
+    /// Neither (a self-hosted server elsewhere, the scripted double).
+    Unknown(String),
+}
+
+/// What the service measures around a backend.
+pub struct Metering {
+    /// The energy meter (possibly none, with its reason).
+    pub meter: Arc<EnergyMeter>,
+    /// How cost is found.
+    pub price: Price,
+    /// Parameters of the served model, for FLOPs when the backend does not
+    /// count them.
+    pub params: Option<f64>,
+}
+
+impl Metering {
+    /// No meter, no price (test doubles).
+    pub fn none(why: &str) -> Self {
+        Self {
+            meter: Arc::new(EnergyMeter::none(why)),
+            price: Price::Unknown(why.to_string()),
+            params: None,
+        }
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        host.split(']')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The metering that fits a configuration: which meter sees the model's
+/// hardware, and how its answers are priced.
+pub fn metering_for(cfg: &EngineConfig, model: &str) -> Metering {
+    let catalog = Catalog::builtin().ok();
+    let params = catalog
+        .as_ref()
+        .and_then(|c| c.params_for(model))
+        .map(|b| b * 1e9);
+    let local = Price::Local {
+        usd_per_kwh: cfg.electricity_usd_per_kwh,
+    };
+    match cfg.backend.as_str() {
+        "llama" => Metering {
+            meter: Arc::new(EnergyMeter::for_cpu()),
+            price: local,
+            params,
+        },
+        "openai" | "ollama" => {
+            let url = cfg.url.as_deref().unwrap_or("http://127.0.0.1:11434");
+            let cloud = catalog.as_ref().and_then(|c| c.cloud_model(model));
+            if let Some(c) = cloud {
+                return Metering {
+                    meter: Arc::new(EnergyMeter::none(
+                        "a cloud model: its energy is not visible from here",
+                    )),
+                    price: Price::Cloud {
+                        input_per_mtok: c.input_usd_per_mtok,
+                        output_per_mtok: c.output_usd_per_mtok,
+                    },
+                    params,
+                };
+            }
+            if is_loopback_url(url) {
+                Metering {
+                    meter: Arc::new(EnergyMeter::for_local_gpu()),
+                    price: local,
+                    params,
+                }
+            } else {
+                let why =
+                    "the model runs on a server elsewhere: its energy is not visible from here";
+                Metering {
+                    meter: Arc::new(EnergyMeter::none(why)),
+                    price: Price::Unknown(why.into()),
+                    params,
+                }
+            }
+        }
+        _ => Metering::none("the scripted test engine runs no model"),
+    }
+}
+
 /// The engine service around one backend.
 #[derive(Clone)]
 pub struct EngineService {
     backend: Arc<dyn Backend>,
+    metering: Arc<Metering>,
 }
 
 impl EngineService {
-    /// Serves `backend`.
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+    /// Serves `backend`, measuring what `metering` says.
+    pub fn new(backend: Arc<dyn Backend>, metering: Metering) -> Self {
+        Self {
+            backend,
+            metering: Arc::new(metering),
+        }
     }
+
+    /// The backend it serves.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+}
+
+/// Fills in FLOPs, energy and cost on a finished generation's usage.
+fn complete_usage(u: &mut hearth_proto::v1::Usage, metering: &Metering, energy: Energy) {
+    if u.flops.is_none()
+        && let Some(p) = metering.params
+    {
+        u.flops = Some(2.0 * p * (u.tokens_in + u.tokens_out) as f64);
+    }
+    match energy {
+        Energy::Measured(j, meter) => {
+            u.energy_joules = Some(j);
+            u.energy_meter = meter.to_string();
+        }
+        Energy::Unmeasured(why) => u.unmeasured = why,
+    }
+    u.cost_usd = match &metering.price {
+        Price::Cloud {
+            input_per_mtok,
+            output_per_mtok,
+        } => Some(
+            (u.tokens_in as f64 * input_per_mtok + u.tokens_out as f64 * output_per_mtok) / 1e6,
+        ),
+        Price::Local { usd_per_kwh } => u.energy_joules.map(|j| j / 3.6e6 * usd_per_kwh),
+        Price::Unknown(_) => None,
+    };
 }
 
 #[tonic::async_trait]
@@ -122,6 +279,8 @@ impl Engine for EngineService {
         };
         let backend = self.backend.name();
         tracing::debug!(task_id = %req.task_id, %model, backend, "generate");
+        let mut energy = Some(self.metering.meter.begin());
+        let metering = self.metering.clone();
         let stream = self.backend.generate(req).await?;
         let mut first: Option<Duration> = None;
         let metered = stream.map(move |item| {
@@ -138,6 +297,11 @@ impl Engine for EngineService {
                 if u.backend.is_empty() {
                     u.backend = backend.to_string();
                 }
+                let e = energy.take().map_or_else(
+                    || Energy::Unmeasured("usage was reported twice".into()),
+                    |m| m.finish(),
+                );
+                complete_usage(u, &metering, e);
             }
             Ok(chunk)
         });
@@ -187,4 +351,80 @@ pub async fn serve(
     )
     .await?;
     Ok(vec![generate, embed])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for u in [
+            "http://127.0.0.1:8000/v1",
+            "http://localhost:11434",
+            "http://[::1]:8000/v1",
+            "http://user:pw@127.0.0.1/v1",
+        ] {
+            assert!(is_loopback_url(u), "{u}");
+        }
+        for u in ["https://api.openai.com/v1", "http://10.0.0.5:8000/v1"] {
+            assert!(!is_loopback_url(u), "{u}");
+        }
+    }
+
+    #[test]
+    fn cloud_models_are_priced_from_the_catalog_and_remote_servers_are_not_metered() {
+        let cfg = EngineConfig {
+            backend: "openai".into(),
+            url: Some("https://api.openai.com/v1".into()),
+            ..Default::default()
+        };
+        let m = metering_for(&cfg, "gpt-5.4");
+        let mut u = hearth_proto::v1::Usage {
+            tokens_in: 1_000_000,
+            tokens_out: 100_000,
+            ..Default::default()
+        };
+        complete_usage(&mut u, &m, m.meter.begin().finish());
+        // 2.50 per million in, 15.00 per million out.
+        assert!((u.cost_usd.unwrap() - 4.0).abs() < 1e-9, "{u:?}");
+        assert_eq!(u.energy_joules, None);
+        assert!(u.unmeasured.contains("cloud"), "{}", u.unmeasured);
+
+        let m = metering_for(
+            &EngineConfig {
+                url: Some("http://10.1.2.3:8000/v1".into()),
+                ..cfg
+            },
+            "qwen2.5-7b-instruct",
+        );
+        let mut u = hearth_proto::v1::Usage {
+            tokens_in: 100,
+            tokens_out: 10,
+            ..Default::default()
+        };
+        complete_usage(&mut u, &m, m.meter.begin().finish());
+        assert_eq!(u.cost_usd, None);
+        assert!(u.unmeasured.contains("elsewhere"));
+        // FLOPs from the catalog's parameter count: 2 × 7.62e9 × 110.
+        assert!((u.flops.unwrap() - 2.0 * 7.62e9 * 110.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_local_models_cost_is_measured_energy_times_the_price() {
+        let m = Metering {
+            meter: Arc::new(EnergyMeter::none("unused")),
+            price: Price::Local { usd_per_kwh: 0.36 },
+            params: None,
+        };
+        let mut u = hearth_proto::v1::Usage::default();
+        complete_usage(&mut u, &m, Energy::Measured(10_000.0, "rapl"));
+        // 10 kJ = 1/360 kWh; × 0.36 = 0.001.
+        assert!((u.cost_usd.unwrap() - 0.001).abs() < 1e-12);
+        assert_eq!(u.energy_meter, "rapl");
+        let mut u = hearth_proto::v1::Usage::default();
+        complete_usage(&mut u, &m, Energy::Unmeasured("no meter".into()));
+        assert_eq!((u.energy_joules, u.cost_usd), (None, None));
+        assert_eq!(u.unmeasured, "no meter");
+    }
 }

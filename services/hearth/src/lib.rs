@@ -5,6 +5,9 @@
 //! in-process bus; with one, each part joins the mesh on NATS.
 
 pub mod bench;
+pub mod bench_engine;
+pub mod doctor;
+pub mod init;
 pub mod models;
 
 use std::net::SocketAddr;
@@ -124,7 +127,8 @@ pub async fn start(
                 .await
                 .context("starting the engine")?
                 .context("starting the engine")?;
-                let svc = hearth_engine::EngineService::new(backend);
+                let metering = hearth_engine::metering_for(&config.engine, backend.default_model());
+                let svc = hearth_engine::EngineService::new(backend, metering);
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }
@@ -183,11 +187,46 @@ pub struct UsageReport {
     pub flops: Option<f64>,
     /// Energy in joules; null when no meter exists (never invented).
     pub energy_joules: Option<f64>,
-    /// Cost in dollars; null when unknown.
+    /// The meter it was read from (`nvml`, `rapl`); null when unmeasured.
+    pub energy_meter: Option<String>,
+    /// Cost in dollars (catalog price for a cloud model; measured energy ×
+    /// the electricity price for a local one); null when unknown.
     pub cost_usd: Option<f64>,
+    /// Why energy or cost is null, when it is.
+    pub unmeasured: Option<String>,
 }
 
 impl UsageReport {
+    /// One line for people: time, tokens, FLOPs, energy, dollars.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![
+            format!("{:.1} ms", self.latency_ms),
+            format!("{} tokens in / {} out", self.tokens_in, self.tokens_out),
+            format!("{} model call(s)", self.model_calls),
+            if self.model.is_empty() {
+                "?".to_string()
+            } else {
+                self.model.clone()
+            },
+        ];
+        if let Some(f) = self.flops {
+            parts.push(format!("{f:.2e} FLOPs"));
+        }
+        parts.push(match (self.energy_joules, &self.energy_meter) {
+            (Some(j), Some(m)) => format!("{j:.2} J ({m})"),
+            _ => "energy unmeasured".to_string(),
+        });
+        parts.push(match self.cost_usd {
+            Some(c) => format!("${c:.6}"),
+            None => "cost unknown".to_string(),
+        });
+        let mut line = parts.join(" · ");
+        if let Some(why) = &self.unmeasured {
+            line.push_str(&format!(" ({why})"));
+        }
+        line
+    }
+
     fn from_usage(u: &Usage, wall: Duration) -> Self {
         let latency_ms = wall.as_secs_f64() * 1e3;
         Self {
@@ -202,7 +241,9 @@ impl UsageReport {
             backend: u.backend.clone(),
             flops: u.flops,
             energy_joules: u.energy_joules,
+            energy_meter: (!u.energy_meter.is_empty()).then(|| u.energy_meter.clone()),
             cost_usd: u.cost_usd,
+            unmeasured: (!u.unmeasured.is_empty()).then(|| u.unmeasured.clone()),
         }
     }
 }
@@ -218,6 +259,18 @@ pub struct Answer {
     pub state: String,
     /// What it cost.
     pub usage: UsageReport,
+    /// Milliseconds from this process's start to the task being sent (the
+    /// in-process mesh starting, the model loading); null when the caller
+    /// did not mark the process start.
+    pub startup_ms: Option<f64>,
+}
+
+static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Marks the process's start (the binary calls it first thing), so `hearth
+/// ask` can report how long starting up took.
+pub fn mark_process_start() {
+    let _ = PROCESS_START.set(Instant::now());
 }
 
 impl Answer {
@@ -236,6 +289,9 @@ pub async fn ask(
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Answer> {
     let started = Instant::now();
+    let startup_ms = PROCESS_START
+        .get()
+        .map(|t| started.duration_since(*t).as_secs_f64() * 1e3);
     let client = AgentClient::new(
         bus,
         config.subjects(),
@@ -275,6 +331,7 @@ pub async fn ask(
                             &ev.usage.unwrap_or_default(),
                             started.elapsed(),
                         ),
+                        startup_ms,
                     });
                 }
             }

@@ -59,12 +59,23 @@ enum Command {
         #[arg(value_enum)]
         tool: BuiltinTool,
     },
-    /// The model catalog: what exists, what it needs, what is on disk.
+    /// See what this machine has, get the engine and model that fit it
+    /// (with the reasons), and write hearth.toml.
+    ///
+    /// Example: hearth init --dry-run
+    Init(hearth::init::InitArgs),
+    /// Check everything Hearth needs: hardware fit, model weights present and
+    /// intact, the engine answering, NATS, each MCP server, the energy meter.
+    /// Prints the fix for each failure; exits non-zero if any check fails.
+    Doctor(hearth::doctor::DoctorArgs),
+    /// The model catalog: what exists, what it needs, what is on disk;
+    /// download and remove model files.
     Models {
         #[command(subcommand)]
         what: ModelsCommand,
     },
-    /// Measure the mesh: see `hearth bench mesh --help`.
+    /// Measure the mesh or the engine: see `hearth bench mesh --help` and
+    /// `hearth bench engine --help`.
     Bench {
         #[command(subcommand)]
         what: BenchKind,
@@ -95,6 +106,21 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Download a model's GGUF file into the models directory, with a
+    /// progress bar; an interrupted pull resumes; the SHA-256 is checked
+    /// and a mismatching file is deleted.
+    ///
+    /// Examples: hearth models pull qwen2.5-1.5b-instruct;
+    /// hearth models pull https://host/x.gguf --sha256 <hex>
+    Pull(hearth::models::PullArgs),
+    /// Delete a model's files from the models directory.
+    Rm {
+        /// Catalog id, or a file name in the models directory.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,10 +129,14 @@ enum BenchKind {
     /// process and over NATS, against a raw NATS round trip measured in the
     /// same run. Over NATS needs HEARTH_NATS_URL or --nats-url.
     Mesh(hearth::bench::MeshArgs),
+    /// The configured engine on this machine: prefill and decode tokens/s,
+    /// time to first token, batched throughput, load time and memory.
+    Engine(hearth::bench_engine::EngineArgs),
 }
 
 #[tokio::main]
 async fn main() {
+    hearth::mark_process_start();
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Tool { .. });
     // llama.cpp's own warnings (model-file quirks it corrects itself) are
@@ -171,18 +201,13 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
                 println!("{}", answer.answer);
-                let u = &answer.usage;
                 eprintln!(
-                    "— {} · {:.1} ms · {} tokens in / {} out · {} model call(s) · {}",
+                    "— {} · {}",
                     answer
                         .state
                         .trim_start_matches("TASK_STATE_")
                         .to_lowercase(),
-                    u.latency_ms,
-                    u.tokens_in,
-                    u.tokens_out,
-                    u.model_calls,
-                    if u.model.is_empty() { "?" } else { &u.model },
+                    answer.usage.summary()
                 );
             }
             if !answer.completed() {
@@ -227,13 +252,37 @@ async fn run(cli: Cli) -> Result<()> {
             match what {
                 ModelsCommand::List { json } => hearth::models::list(&config, json),
                 ModelsCommand::Show { id, json } => hearth::models::show(&config, &id, json),
+                ModelsCommand::Pull(args) => hearth::models::pull_cmd(&config, args).await,
+                ModelsCommand::Rm { id, json } => hearth::models::rm(&config, &id, json),
             }
+        }
+        Command::Init(args) => {
+            let config = Config::load()?;
+            hearth::init::init(&config, args)
+        }
+        Command::Doctor(args) => {
+            let config = Config::load()?;
+            let checks = hearth::doctor::run(&config, &args, &current_exe()?).await?;
+            hearth::doctor::print(&checks, args.json)?;
+            if checks
+                .iter()
+                .any(|c| c.outcome == hearth::doctor::Outcome::Fail)
+            {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Bench {
             what: BenchKind::Mesh(args),
         } => {
             let config = Config::load()?;
             hearth::bench::mesh(&config, args, &current_exe()?).await
+        }
+        Command::Bench {
+            what: BenchKind::Engine(args),
+        } => {
+            let config = Config::load()?;
+            hearth::bench_engine::engine(&config, args).await
         }
     }
 }

@@ -131,6 +131,9 @@ pub struct EngineConfig {
     /// `llama`: where pulled models are kept (default: the data dir's
     /// `models/`).
     pub models_dir: Option<std::path::PathBuf>,
+    /// Electricity price in USD per kWh: a local model's dollar cost is its
+    /// measured energy times this.
+    pub electricity_usd_per_kwh: f64,
 }
 
 impl Default for EngineConfig {
@@ -147,6 +150,7 @@ impl Default for EngineConfig {
             threads: 0,
             template: None,
             models_dir: None,
+            electricity_usd_per_kwh: 0.15,
         }
     }
 }

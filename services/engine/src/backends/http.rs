@@ -1,7 +1,11 @@
 //! What the HTTP backends share: one way to send a request with a deadline
 //! and turn transport failures and error statuses into [`EngineError`]s.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use hearth_proto::v1::ToolSpec;
+use serde_json::{Value, json};
 
 use crate::backend::EngineError;
 
@@ -61,12 +65,57 @@ pub fn floor_char_boundary(s: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// A tool's input schema as JSON (`{"type":"object"}` when empty).
-pub fn tool_schema(name: &str, schema: &str) -> Result<serde_json::Value, EngineError> {
-    if schema.trim().is_empty() {
-        return Ok(serde_json::json!({ "type": "object" }));
+/// `server.tool` → `server__tool` (OpenAI and Ollama function names allow
+/// `[A-Za-z0-9_-]`).
+pub fn wire_tool_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                "__".into()
+            }
+        })
+        .collect()
+}
+
+/// The tools as OpenAI-style `function` entries (Ollama takes the same),
+/// and the map from wire names back to mesh names. An empty schema is an
+/// object; a malformed one is the caller's error.
+pub fn function_tools(
+    tools: &[ToolSpec],
+) -> Result<(Vec<Value>, HashMap<String, String>), EngineError> {
+    let mut names = HashMap::new();
+    let mut out = Vec::with_capacity(tools.len());
+    for t in tools {
+        let schema = if t.input_schema_json.trim().is_empty() {
+            json!({ "type": "object" })
+        } else {
+            serde_json::from_str::<Value>(&t.input_schema_json).map_err(|e| {
+                EngineError::InvalidRequest(format!(
+                    "tool `{}` has a malformed schema: {e}",
+                    t.name
+                ))
+            })?
+        };
+        let wire = wire_tool_name(&t.name);
+        names.insert(wire.clone(), t.name.clone());
+        out.push(json!({
+            "type": "function",
+            "function": { "name": wire, "description": t.description, "parameters": schema },
+        }));
     }
-    serde_json::from_str(schema).map_err(|e| {
-        EngineError::InvalidRequest(format!("tool `{name}` has a malformed schema: {e}"))
-    })
+    Ok((out, names))
+}
+
+/// A JSON array of numbers as `f32`s (anything else: empty).
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|x| x as f32)
+                .collect()
+        })
+        .unwrap_or_default()
 }

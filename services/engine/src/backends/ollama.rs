@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::http;
-use super::openai::wire_tool_name;
+use super::http::wire_tool_name;
 use crate::backend::{Backend, ChunkStream, EngineError};
 
 /// Longest line accepted from the server.
@@ -103,17 +103,7 @@ fn request_body(
     if req.messages.is_empty() {
         return Err(EngineError::InvalidRequest("no messages".into()));
     }
-    let mut names = HashMap::new();
-    let mut tools = Vec::new();
-    for t in &req.tools {
-        let schema = http::tool_schema(&t.name, &t.input_schema_json)?;
-        let wire = wire_tool_name(&t.name);
-        names.insert(wire.clone(), t.name.clone());
-        tools.push(json!({
-            "type": "function",
-            "function": { "name": wire, "description": t.description, "parameters": schema },
-        }));
-    }
+    let (tools, names) = http::function_tools(&req.tools)?;
     let mut options = json!({
         "num_predict": if req.max_tokens > 0 { req.max_tokens } else { max_tokens },
     });
@@ -316,15 +306,7 @@ impl Backend for OllamaBackend {
         let embeddings = rows
             .iter()
             .map(|r| Embedding {
-                values: r
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_f64)
-                            .map(|x| x as f32)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                values: http::floats(r),
             })
             .collect();
         Ok(EmbedResponse { embeddings, model })

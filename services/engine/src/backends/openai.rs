@@ -80,18 +80,7 @@ impl OpenAiBackend {
     }
 }
 
-/// `server.tool` → `server__tool` (OpenAI function names allow `[A-Za-z0-9_-]`).
-pub fn wire_tool_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c.to_string()
-            } else {
-                "__".into()
-            }
-        })
-        .collect()
-}
+pub use super::http::wire_tool_name;
 
 fn message_json(m: &ChatMessage) -> Value {
     let mut v = json!({ "role": m.role, "content": m.content });
@@ -123,17 +112,7 @@ fn request_body(
     if req.messages.is_empty() {
         return Err(EngineError::InvalidRequest("no messages".into()));
     }
-    let mut names = HashMap::new();
-    let mut tools = Vec::new();
-    for t in &req.tools {
-        let schema = http::tool_schema(&t.name, &t.input_schema_json)?;
-        let wire = wire_tool_name(&t.name);
-        names.insert(wire.clone(), t.name.clone());
-        tools.push(json!({
-            "type": "function",
-            "function": { "name": wire, "description": t.description, "parameters": schema },
-        }));
-    }
+    let (tools, names) = http::function_tools(&req.tools)?;
     let mut body = json!({
         "model": if req.model.is_empty() { model } else { &req.model },
         "messages": req.messages.iter().map(message_json).collect::<Vec<_>>(),
@@ -388,16 +367,7 @@ impl Backend for OpenAiBackend {
         let embeddings = data
             .iter()
             .map(|d| Embedding {
-                values: d
-                    .get("embedding")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_f64)
-                            .map(|x| x as f32)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                values: d.get("embedding").map(http::floats).unwrap_or_default(),
             })
             .collect();
         Ok(EmbedResponse { embeddings, model })
