@@ -190,7 +190,8 @@ mod tests {
         assert_eq!(specs.get("orchestrator").unwrap().role, Role::Orchestrator);
         let op = specs.get("operative").unwrap();
         assert!(op.allows_tool("calculator.evaluate"));
-        assert!(!op.allows_tool("files.write"));
+        assert!(op.allows_tool("files.write"));
+        assert!(!op.allows_tool("time.get_current_time"));
         assert!(!op.allows_tool("calculatorx.evaluate"));
     }
 

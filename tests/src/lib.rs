@@ -92,25 +92,41 @@ impl NatsServer {
             );
         }
         let dir = tempfile::tempdir()?;
-        let port = free_port();
+        // Port -1: the server picks a free port itself and writes it to a
+        // ports file, so concurrent tests can never be handed the same one.
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "--ports_file_dir"])
             .arg(dir.path())
+            .arg("-sd")
+            .arg(dir.path().join("js"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server")?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
+        let port = loop {
+            let found = std::fs::read_dir(dir.path())?
+                .filter_map(Result::ok)
+                .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))
+                .and_then(|e| std::fs::read_to_string(e.path()).ok())
+                .and_then(|text| {
+                    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                    let url = v.get("nats")?.get(0)?.as_str()?.to_string();
+                    url.rsplit(':').next()?.parse::<u16>().ok()
+                });
+            if let Some(p) = found
+                && tokio::net::TcpStream::connect(("127.0.0.1", p))
+                    .await
+                    .is_ok()
+            {
+                break p;
+            }
             if Instant::now() > deadline {
-                bail!("nats-server did not start listening on port {port}");
+                bail!("nats-server did not report a listening port within 10 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
         Ok(Self {
             url: format!("nats://127.0.0.1:{port}"),
             child,
@@ -212,11 +228,17 @@ pub async fn hearth(
 }
 
 /// A configuration for tests: the scripted engine, a unique subject prefix,
-/// nothing read from the environment.
+/// the calculator as the only built-in tool, approvals and the audit log in
+/// a directory of the test's own, nothing read from the environment.
 pub fn test_config(prefix: &str) -> hearth_mesh::Config {
     let mut c = hearth_mesh::Config::default();
     c.engine.backend = "scripted".into();
     c.subject_prefix = prefix.to_string();
+    c.tools.files.enabled = false;
+    c.tools.web.enabled = false;
+    let state = std::env::temp_dir().join(format!("hearth-test-{prefix}"));
+    c.toolhost.approvals = Some(state.join("tool-approvals.json"));
+    c.toolhost.audit_log = Some(state.join("tool-calls.jsonl"));
     c.request_timeout_ms = 10_000;
     c.task_timeout_ms = 30_000;
     c

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use hearth::{Part, start};
-use hearth_e2e::{hearth_bin, test_config, unique_prefix};
+use hearth_e2e::{test_config, unique_prefix};
 use hearth_mesh::{LocalBus, Secret, SharedBus};
 use serde_json::{Value, json};
 
@@ -18,9 +18,7 @@ async fn gateway(token: Option<&str>) -> (hearth::Mesh, String) {
         config.gateway.token = Secret::new(t);
     }
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus, &Part::ALL, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus, &Part::ALL).await.unwrap();
     let url = format!("http://{}", mesh.gateway.unwrap());
     (mesh, url)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth::{Part, ask, start};
-use hearth_e2e::{hearth, hearth_bin, test_config, unique_prefix};
+use hearth_e2e::{hearth, test_config, unique_prefix};
 use hearth_mesh::clients::ToolhostClient;
 use hearth_mesh::{LocalBus, SharedBus};
 use hearth_proto::v1::CallToolRequest;
@@ -25,9 +25,7 @@ const MOST: [Part; 4] = [
 async fn calculator_question_travels_the_whole_mesh_in_process() {
     let config = test_config(&unique_prefix("inproc"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &MOST, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus.clone(), &MOST).await.unwrap();
     let progress = std::sync::Mutex::new(Vec::new());
     let answer = ask(&config, bus, "What is 17*23+4?", &|p| {
         progress.lock().unwrap().push(p.to_string())
@@ -86,7 +84,7 @@ async fn hearth_ask_without_an_engine_url_says_how_to_fix_it() {
 async fn unknown_tool_is_a_clear_not_found() {
     let config = test_config(&unique_prefix("unknown"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &[Part::Toolhost], &hearth_bin())
+    let mesh = start(&config, bus.clone(), &[Part::Toolhost])
         .await
         .unwrap();
     let th = ToolhostClient::new(bus, config.subjects(), Duration::from_secs(10));
@@ -111,7 +109,7 @@ async fn unknown_tool_is_a_clear_not_found() {
 async fn malformed_expression_and_arguments_are_clear_errors() {
     let config = test_config(&unique_prefix("malformed"));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &[Part::Toolhost], &hearth_bin())
+    let mesh = start(&config, bus.clone(), &[Part::Toolhost])
         .await
         .unwrap();
     let th = ToolhostClient::new(bus, config.subjects(), Duration::from_secs(10));
@@ -155,7 +153,6 @@ async fn with_no_operative_running_the_task_fails_clearly_and_quickly() {
         &config,
         bus.clone(),
         &[Part::Engine, Part::Toolhost, Part::Orchestrator],
-        &hearth_bin(),
     )
     .await
     .unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hearth::{Part, ask, start};
 use hearth_e2e::openai_double::{Mode, OpenAiDouble};
-use hearth_e2e::{hearth_bin, test_config, unique_prefix};
+use hearth_e2e::{test_config, unique_prefix};
 use hearth_mesh::{LocalBus, SharedBus};
 
 #[tokio::test]
@@ -25,9 +25,7 @@ async fn ollama_backend_answers_with_tool_calls_over_ndjson() {
         Part::Operative,
         Part::Orchestrator,
     ];
-    let mesh = start(&config, bus.clone(), &parts, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus.clone(), &parts).await.unwrap();
     let answer = ask(&config, bus, "What is 17*23+4?", &|_| {})
         .await
         .unwrap();
@@ -74,9 +72,7 @@ async fn an_ollama_that_is_not_there_is_a_clear_error() {
         Part::Operative,
         Part::Orchestrator,
     ];
-    let mesh = start(&config, bus.clone(), &parts, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus.clone(), &parts).await.unwrap();
     let answer = ask(&config, bus, "What is 2+2?", &|_| {}).await.unwrap();
     mesh.shutdown().await;
     assert_eq!(answer.state, "TASK_STATE_FAILED");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hearth::{Part, ask, start};
 use hearth_e2e::openai_double::{Mode, OpenAiDouble};
-use hearth_e2e::{hearth, hearth_bin, test_config, unique_prefix};
+use hearth_e2e::{hearth, test_config, unique_prefix};
 use hearth_mesh::{LocalBus, SharedBus};
 
 const MOST: [Part; 4] = [
@@ -26,9 +26,7 @@ async fn openai_backend_streams_and_parses_tool_calls() {
     config.engine.url = Some(double.base_url.clone());
     config.engine.model = "double-model".into();
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &MOST, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus.clone(), &MOST).await.unwrap();
     let answer = ask(&config, bus, "What is 17*23+4?", &|_| {})
         .await
         .unwrap();
@@ -98,9 +96,7 @@ async fn an_engine_that_never_answers_fails_the_task_at_its_deadline() {
     config.engine.url = Some(double.base_url.clone());
     config.engine.timeout_ms = 500;
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &MOST, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus.clone(), &MOST).await.unwrap();
     let t = Instant::now();
     let answer = ask(&config, bus, "What is 17*23+4?", &|_| {})
         .await
@@ -121,9 +117,7 @@ async fn an_engine_that_is_not_there_fails_the_task_clearly() {
     config.engine.backend = "openai".into();
     config.engine.url = Some(format!("http://127.0.0.1:{}/v1", hearth_e2e::free_port()));
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(&config, bus.clone(), &MOST, &hearth_bin())
-        .await
-        .unwrap();
+    let mesh = start(&config, bus.clone(), &MOST).await.unwrap();
     let answer = ask(&config, bus, "What is 2+2?", &|_| {}).await.unwrap();
     mesh.shutdown().await;
     assert_eq!(answer.state, "TASK_STATE_FAILED");

@@ -6,12 +6,16 @@
 //! `/.well-known/agent-card.json`. Every task goes to the orchestrator over
 //! the bus; the gateway keeps no task state of its own.
 //!
+//! It also serves the mesh as an MCP server at `/mcp` (streamable HTTP; see
+//! [`mcp`]).
+//!
 //! Binds to loopback unless configured otherwise. When a token is
 //! configured, every request but the agent card must carry it as
 //! `Authorization: Bearer <token>`.
 
 mod auth;
 mod handler;
+pub mod mcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,12 +64,24 @@ pub struct Running {
 pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Router, GatewayError> {
     let specs = hearth_agents::Specs::load(config.agents.dir.as_deref())?;
     let card = agent_card(config, &specs, public_url);
-    let handler = Arc::new(A2aHandler::new(config, bus));
+    let handler = Arc::new(A2aHandler::new(config, bus.clone()));
     let token = (!config.gateway.token.is_empty()).then(|| config.gateway.token.clone());
-    let protected = a2a_server_lf_router(handler).layer(axum::middleware::from_fn_with_state(
-        token,
-        auth::require_token,
-    ));
+    // Beyond loopback the MCP endpoint is reached by whatever name the
+    // machine has; the token, not the Host header, guards it then.
+    let beyond_loopback = !config
+        .gateway
+        .addr
+        .parse::<SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    let protected = a2a_server_lf_router(handler)
+        .merge(mcp::http_router(
+            mcp::MeshMcp::new(config, bus),
+            beyond_loopback && token.is_some(),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ));
     Ok(Router::new()
         .merge(a2a_server::agent_card::agent_card_router(Arc::new(
             a2a_server::StaticAgentCard::new(card),

@@ -9,7 +9,6 @@
 //! NATS overhead per hop is (NATS task p50 − in-process task p50) ÷ hops per
 //! task, where hops are the bus requests one task makes (counted, not assumed).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -149,7 +148,7 @@ async fn run_tasks(
 }
 
 /// Runs the benchmark and prints its report.
-pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()> {
+pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     let mut config = base.clone();
     config.engine.backend = "scripted".into();
     let parts = [
@@ -163,7 +162,7 @@ pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()
         inner: Arc::new(LocalBus::default()),
         requests: AtomicU64::new(0),
     });
-    let mesh = start(&config, local.clone(), &parts, hearth_exe).await?;
+    let mesh = start(&config, local.clone(), &parts).await?;
     let before = local.requests.load(Ordering::Relaxed);
     let in_process = run_tasks(
         &config,
@@ -189,7 +188,7 @@ pub async fn mesh(base: &Config, args: MeshArgs, hearth_exe: &Path) -> Result<()
                     .await
                     .context("connecting to NATS for the benchmark")?,
             );
-            let mesh = start(&nc, bus.clone(), &parts, hearth_exe).await?;
+            let mesh = start(&nc, bus.clone(), &parts).await?;
             let over = run_tasks(&nc, bus, args.warmup, args.tasks, "over NATS").await?;
             mesh.shutdown().await;
             let raw = raw_rtt(&url, &nc.subject_prefix, args.tasks.max(1000)).await?;

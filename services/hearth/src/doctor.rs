@@ -317,39 +317,102 @@ async fn nats_check(config: &Config) -> Check {
     }
 }
 
-async fn mcp_checks(config: &Config, hearth_exe: &Path) -> Vec<Check> {
-    let servers = hearth_toolhost::servers(config, crate::builtin_servers(config, hearth_exe));
+async fn mcp_checks(config: &Config) -> Vec<Check> {
+    let mut specs = match crate::builtins::servers(config) {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![check(
+                "built-in tools",
+                Outcome::Fail,
+                format!("{e:#}"),
+                Some("check the [tools] section of hearth.toml".into()),
+            )];
+        }
+    };
+    match hearth_toolhost::configured_servers(config) {
+        Ok(s) => specs.extend(s),
+        Err(e) => {
+            return vec![check(
+                "MCP servers",
+                Outcome::Fail,
+                e.to_string(),
+                Some("fix the [[mcp.servers]] entry in hearth.toml".into()),
+            )];
+        }
+    }
+    let data = hearth_engine::catalog::data_dir();
+    let approvals = std::sync::Arc::new(hearth_toolhost::approvals::Approvals::inspect(
+        hearth_toolhost::approvals_path(config, &data),
+    ));
     let mut out = Vec::new();
-    for s in servers {
-        let name = format!("MCP server {}", s.name);
+    for spec in specs {
+        let name = format!("MCP server {}", spec.name);
         let fix = Some(format!(
-            "check `{} {}` runs on its own, and its [[toolhost.servers]] entry in hearth.toml",
-            s.command,
-            s.args.join(" ")
+            "check that {:?} starts on its own, and its [[mcp.servers]] entry in hearth.toml",
+            spec.endpoint
         ));
-        match tokio::time::timeout(
-            Duration::from_secs(30),
-            hearth_toolhost::McpPool::start(vec![s.clone()]),
+        let pool = match hearth_toolhost::McpPool::start(
+            vec![spec],
+            approvals.clone(),
+            Duration::from_millis(config.toolhost.call_timeout_ms),
         )
         .await
         {
-            Ok(Ok(pool)) => {
-                let tools: Vec<String> = pool.tools().await.into_iter().map(|t| t.name).collect();
-                pool.shutdown().await;
-                out.push(check(
-                    &name,
-                    Outcome::Ok,
-                    format!("started; {} tool(s): {}", tools.len(), tools.join(", ")),
-                    None,
-                ));
+            Ok(p) => p,
+            Err(e) => {
+                out.push(check(&name, Outcome::Fail, e.to_string(), fix));
+                continue;
             }
-            Ok(Err(e)) => out.push(check(&name, Outcome::Fail, e.to_string(), fix)),
-            Err(_) => out.push(check(
+        };
+        let status = pool.status().await;
+        let tools = pool.tools(true);
+        pool.shutdown().await;
+        let Some(st) = status.first() else { continue };
+        if st.state != "up" {
+            out.push(check(
                 &name,
                 Outcome::Fail,
-                "did not start within 30 s",
+                format!("{}: {}", st.state, st.detail),
                 fix,
-            )),
+            ));
+            continue;
+        }
+        let held: Vec<&str> = tools
+            .iter()
+            .filter(|t| t.status != "ready")
+            .map(|t| t.name.as_str())
+            .collect();
+        let ready: Vec<&str> = tools
+            .iter()
+            .filter(|t| t.status == "ready")
+            .map(|t| t.name.as_str())
+            .collect();
+        if held.is_empty() {
+            out.push(check(
+                &name,
+                Outcome::Ok,
+                format!(
+                    "{} · {} tool(s): {}",
+                    st.transport,
+                    ready.len(),
+                    ready.join(", ")
+                ),
+                None,
+            ));
+        } else {
+            out.push(check(
+                &name,
+                Outcome::Warn,
+                format!(
+                    "{} tool(s) held because their definitions changed since approved: {}",
+                    held.len(),
+                    held.join(", ")
+                ),
+                Some(format!(
+                    "hearth tools list, then hearth tools approve {}",
+                    held.join(" ")
+                )),
+            ));
         }
     }
     out
@@ -399,7 +462,7 @@ async fn meter_check() -> Check {
 }
 
 /// Runs every check; returns them (the caller prints and sets the exit code).
-pub async fn run(config: &Config, args: &DoctorArgs, hearth_exe: &Path) -> Result<Vec<Check>> {
+pub async fn run(config: &Config, args: &DoctorArgs) -> Result<Vec<Check>> {
     let catalog = Catalog::builtin()?;
     let mut checks = Vec::new();
     let hw = hardware::probe(&models_dir(config.engine.models_dir.as_deref()));
@@ -474,7 +537,7 @@ pub async fn run(config: &Config, args: &DoctorArgs, hearth_exe: &Path) -> Resul
         checks.push(engine_check(config).await);
     }
     checks.push(nats_check(config).await);
-    checks.extend(mcp_checks(config, hearth_exe).await);
+    checks.extend(mcp_checks(config).await);
     checks.push(meter_check().await);
     Ok(checks)
 }

@@ -6,12 +6,14 @@
 
 pub mod bench;
 pub mod bench_engine;
+pub mod builtins;
 pub mod doctor;
 pub mod init;
 pub mod models;
+pub mod tools_cli;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,6 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use hearth_agents::convert::{self, answer_of, is_final, state_name, text_message};
 use hearth_mesh::clients::AgentClient;
-use hearth_mesh::config::McpServer;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
 use hearth_proto::a2a::{Role, TaskState, stream_response::Payload};
@@ -65,20 +66,6 @@ pub async fn connect_bus(config: &Config) -> Result<SharedBus> {
     })
 }
 
-/// The built-in MCP servers, run as this binary's `tool` subcommand.
-pub fn builtin_servers(config: &Config, hearth_exe: &Path) -> Vec<McpServer> {
-    let mut out = Vec::new();
-    if config.toolhost.calculator {
-        out.push(McpServer {
-            name: "calculator".into(),
-            command: hearth_exe.display().to_string(),
-            args: vec!["tool".into(), "calculator".into()],
-            env: Default::default(),
-        });
-    }
-    out
-}
-
 /// The parts of a mesh running in this process.
 pub struct Mesh {
     /// The bus they are on.
@@ -101,14 +88,8 @@ impl Mesh {
     }
 }
 
-/// Starts `parts` on `bus`. `hearth_exe` is the binary that runs the
-/// built-in MCP servers (normally this one).
-pub async fn start(
-    config: &Config,
-    bus: SharedBus,
-    parts: &[Part],
-    hearth_exe: &Path,
-) -> Result<Mesh> {
+/// Starts `parts` on `bus`.
+pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Mesh> {
     let subjects = config.subjects();
     let mut mesh = Mesh {
         bus: bus.clone(),
@@ -133,10 +114,15 @@ pub async fn start(
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }
             Part::Toolhost => {
-                let servers = hearth_toolhost::servers(config, builtin_servers(config, hearth_exe));
-                let (pool, handles) = hearth_toolhost::run(config, bus.clone(), servers)
-                    .await
-                    .context("starting the toolhost")?;
+                let builtins = builtins::servers(config)?;
+                let (pool, handles) = hearth_toolhost::run(
+                    config,
+                    bus.clone(),
+                    builtins,
+                    &hearth_engine::catalog::data_dir(),
+                )
+                .await
+                .context("starting the toolhost")?;
                 mesh.pool = Some(pool);
                 mesh.handles.extend(handles);
             }

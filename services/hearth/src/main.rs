@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hearth::{Part, ask, connect_bus, current_exe, start};
+use hearth::{Part, ask, connect_bus, start};
 use hearth_mesh::{Config, telemetry};
 
 /// Hearth: a local-first agent mesh.
@@ -53,12 +53,28 @@ enum Command {
         #[arg(value_enum)]
         part: Part,
     },
-    /// Run a built-in MCP tool server over stdio (the toolhost starts these).
+    /// Run a built-in MCP tool server on its own: over stdio, or over
+    /// streamable HTTP with --http (the toolhost runs them in-process).
+    ///
+    /// Example: hearth tool files --http 127.0.0.1:8790
     Tool {
         /// Which tool server.
         #[arg(value_enum)]
-        tool: BuiltinTool,
+        tool: hearth::builtins::Builtin,
+        /// Serve MCP over streamable HTTP at this address (`/mcp`) instead of stdio.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
+    /// The tools the mesh can call: list them (with their server and
+    /// status), call one, approve changed definitions.
+    Tools {
+        #[command(subcommand)]
+        what: ToolsCommand,
+    },
+    /// Serve the mesh as an MCP server over stdio: an `ask` tool (a task for
+    /// the orchestrator) and, with mcp.expose_tools, the tools themselves.
+    /// For an IDE or desktop assistant's MCP configuration.
+    Mcp,
     /// See what this machine has, get the engine and model that fit it
     /// (with the reasons), and write hearth.toml.
     ///
@@ -82,10 +98,38 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum BuiltinTool {
-    /// Exact arithmetic.
-    Calculator,
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Every tool, with its server and status (held tools say why).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a tool directly with JSON arguments.
+    ///
+    /// Example: hearth tools call calculator.evaluate '{"expression":"2^64"}'
+    Call {
+        /// `server.tool`.
+        name: String,
+        /// The arguments, a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the current definitions of tools that changed since they were
+    /// approved (held tools), after reviewing them with `hearth tools list`.
+    ///
+    /// Example: hearth tools approve time.get_current_time
+    Approve {
+        /// `server` (all its tools) or `server.tool`.
+        names: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,7 +182,7 @@ enum BenchKind {
 async fn main() {
     hearth::mark_process_start();
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Tool { .. });
+    let quiet = matches!(cli.command, Command::Tool { .. } | Command::Mcp);
     // llama.cpp's own warnings (model-file quirks it corrects itself) are
     // not actionable for a user: errors only, unless RUST_LOG asks.
     telemetry::init(
@@ -157,11 +201,33 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Tool {
-            tool: BuiltinTool::Calculator,
-        } => hearth_calculator::serve_stdio()
-            .await
-            .context("serving the calculator over stdio"),
+        Command::Tool { tool, http } => {
+            let config = Config::load()?;
+            hearth::builtins::serve_tool(&config, tool, http).await
+        }
+        Command::Tools { what } => {
+            let config = Config::load()?;
+            match what {
+                ToolsCommand::List { json } => hearth::tools_cli::list(&config, json).await,
+                ToolsCommand::Call {
+                    name,
+                    arguments,
+                    json,
+                } => {
+                    if !hearth::tools_cli::call(&config, &name, &arguments, json).await? {
+                        std::process::exit(2);
+                    }
+                    Ok(())
+                }
+                ToolsCommand::Approve { names, json } => {
+                    hearth::tools_cli::approve(&config, &names, json).await
+                }
+            }
+        }
+        Command::Mcp => {
+            let config = Config::load()?;
+            hearth::tools_cli::mcp_stdio(&config).await
+        }
         Command::Ask {
             question,
             json,
@@ -180,7 +246,6 @@ async fn run(cli: Cli) -> Result<()> {
                             Part::Operative,
                             Part::Orchestrator,
                         ],
-                        &current_exe()?,
                     )
                     .await?,
                 )
@@ -218,7 +283,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Up => {
             let config = Config::load()?;
             let bus = connect_bus(&config).await?;
-            let mesh = start(&config, bus, &Part::ALL, &current_exe()?).await?;
+            let mesh = start(&config, bus, &Part::ALL).await?;
             if let Some(addr) = mesh.gateway {
                 println!(
                     "hearth is up: A2A at http://{addr}/ (agent card: http://{addr}/.well-known/agent-card.json)"
@@ -238,7 +303,7 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
             let bus = connect_bus(&config).await?;
-            let mesh = start(&config, bus, &[part], &current_exe()?).await?;
+            let mesh = start(&config, bus, &[part]).await?;
             if let Some(addr) = mesh.gateway {
                 println!("gateway listening on http://{addr}/");
             }
@@ -262,7 +327,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Doctor(args) => {
             let config = Config::load()?;
-            let checks = hearth::doctor::run(&config, &args, &current_exe()?).await?;
+            let checks = hearth::doctor::run(&config, &args).await?;
             hearth::doctor::print(&checks, args.json)?;
             if checks
                 .iter()
@@ -276,7 +341,7 @@ async fn run(cli: Cli) -> Result<()> {
             what: BenchKind::Mesh(args),
         } => {
             let config = Config::load()?;
-            hearth::bench::mesh(&config, args, &current_exe()?).await
+            hearth::bench::mesh(&config, args).await
         }
         Command::Bench {
             what: BenchKind::Engine(args),

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use hearth_proto::v1::{
-    CallToolRequest, CallToolResponse, CancelTaskRequest, EmbedRequest, EmbedResponse,
-    GenerateChunk, GenerateRequest, GetTaskRequest, ListToolsRequest, ListToolsResponse,
-    SendTaskRequest, TaskEvent, TaskRecord,
+    ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse,
+    CancelTaskRequest, EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest, GetTaskRequest,
+    ListToolsRequest, ListToolsResponse, SendTaskRequest, TaskEvent, TaskRecord,
 };
 use tonic::Status;
 
@@ -26,6 +26,8 @@ pub mod methods {
     pub const LIST_TOOLS: &str = "list_tools";
     /// Toolhost: call a tool.
     pub const CALL_TOOL: &str = "call_tool";
+    /// Toolhost: approve changed tool definitions.
+    pub const APPROVE_TOOLS: &str = "approve_tools";
     /// Agents: start a task (streamed events).
     pub const SEND_TASK: &str = "send_task";
     /// Agents: look a task up.
@@ -95,6 +97,17 @@ impl ToolhostClient {
     /// Calls one tool.
     pub async fn call_tool(&self, req: &CallToolRequest) -> Result<CallToolResponse, Status> {
         let subject = self.subjects.method(Service::Toolhost, methods::CALL_TOOL);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Approves the current definitions of a server's tools or of one tool.
+    pub async fn approve_tools(
+        &self,
+        req: &ApproveToolsRequest,
+    ) -> Result<ApproveToolsResponse, Status> {
+        let subject = self
+            .subjects
+            .method(Service::Toolhost, methods::APPROVE_TOOLS);
         rpc::call(&self.bus, &subject, req, self.timeout).await
     }
 }

@@ -75,8 +75,12 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The HTTP front door.
     pub gateway: GatewayConfig,
-    /// Tools.
+    /// The toolhost.
     pub toolhost: ToolhostConfig,
+    /// Built-in tools.
+    pub tools: ToolsConfig,
+    /// Third-party MCP servers, and the mesh as an MCP server.
+    pub mcp: McpConfig,
     /// Agent specs and loop limits.
     pub agents: AgentsConfig,
 }
@@ -91,6 +95,8 @@ impl Default for Config {
             engine: EngineConfig::default(),
             gateway: GatewayConfig::default(),
             toolhost: ToolhostConfig::default(),
+            tools: ToolsConfig::default(),
+            mcp: McpConfig::default(),
             agents: AgentsConfig::default(),
         }
     }
@@ -181,31 +187,133 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolhostConfig {
-    /// Start the built-in calculator MCP server (as `hearth tool calculator`).
-    pub calculator: bool,
-    /// Deadline for one tool call, in milliseconds.
+    /// Deadline for one tool call, in milliseconds (a server may set its own).
     pub call_timeout_ms: u64,
-    /// MCP servers to start over stdio (`[[toolhost.servers]]`).
-    pub servers: Vec<McpServer>,
+    /// Where every tool call is recorded, one JSON line each (default: the
+    /// data dir's `audit/tool-calls.jsonl`).
+    pub audit_log: Option<PathBuf>,
+    /// Where approved tool definitions are kept (default: the data dir's
+    /// `tool-approvals.json`).
+    pub approvals: Option<PathBuf>,
 }
 
 impl Default for ToolhostConfig {
     fn default() -> Self {
         Self {
-            calculator: true,
             call_timeout_ms: 30_000,
-            servers: Vec::new(),
+            audit_log: None,
+            approvals: None,
         }
     }
 }
 
-/// An MCP server the toolhost starts as a child process and talks to over stdio.
+/// The built-in tools (`[tools]`), run in the toolhost's own process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Exact arithmetic (`calculator.evaluate`).
+    pub calculator: bool,
+    /// Files under one root (`files.*`).
+    pub files: FilesToolConfig,
+    /// Fetching pages and searching (`web.*`).
+    pub web: WebToolConfig,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            calculator: true,
+            files: FilesToolConfig::default(),
+            web: WebToolConfig::default(),
+        }
+    }
+}
+
+/// `[tools.files]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesToolConfig {
+    /// Offer the files tool.
+    pub enabled: bool,
+    /// The only directory it can touch (default: the data dir's `workspace/`).
+    pub root: Option<PathBuf>,
+    /// Refuse writes and appends.
+    pub read_only: bool,
+    /// Largest read returned, in bytes.
+    pub max_read_bytes: usize,
+    /// Largest write accepted, in bytes.
+    pub max_write_bytes: usize,
+}
+
+impl Default for FilesToolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            root: None,
+            read_only: false,
+            max_read_bytes: 1024 * 1024,
+            max_write_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[tools.web]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebToolConfig {
+    /// Offer the web tool.
+    pub enabled: bool,
+    /// Allow loopback and private-network addresses (refused by default).
+    pub allow_private: bool,
+    /// Deadline for one request, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest body read, in bytes.
+    pub max_bytes: usize,
+    /// Most redirects followed.
+    pub max_redirects: usize,
+    /// `searxng`, `brave` or `tavily`; unset: no `web.search`.
+    pub search_provider: Option<String>,
+    /// The provider's base URL (SearXNG: your instance; the others have defaults).
+    pub search_url: Option<String>,
+    /// The provider's API key (Brave, Tavily).
+    pub search_api_key: Secret,
+}
+
+impl Default for WebToolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private: false,
+            timeout_ms: 15_000,
+            max_bytes: 2 * 1024 * 1024,
+            max_redirects: 5,
+            search_provider: None,
+            search_url: None,
+            search_api_key: Secret::default(),
+        }
+    }
+}
+
+/// `[mcp]`: third-party MCP servers plugged in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    /// The servers (`[[mcp.servers]]`).
+    pub servers: Vec<McpServer>,
+    /// Expose the allowed tools themselves (not only `ask`) through
+    /// `hearth mcp` and the gateway's MCP endpoint.
+    pub expose_tools: bool,
+}
+
+/// An MCP server the toolhost connects to: a command it starts and speaks
+/// to over stdio, or a URL it reaches over streamable HTTP.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServer {
     /// Its name: its tools appear on the bus as `<name>.<tool>`.
     pub name: String,
-    /// The program to run.
+    /// The program to run (stdio).
+    #[serde(default)]
     pub command: String,
     /// Its arguments.
     #[serde(default)]
@@ -213,6 +321,24 @@ pub struct McpServer {
     /// Extra environment variables for it.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Its streamable-HTTP URL (instead of a command).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Extra HTTP headers sent to it.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A bearer token sent to it (never logged).
+    #[serde(default)]
+    pub token: Secret,
+    /// Only these tools (by their own name; empty: all).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Never these tools.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Deadline for one call to it, in milliseconds (default: the toolhost's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// The agents section.
@@ -303,7 +429,12 @@ fn default_file() -> Option<PathBuf> {
 /// anything else is a top-level key (`HEARTH_NATS_URL` → `nats`).
 /// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
 fn env_provider() -> Env {
-    const SECTIONS: [&str; 4] = ["engine", "gateway", "toolhost", "agents"];
+    const SECTIONS: [&str; 6] = ["engine", "gateway", "toolhost", "agents", "tools", "mcp"];
+    // Tables inside sections: `HEARTH_TOOLS_FILES_ROOT` → `tools.files.root`.
+    const SUBSECTIONS: [(&str, &str); 2] = [
+        ("tools_files_", "tools.files."),
+        ("tools_web_", "tools.web."),
+    ];
     const TOP: [&str; 4] = [
         "nats_url",
         "subject_prefix",
@@ -317,6 +448,11 @@ fn env_provider() -> Env {
         })
         .map(|key| {
             let k = key.as_str().to_ascii_lowercase();
+            for (prefix, path) in SUBSECTIONS {
+                if let Some(rest) = k.strip_prefix(prefix) {
+                    return format!("{path}{rest}").into();
+                }
+            }
             for s in SECTIONS {
                 if let Some(rest) = k.strip_prefix(&format!("{s}_")) {
                     return format!("{s}.{rest}").into();
@@ -369,6 +505,11 @@ mod tests {
             assert_eq!(c.engine.api_key.expose(), "k");
             assert_eq!(c.gateway.addr, "127.0.0.1:9");
             assert_eq!(c.gateway.token.expose(), "t0k");
+            jail.set_env("HEARTH_TOOLS_FILES_ROOT", "/srv/notes");
+            jail.set_env("HEARTH_TOOLS_WEB_ALLOW_PRIVATE", "true");
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.tools.files.root.as_deref(), Some(Path::new("/srv/notes")));
+            assert!(c.tools.web.allow_private);
             jail.set_env("HEARTH_NATS_URL", "nats://127.0.0.1:1");
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.nats_url.as_deref(), Some("nats://127.0.0.1:1"));

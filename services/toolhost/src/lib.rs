@@ -1,39 +1,85 @@
-//! The toolhost: an MCP client pool (rmcp) that starts the configured MCP
-//! servers, publishes their tools on the bus as `server.tool`, and runs calls.
+//! The toolhost: an MCP client pool (rmcp) that reaches the built-in tool
+//! servers (in this process) and the configured third-party ones (stdio or
+//! streamable HTTP), publishes their tools on the bus as `server.tool`, and
+//! runs calls.
 //!
-//! Each server is a child process spoken to over stdio. A call has a
-//! deadline; a server that has exited is started again on the next call,
-//! and if that fails the call gets a clear `Unavailable` error. A tool that
-//! runs and fails (a malformed expression, say) is a normal reply with
-//! `is_error` set, so the agent can read why.
+//! Every call is checked here, whoever makes it: the calling agent's spec
+//! must allow the tool; a tool whose definition changed since it was
+//! approved is held ([`approvals`]); the arguments must be a JSON object of
+//! bounded size. Every call is written to the audit log ([`audit`]). A tool
+//! that runs and fails (a malformed expression, say) is a normal reply with
+//! `is_error` set, so the agent can read why; one that cannot run is a typed
+//! error (not found, permission denied, unavailable, deadline exceeded).
 
+pub mod approvals;
+pub mod audit;
 mod pool;
 
-pub use pool::{McpPool, PoolError};
+pub use pool::{
+    CallResult, Endpoint, InProcessFactory, MAX_DESCRIPTION_CHARS, MAX_OUTPUT_BYTES, McpPool,
+    PoolError, ServerSpec,
+};
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hearth_agents::Specs;
 use hearth_mesh::clients::methods;
 use hearth_mesh::config::McpServer;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus, rpc};
 use hearth_proto::v1::toolhost_server::Toolhost;
-use hearth_proto::v1::{CallToolRequest, CallToolResponse, ListToolsRequest, ListToolsResponse};
+use hearth_proto::v1::{
+    ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse, ListToolsRequest,
+    ListToolsResponse,
+};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
+
+use crate::approvals::Approvals;
+use crate::audit::{AuditLog, Outcome, Record};
 
 /// The toolhost service.
 #[derive(Clone)]
 pub struct ToolhostService {
     pool: Arc<McpPool>,
-    call_timeout: Duration,
+    specs: Arc<Specs>,
+    audit: AuditLog,
 }
 
 impl ToolhostService {
-    /// A service over `pool`.
-    pub fn new(pool: Arc<McpPool>, call_timeout: Duration) -> Self {
-        Self { pool, call_timeout }
+    /// A service over `pool`, enforcing `specs`' tool permissions and
+    /// recording calls in `audit`.
+    pub fn new(pool: Arc<McpPool>, specs: Specs, audit: AuditLog) -> Self {
+        Self {
+            pool,
+            specs: Arc::new(specs),
+            audit,
+        }
+    }
+
+    /// Whether `agent` may call `tool`; an empty agent is a person calling
+    /// directly (`hearth tools call`), which the local user may.
+    fn permit(&self, agent: &str, tool: &str) -> Result<(), Status> {
+        if agent.is_empty() {
+            return Ok(());
+        }
+        let spec = self.specs.get(agent).map_err(|_| {
+            Status::permission_denied(format!("unknown agent `{agent}` may call no tools"))
+        })?;
+        if spec.allows_tool(tool) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "agent `{agent}` may not call `{tool}` (its spec allows: {})",
+                if spec.tools.is_empty() {
+                    "no tools".to_string()
+                } else {
+                    spec.tools.join(", ")
+                }
+            )))
+        }
     }
 }
 
@@ -41,10 +87,21 @@ impl ToolhostService {
 impl Toolhost for ToolhostService {
     async fn list_tools(
         &self,
-        _request: Request<ListToolsRequest>,
+        request: Request<ListToolsRequest>,
     ) -> Result<Response<ListToolsResponse>, Status> {
+        let agent = request.into_inner().agent;
+        let tools = if agent.is_empty() {
+            self.pool.tools(true)
+        } else {
+            self.pool
+                .tools(false)
+                .into_iter()
+                .filter(|t| self.permit(&agent, &t.name).is_ok())
+                .collect()
+        };
         Ok(Response::new(ListToolsResponse {
-            tools: self.pool.tools().await,
+            tools,
+            servers: self.pool.status().await,
         }))
     }
 
@@ -54,90 +111,212 @@ impl Toolhost for ToolhostService {
     ) -> Result<Response<CallToolResponse>, Status> {
         let req = request.into_inner();
         let started = Instant::now();
-        let result = self
-            .pool
-            .call(&req.name, &req.arguments_json, self.call_timeout)
-            .await;
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        match &result {
-            Ok(r) => tracing::info!(
-                tool = %req.name, agent = %req.agent, task_id = %req.task_id,
-                is_error = r.is_error, duration_ms = ms, "tool call"
-            ),
-            Err(e) => tracing::warn!(
-                tool = %req.name, agent = %req.agent, task_id = %req.task_id,
-                error = %e, duration_ms = ms, "tool call failed"
-            ),
+        let record = |outcome, detail: Option<String>| {
+            Record::new(
+                &req.agent,
+                &req.task_id,
+                &req.name,
+                &req.arguments_json,
+                outcome,
+                detail,
+                started.elapsed().as_secs_f64() * 1e3,
+            )
+        };
+        if let Err(s) = self.permit(&req.agent, &req.name) {
+            self.audit
+                .record(record(Outcome::Refused, Some(s.message().to_string())));
+            return Err(s);
         }
-        let (content, is_error) = result.map_err(Status::from)?.into_parts();
-        Ok(Response::new(CallToolResponse {
-            content,
-            is_error,
-            duration_ms: ms,
-        }))
+        let result = self.pool.call(&req.name, &req.arguments_json).await;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        match result {
+            Ok(r) => {
+                self.audit.record(record(
+                    if r.is_error {
+                        Outcome::ToolError
+                    } else {
+                        Outcome::Ok
+                    },
+                    None,
+                ));
+                let (content, is_error) = r.into_parts();
+                Ok(Response::new(CallToolResponse {
+                    content,
+                    is_error,
+                    duration_ms: ms,
+                }))
+            }
+            Err(e) => {
+                let outcome = match e {
+                    PoolError::UnknownTool { .. }
+                    | PoolError::Held { .. }
+                    | PoolError::BadArguments { .. }
+                    | PoolError::Config { .. } => Outcome::Refused,
+                    _ => Outcome::Failed,
+                };
+                self.audit.record(record(outcome, Some(e.to_string())));
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn approve_tools(
+        &self,
+        request: Request<ApproveToolsRequest>,
+    ) -> Result<Response<ApproveToolsResponse>, Status> {
+        let approved = self.pool.approve(&request.get_ref().name)?;
+        Ok(Response::new(ApproveToolsResponse { approved }))
     }
 }
 
-/// The servers to start: the built-in ones Hearth adds, then the configured ones.
-pub fn servers(config: &Config, builtins: Vec<McpServer>) -> Vec<McpServer> {
-    builtins
-        .into_iter()
-        .chain(config.toolhost.servers.iter().cloned())
-        .collect()
+/// The configured third-party servers (`[[mcp.servers]]`) as pool entries.
+pub fn configured_servers(config: &Config) -> Result<Vec<ServerSpec>, PoolError> {
+    config.mcp.servers.iter().map(server_spec).collect()
 }
 
-/// Starts the MCP servers and serves the toolhost on the bus.
+fn server_spec(s: &McpServer) -> Result<ServerSpec, PoolError> {
+    let endpoint = match (&s.url, s.command.is_empty()) {
+        (Some(url), true) => Endpoint::Http {
+            url: url.clone(),
+            headers: s.headers.clone(),
+            token: (!s.token.is_empty()).then(|| s.token.expose().to_string()),
+        },
+        (None, false) => Endpoint::Stdio {
+            command: s.command.clone(),
+            args: s.args.clone(),
+            env: s.env.clone(),
+        },
+        (Some(_), false) => {
+            return Err(PoolError::Config {
+                server: s.name.clone(),
+                reason: "give either `command` (stdio) or `url` (streamable HTTP), not both".into(),
+            });
+        }
+        (None, true) => {
+            return Err(PoolError::Config {
+                server: s.name.clone(),
+                reason: "give `command` (stdio) or `url` (streamable HTTP)".into(),
+            });
+        }
+    };
+    Ok(ServerSpec {
+        name: s.name.clone(),
+        endpoint,
+        allow: s.allow.clone(),
+        deny: s.deny.clone(),
+        timeout: s.timeout_ms.map(Duration::from_millis),
+    })
+}
+
+/// Where approvals are kept: configured, else the data dir's.
+pub fn approvals_path(config: &Config, data_dir: &std::path::Path) -> PathBuf {
+    config
+        .toolhost
+        .approvals
+        .clone()
+        .unwrap_or_else(|| data_dir.join("tool-approvals.json"))
+}
+
+/// Where the audit log goes: configured, else the data dir's.
+pub fn audit_path(config: &Config, data_dir: &std::path::Path) -> PathBuf {
+    config
+        .toolhost
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| data_dir.join("audit").join("tool-calls.jsonl"))
+}
+
+/// Starts the pool over `builtins` and the configured servers, and serves
+/// the toolhost on the bus.
 pub async fn run(
     config: &Config,
     bus: SharedBus,
-    servers: Vec<McpServer>,
+    builtins: Vec<ServerSpec>,
+    data_dir: &std::path::Path,
 ) -> Result<(Arc<McpPool>, Vec<JoinHandle<()>>), ToolhostError> {
-    let pool = Arc::new(McpPool::start(servers).await?);
+    let mut servers = builtins;
+    servers.extend(configured_servers(config)?);
+    let approvals = Arc::new(Approvals::load(Some(approvals_path(config, data_dir))));
+    let pool = Arc::new(
+        McpPool::start(
+            servers,
+            approvals,
+            Duration::from_millis(config.toolhost.call_timeout_ms),
+        )
+        .await?,
+    );
+    let specs = Specs::load(config.agents.dir.as_deref())?;
     let svc = ToolhostService::new(
         pool.clone(),
-        Duration::from_millis(config.toolhost.call_timeout_ms),
+        specs,
+        AuditLog::open(Some(audit_path(config, data_dir))),
     );
     let subjects = config.subjects();
     let queue = Some(Service::Toolhost.name().to_string());
-    let list_svc = svc.clone();
-    let list = rpc::serve_unary(
-        bus.clone(),
-        subjects.method(Service::Toolhost, methods::LIST_TOOLS),
-        queue.clone(),
-        move |req: ListToolsRequest| {
-            let svc = list_svc.clone();
-            async move {
-                svc.list_tools(Request::new(req))
-                    .await
-                    .map(Response::into_inner)
-            }
-        },
-    )
-    .await?;
-    let call = rpc::serve_unary(
-        bus,
-        subjects.method(Service::Toolhost, methods::CALL_TOOL),
-        queue,
-        move |req: CallToolRequest| {
-            let svc = svc.clone();
-            async move {
-                svc.call_tool(Request::new(req))
-                    .await
-                    .map(Response::into_inner)
-            }
-        },
-    )
-    .await?;
-    tracing::info!(tools = pool.tools().await.len(), "toolhost ready");
-    Ok((pool, vec![list, call]))
+    let mut handles = Vec::new();
+    let s = svc.clone();
+    handles.push(
+        rpc::serve_unary(
+            bus.clone(),
+            subjects.method(Service::Toolhost, methods::LIST_TOOLS),
+            queue.clone(),
+            move |req: ListToolsRequest| {
+                let svc = s.clone();
+                async move {
+                    svc.list_tools(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
+            },
+        )
+        .await?,
+    );
+    let s = svc.clone();
+    handles.push(
+        rpc::serve_unary(
+            bus.clone(),
+            subjects.method(Service::Toolhost, methods::CALL_TOOL),
+            queue.clone(),
+            move |req: CallToolRequest| {
+                let svc = s.clone();
+                async move {
+                    svc.call_tool(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
+            },
+        )
+        .await?,
+    );
+    handles.push(
+        rpc::serve_unary(
+            bus,
+            subjects.method(Service::Toolhost, methods::APPROVE_TOOLS),
+            queue,
+            move |req: ApproveToolsRequest| {
+                let svc = svc.clone();
+                async move {
+                    svc.approve_tools(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
+            },
+        )
+        .await?,
+    );
+    tracing::info!(tools = pool.tools(false).len(), "toolhost ready");
+    Ok((pool, handles))
 }
 
 /// Why the toolhost could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolhostError {
-    /// An MCP server could not be started.
+    /// The pool's configuration is unusable.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// Agent specs (for permissions) could not be loaded.
+    #[error(transparent)]
+    Spec(#[from] hearth_agents::SpecError),
     /// It could not subscribe on the bus.
     #[error(transparent)]
     Bus(#[from] BusError),

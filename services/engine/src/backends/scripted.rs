@@ -8,9 +8,11 @@
 //!    already such an answer is passed on as it is);
 //! 2. a user message and a tool named `*.delegate` offered → delegate the
 //!    whole message;
-//! 3. a user message and a tool named `*.evaluate` offered → call it with the
+//! 3. a user message saying `call <tool> <json object>` with that tool
+//!    offered → call it with those arguments (tests drive any tool this way);
+//! 4. a user message and a tool named `*.evaluate` offered → call it with the
 //!    longest arithmetic expression found in the message;
-//! 4. anything else → answer with the message echoed back.
+//! 5. anything else → answer with the message echoed back.
 
 use futures::StreamExt;
 use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
@@ -30,6 +32,20 @@ pub fn find_expression(text: &str) -> Option<String> {
         .filter(|s| s.chars().any(|c| c.is_ascii_digit()))
         .max_by_key(|s| s.len())
         .map(str::to_string)
+}
+
+/// `call <tool> {…}` in a message: the tool's name and the JSON arguments.
+pub fn find_directive(text: &str) -> Option<(String, String)> {
+    let at = text.find("call ")?;
+    let rest = &text[at + 5..];
+    let (name, args) = rest.trim_start().split_once(char::is_whitespace)?;
+    let args = args.trim();
+    let end = args.rfind('}')?;
+    let args = &args[..=end];
+    serde_json::from_str::<serde_json::Value>(args)
+        .ok()
+        .filter(serde_json::Value::is_object)?;
+    Some((name.to_string(), args.to_string()))
 }
 
 fn words(text: &str) -> u64 {
@@ -65,6 +81,14 @@ impl Backend for ScriptedBackend {
                 id: "call_0".into(),
                 name: t.name.clone(),
                 arguments_json: json!({ "task": last.content }).to_string(),
+            });
+        } else if let Some((name, args)) = find_directive(&last.content)
+            .filter(|(n, _)| last.role == "user" && req.tools.iter().any(|t| &t.name == n))
+        {
+            chunk.tool_calls.push(ToolCall {
+                id: "call_0".into(),
+                name,
+                arguments_json: args,
             });
         } else if let (Some(t), Some(expr)) = (tool(".evaluate"), find_expression(&last.content)) {
             chunk.tool_calls.push(ToolCall {
@@ -104,5 +128,17 @@ mod tests {
             Some("17*23+4")
         );
         assert_eq!(find_expression("no numbers here"), None);
+    }
+
+    #[test]
+    fn finds_a_call_directive() {
+        assert_eq!(
+            find_directive(r#"Please call time.get_current_time {"timezone": "UTC"} now"#),
+            Some((
+                "time.get_current_time".into(),
+                r#"{"timezone": "UTC"}"#.into()
+            ))
+        );
+        assert_eq!(find_directive("call x not-json"), None);
     }
 }

@@ -189,6 +189,19 @@ impl Bus for NatsBus {
             .flush()
             .await
             .map_err(|e| BusError::Transport(e.to_string()))?;
+        // `flush` only writes to the socket. A request to a subject nobody
+        // serves comes back (as "no responders") only after the server has
+        // processed everything this connection sent before it — the
+        // subscription included — so when this returns, requests from any
+        // connection reach the new subscriber.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client.request(
+                format!("_HEARTH_SYNC.{}", self.inbox.replace('.', "_")),
+                Bytes::new(),
+            ),
+        )
+        .await;
         let client = self.client.clone();
         let max_payload = self.max_payload();
         Ok(sub

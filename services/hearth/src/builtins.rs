@@ -1,0 +1,162 @@
+//! The built-in tool servers (`tools/*`): built from configuration, run in
+//! the toolhost's process over in-memory pipes, or served on their own by
+//! `hearth tool <name>` over stdio or streamable HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hearth_files::{Files, FilesOptions, Root};
+use hearth_mesh::Config;
+use hearth_toolhost::{Endpoint, ServerSpec};
+use hearth_web::{SearchProvider, Web, WebOptions, WebServer};
+use rmcp::{ServerHandler, ServiceExt};
+
+/// A built-in tool server `hearth tool` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Builtin {
+    /// Exact arithmetic.
+    Calculator,
+    /// Files under one root.
+    Files,
+    /// Fetching pages and searching.
+    Web,
+}
+
+/// The files tool's options from configuration.
+pub fn files_options(config: &Config) -> FilesOptions {
+    let f = &config.tools.files;
+    let root = f
+        .root
+        .clone()
+        .unwrap_or_else(|| hearth_engine::catalog::data_dir().join("workspace"));
+    let mut o = FilesOptions::new(root);
+    o.read_only = f.read_only;
+    o.max_read_bytes = f.max_read_bytes;
+    o.max_write_bytes = f.max_write_bytes;
+    o
+}
+
+/// The web tool's options from configuration.
+pub fn web_options(config: &Config) -> Result<WebOptions> {
+    let w = &config.tools.web;
+    let key = w.search_api_key.expose().to_string();
+    let search = match w.search_provider.as_deref() {
+        None | Some("") => None,
+        Some("searxng") => Some(SearchProvider::Searxng {
+            url: w
+                .search_url
+                .clone()
+                .context("tools.web.search_provider = \"searxng\" needs tools.web.search_url (your instance)")?,
+        }),
+        Some("brave") => Some(SearchProvider::Brave {
+            url: w
+                .search_url
+                .clone()
+                .unwrap_or_else(|| "https://api.search.brave.com".into()),
+            key,
+        }),
+        Some("tavily") => Some(SearchProvider::Tavily {
+            url: w
+                .search_url
+                .clone()
+                .unwrap_or_else(|| "https://api.tavily.com".into()),
+            key,
+        }),
+        Some(other) => anyhow::bail!(
+            "unknown tools.web.search_provider `{other}` (searxng, brave or tavily)"
+        ),
+    };
+    Ok(WebOptions {
+        allow_private: w.allow_private,
+        timeout: Duration::from_millis(w.timeout_ms),
+        max_bytes: w.max_bytes,
+        max_redirects: w.max_redirects,
+        search,
+        ..WebOptions::default()
+    })
+}
+
+/// Serves `handler` on the server end of an in-memory pipe, in the background.
+fn spawn_on<H: ServerHandler>(handler: H, io: tokio::io::DuplexStream) {
+    tokio::spawn(async move {
+        if let Ok(running) = handler.serve(io).await {
+            let _ = running.waiting().await;
+        }
+    });
+}
+
+/// The enabled built-in servers, as in-process pool entries.
+pub fn servers(config: &Config) -> Result<Vec<ServerSpec>> {
+    let mut out = Vec::new();
+    if config.tools.calculator {
+        out.push(ServerSpec::new(
+            "calculator",
+            Endpoint::InProcess(Arc::new(|io| {
+                spawn_on(hearth_calculator::Calculator::new(), io)
+            })),
+        ));
+    }
+    if config.tools.files.enabled {
+        let root = Root::open(files_options(config)).context("opening the files tool's root")?;
+        out.push(ServerSpec::new(
+            "files",
+            Endpoint::InProcess(Arc::new(move |io| spawn_on(Files::new(root.clone()), io))),
+        ));
+    }
+    if config.tools.web.enabled {
+        let web = Web::new(web_options(config)?).context("starting the web tool")?;
+        out.push(ServerSpec::new(
+            "web",
+            Endpoint::InProcess(Arc::new(move |io| {
+                spawn_on(WebServer::new(web.clone()), io)
+            })),
+        ));
+    }
+    Ok(out)
+}
+
+async fn serve<H: ServerHandler + Clone>(handler: H, http: Option<SocketAddr>) -> Result<()> {
+    match http {
+        None => {
+            let running = handler
+                .serve(rmcp::transport::stdio())
+                .await
+                .context("serving over stdio")?;
+            running.waiting().await.context("serving over stdio")?;
+        }
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            let local = listener.local_addr()?;
+            let loopback = local.ip().is_loopback();
+            if !loopback {
+                tracing::warn!(%local, "this tool server has no token: keep it on loopback");
+            }
+            // Parents parse this line to learn the port when they asked for 0.
+            println!("listening on http://{local}/mcp");
+            axum::serve(
+                listener,
+                hearth_gateway::mcp::http_router(handler, !loopback),
+            )
+            .await
+            .context("serving over HTTP")?;
+        }
+    }
+    Ok(())
+}
+
+/// `hearth tool <name>`: one built-in server over stdio, or over
+/// streamable HTTP at `http`.
+pub async fn serve_tool(config: &Config, tool: Builtin, http: Option<SocketAddr>) -> Result<()> {
+    match tool {
+        Builtin::Calculator => serve(hearth_calculator::Calculator::new(), http).await,
+        Builtin::Files => {
+            let root = Root::open(files_options(config)).context("opening the files root")?;
+            serve(Files::new(root), http).await
+        }
+        Builtin::Web => serve(WebServer::new(Web::new(web_options(config)?)?), http).await,
+    }
+}
