@@ -14,25 +14,99 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The `hearth` binary built with these tests (`HEARTH_BIN` overrides).
-pub fn hearth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEARTH_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<test-exe> → target/<profile>/hearth
+/// A binary built beside these tests (target/<profile>/<name>).
+fn built_bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-exe> → target/<profile>/<name>
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
         .map(PathBuf::from)
         .unwrap_or_default();
-    let bin = dir.join("hearth");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "the hearth binary is not at {}: build it first (cargo build -p hearth) or set HEARTH_BIN",
+        "{} is not built: run cargo build --workspace --all-targets first (scripts/test does)",
         bin.display()
     );
     bin
+}
+
+/// The `hearth` binary built with these tests (`HEARTH_BIN` overrides).
+pub fn hearth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_BIN") {
+        return PathBuf::from(p);
+    }
+    built_bin("hearth")
+}
+
+/// The misbehaving MCP server the adversarial tests use (a test double).
+pub fn fixture_bin() -> PathBuf {
+    built_bin("mcp-fixture")
+}
+
+/// Where scripts/setup-tests installed the npm packages the tests use.
+pub fn npm_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("HEARTH_TEST_NPM").unwrap_or_else(|| {
+        panic!("HEARTH_TEST_NPM is not set: run the tests with scripts/test (it runs scripts/setup-tests)")
+    }))
+}
+
+/// Node.js 22 (the conformance suite needs it).
+pub fn node22() -> PathBuf {
+    PathBuf::from(std::env::var_os("HEARTH_TEST_NODE22").unwrap_or_else(|| {
+        panic!("HEARTH_TEST_NODE22 is not set: run the tests with scripts/test")
+    }))
+}
+
+/// The Python with the MCP SDK, mcp-server-time and a2a-sdk installed.
+pub fn python() -> PathBuf {
+    std::env::var_os("HEARTH_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// A file under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A child that announced an HTTP URL on its first line of output.
+pub struct UrlProcess {
+    /// The URL it printed.
+    pub url: String,
+    child: Child,
+}
+
+impl UrlProcess {
+    /// Runs `cmd` and waits (up to 30 s) for a line holding `http://`.
+    pub async fn start(mut cmd: Command) -> Result<Self> {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("starting the server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(at) = line.find("http://") {
+                    return Ok::<_, anyhow::Error>(line[at..].trim().to_string());
+                }
+            }
+            bail!("the server exited without printing its URL")
+        })
+        .await
+        .context("the server printed no URL within 30 s")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { url, child })
+    }
+
+    /// Kills it now.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// A free TCP port on loopback.

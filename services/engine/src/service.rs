@@ -290,7 +290,11 @@ impl Engine for EngineService {
             }
             if let Some(u) = chunk.usage.as_mut() {
                 u.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-                u.ttft_ms = first.unwrap_or_else(|| started.elapsed()).as_secs_f64() * 1e3;
+                // A backend that saw its first token itself knows better
+                // (a constrained reply streams nothing until it parses).
+                if u.ttft_ms <= 0.0 {
+                    u.ttft_ms = first.unwrap_or_else(|| started.elapsed()).as_secs_f64() * 1e3;
+                }
                 if u.model.is_empty() {
                     u.model = model.clone();
                 }

@@ -48,6 +48,11 @@ pub struct EngineArgs {
     /// threads as the baseline (build it with scripts/build-llama-bench).
     #[arg(long)]
     pub llama_bench: Option<std::path::PathBuf>,
+    /// llama.cpp's `llama-batched-bench` binary: its decode speed-up from
+    /// one sequence to `--concurrency`, on the same model and threads, as
+    /// the baseline for ours (built by scripts/build-llama-bench too).
+    #[arg(long)]
+    pub llama_batched_bench: Option<std::path::PathBuf>,
     /// Also time N cold starts of `hearth ask` (a new process each).
     #[arg(long, default_value_t = 0)]
     pub cold: usize,
@@ -88,6 +93,8 @@ pub struct EngineReport {
     pub baseline: Option<Baseline>,
     /// Cold starts of `hearth ask`, when asked for.
     pub cold_start: Option<ColdStart>,
+    /// llama-batched-bench's decode speed-up at the same concurrency.
+    pub baseline_batched_ratio: Option<f64>,
 }
 
 /// llama.cpp's own benchmark, run in the same session.
@@ -326,8 +333,16 @@ pub async fn engine(config: &Config, args: EngineArgs) -> Result<()> {
         flops_per_token,
         baseline,
         cold_start: None,
+        baseline_batched_ratio: None,
     };
     let mut report = report;
+    if let Some(bin) = &args.llama_batched_bench {
+        report.baseline_batched_ratio = Some(
+            llama_batched_bench(bin, config, args.gen_tokens, args.concurrency)
+                .await
+                .context("running llama-batched-bench")?,
+        );
+    }
     if args.cold > 0 {
         report.cold_start = Some(cold_starts(args.cold).await?);
     }
@@ -395,6 +410,57 @@ async fn llama_bench(
     let pp = rate(true).context("llama-bench reported no prompt test")?;
     let tg = rate(false).context("llama-bench reported no generation test")?;
     Ok((pp, tg, threads))
+}
+
+/// llama-batched-bench's total decode rate at `concurrency` sequences over
+/// its rate at one, on the configured model and threads.
+async fn llama_batched_bench(
+    bin: &std::path::Path,
+    config: &Config,
+    gen_tokens: u32,
+    concurrency: usize,
+) -> Result<f64> {
+    let catalog = hearth_engine::catalog::Catalog::builtin()?;
+    let model = catalog.resolve(
+        &config.engine.model,
+        &hearth_engine::catalog::models_dir(config.engine.models_dir.as_deref()),
+    )?;
+    eprintln!("llama-batched-bench (baseline) …");
+    let out = tokio::process::Command::new(bin)
+        .arg("-m")
+        .arg(&model.path)
+        .args(["-t", &engine_threads(config).to_string()])
+        .args(["-c", "8192", "-npp", "32", "-ntg", &gen_tokens.to_string()])
+        .args([
+            "-npl",
+            &format!("1,{concurrency}"),
+            "--output-format",
+            "jsonl",
+        ])
+        .output()
+        .await
+        .with_context(|| format!("starting {}", bin.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "llama-batched-bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        );
+    }
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let tg = |pl: usize| {
+        rows.iter()
+            .find(|r| r.get("pl").and_then(|v| v.as_u64()) == Some(pl as u64))
+            .and_then(|r| r.get("speed_tg").and_then(|v| v.as_f64()))
+    };
+    let one = tg(1).context("llama-batched-bench reported no single-sequence row")?;
+    let many = tg(concurrency).context("llama-batched-bench reported no batched row")?;
+    Ok(many / one.max(1e-9))
 }
 
 /// Times `runs` cold starts of `hearth ask` on the configured engine.
@@ -480,6 +546,12 @@ fn print_table(r: &EngineReport) {
                 "{:.0} tokens/s (ours {:.2}×)",
                 b.prefill_tok_s, b.prefill_ratio
             ),
+        ]);
+    }
+    if let Some(b) = r.baseline_batched_ratio {
+        t.add_row([
+            format!("llama-batched-bench, {} at once", r.concurrency),
+            format!("{b:.2}× one sequence (decode only)"),
         ]);
     }
     if let Some(c) = &r.cold_start {

@@ -78,10 +78,11 @@ pub fn web_options(config: &Config) -> Result<WebOptions> {
     })
 }
 
-/// Serves `handler` on the server end of an in-memory pipe, in the background.
-fn spawn_on<H: ServerHandler>(handler: H, io: tokio::io::DuplexStream) {
+/// Serves `handler` on the server end of an in-process connection, in the
+/// background.
+fn spawn_on<H: ServerHandler>(handler: H, end: hearth_toolhost::ServerEnd) {
     tokio::spawn(async move {
-        if let Ok(running) = handler.serve(io).await {
+        if let Ok(running) = handler.serve(end).await {
             let _ = running.waiting().await;
         }
     });

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_engine;
+pub mod bench_tools;
 pub mod builtins;
 pub mod doctor;
 pub mod init;

@@ -71,6 +71,13 @@ enum Command {
         #[command(subcommand)]
         what: ToolsCommand,
     },
+    /// The benchmark's echo server (a benchmark double), for `hearth bench tools`.
+    #[command(hide = true)]
+    BenchEchoServer {
+        /// Serve over streamable HTTP at this address instead of stdio.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+    },
     /// Serve the mesh as an MCP server over stdio: an `ask` tool (a task for
     /// the orchestrator) and, with mcp.expose_tools, the tools themselves.
     /// For an IDE or desktop assistant's MCP configuration.
@@ -176,13 +183,19 @@ enum BenchKind {
     /// The configured engine on this machine: prefill and decode tokens/s,
     /// time to first token, batched throughput, load time and memory.
     Engine(hearth::bench_engine::EngineArgs),
+    /// MCP tool-call round trips in-process, over stdio and over HTTP, and
+    /// calls/s with concurrent clients beside the Python SDK's server.
+    Tools(hearth::bench_tools::ToolsArgs),
 }
 
 #[tokio::main]
 async fn main() {
     hearth::mark_process_start();
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Tool { .. } | Command::Mcp);
+    let quiet = matches!(
+        cli.command,
+        Command::Tool { .. } | Command::Mcp | Command::BenchEchoServer { .. }
+    );
     // llama.cpp's own warnings (model-file quirks it corrects itself) are
     // not actionable for a user: errors only, unless RUST_LOG asks.
     telemetry::init(
@@ -224,6 +237,10 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::BenchEchoServer { http } => hearth::bench_tools::echo_server(http).await,
+        Command::Bench {
+            what: BenchKind::Tools(args),
+        } => hearth::bench_tools::tools(args).await,
         Command::Mcp => {
             let config = Config::load()?;
             hearth::tools_cli::mcp_stdio(&config).await

@@ -16,8 +16,8 @@ pub mod audit;
 mod pool;
 
 pub use pool::{
-    CallResult, Endpoint, InProcessFactory, MAX_DESCRIPTION_CHARS, MAX_OUTPUT_BYTES, McpPool,
-    PoolError, ServerSpec,
+    CallResult, ClientEnd, Endpoint, InProcessFactory, MAX_DESCRIPTION_CHARS, MAX_OUTPUT_BYTES,
+    McpPool, PoolError, ServerEnd, ServerSpec, in_process_pair,
 };
 
 use std::path::PathBuf;

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use hearth_proto::v1::{ServerStatus, Tool};
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ClientJsonRpcMessage, Implementation,
+    ProtocolVersion, ServerJsonRpcMessage,
 };
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -44,8 +45,28 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Starts a built-in server on the server end of an in-process pipe.
-pub type InProcessFactory = Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
+/// The server's end of an in-process connection: typed MCP messages over
+/// channels, nothing serialized (rmcp serves any sink and stream of them).
+pub type ServerEnd = (
+    futures::channel::mpsc::Sender<ServerJsonRpcMessage>,
+    futures::channel::mpsc::Receiver<ClientJsonRpcMessage>,
+);
+
+/// The client's end of an in-process connection.
+pub type ClientEnd = (
+    futures::channel::mpsc::Sender<ClientJsonRpcMessage>,
+    futures::channel::mpsc::Receiver<ServerJsonRpcMessage>,
+);
+
+/// A connected pair of in-process ends.
+pub fn in_process_pair() -> (ServerEnd, ClientEnd) {
+    let (to_server, from_client) = futures::channel::mpsc::channel(64);
+    let (to_client, from_server) = futures::channel::mpsc::channel(64);
+    ((to_client, from_client), (to_server, from_server))
+}
+
+/// Starts a built-in server on the server end of an in-process connection.
+pub type InProcessFactory = Arc<dyn Fn(ServerEnd) + Send + Sync>;
 
 /// How to reach a server.
 #[derive(Clone)]
@@ -391,9 +412,9 @@ impl Server {
                 tokio::time::timeout(START_TIMEOUT, watcher.serve(transport)).await
             }
             Endpoint::InProcess(factory) => {
-                let (server_io, client_io) = tokio::io::duplex(256 * 1024);
-                factory(server_io);
-                tokio::time::timeout(START_TIMEOUT, watcher.serve(client_io)).await
+                let (server_end, client_end) = in_process_pair();
+                factory(server_end);
+                tokio::time::timeout(START_TIMEOUT, watcher.serve(client_end)).await
             }
         };
         let client = started
@@ -452,6 +473,15 @@ impl Server {
                 Err(dead(e))
             }
         }
+    }
+
+    /// Forgets a connection that broke, so the next call reconnects.
+    async fn drop_client(&self) {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.client.take() {
+            let _ = c.cancel().await;
+        }
+        conn.last_error = Some("the connection broke off".into());
     }
 
     async fn status(&self) -> ServerStatus {
@@ -685,6 +715,9 @@ impl McpPool {
                 });
             }
             Err(e) => {
+                // The connection is gone (the server exited or hung up): the
+                // next call starts the server again.
+                server.drop_client().await;
                 return Err(PoolError::Dead {
                     server: server.spec.name.clone(),
                     reason: format!("the call broke off: {e}"),

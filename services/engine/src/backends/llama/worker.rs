@@ -71,6 +71,8 @@ pub struct Limits {
     pub slot_context: usize,
     /// Most tokens in one decode call.
     pub n_batch: usize,
+    /// The model's attention window in its sliding-window layers (0: none).
+    pub n_swa: usize,
 }
 
 struct Active {
@@ -255,20 +257,61 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
     }
 }
 
+/// Candidates kept from the logits before the sampler chain runs.
+const TOP_K: usize = 40;
+
+/// The `k` highest logits, in one pass over the vocabulary without copying
+/// it (Gemma's has 262,144 entries: the copy llama.cpp's own sampling makes
+/// costs more than choosing among the best 40 ever does).
+fn top_k(logits: &[f32], k: usize) -> LlamaTokenDataArray {
+    let mut best: Vec<(f32, i32)> = Vec::with_capacity(k);
+    let mut floor = f32::NEG_INFINITY;
+    let mut floor_at = 0usize;
+    for (i, &l) in logits.iter().enumerate() {
+        if best.len() < k {
+            best.push((l, i as i32));
+            if best.len() == k {
+                (floor_at, floor) = lowest(&best);
+            }
+        } else if l > floor {
+            best[floor_at] = (l, i as i32);
+            (floor_at, floor) = lowest(&best);
+        }
+    }
+    LlamaTokenDataArray::new(
+        best.into_iter()
+            .map(|(l, t)| LlamaTokenData::new(LlamaToken(t), l, 0.0))
+            .collect(),
+        false,
+    )
+}
+
+fn lowest(best: &[(f32, i32)]) -> (usize, f32) {
+    best.iter().enumerate().fold(
+        (0, f32::INFINITY),
+        |(at, min), (i, &(l, _))| {
+            if l < min { (i, l) } else { (at, min) }
+        },
+    )
+}
+
 /// Samples the next token of `job` from the logits at batch index `at`.
 ///
-/// With a grammar, checking all of a large vocabulary (Gemma's has 262,144
-/// tokens) against it every step costs more than the model itself, so the
-/// token is first chosen without it and checked alone; only when the
-/// grammar rejects it is the choice made again over the grammar's survivors
-/// (llama.cpp's own server does the same). `None` when nothing is allowed.
+/// The sampler chain (DRY, then greedy or top-k/top-p/temperature) runs on
+/// the 40 most likely tokens: DRY only ever lowers a logit, so the choice
+/// among the best 40 is the choice overall unless DRY penalises all 40. With
+/// a grammar, the chosen token is checked alone first; only when the grammar
+/// rejects it is the choice made again over the whole vocabulary, filtered
+/// by the grammar (llama.cpp's own server does the same). `None` when
+/// nothing is allowed.
 fn sample(ctx: &LlamaContext<'_>, at: i32, job: &mut Job) -> Option<LlamaToken> {
-    let Some(grammar) = job.grammar.as_mut() else {
-        return Some(job.sampler.sample(ctx, at));
-    };
-    let mut candidates = ctx.token_data_array_ith(at);
+    let mut candidates = top_k(ctx.get_logits_ith(at), TOP_K);
     job.sampler.apply(&mut candidates);
     let first = candidates.selected_token()?;
+    let Some(grammar) = job.grammar.as_mut() else {
+        job.sampler.accept(first);
+        return Some(first);
+    };
     let mut alone = LlamaTokenDataArray::new(vec![LlamaTokenData::new(first, 1.0, 0.0)], false);
     grammar.apply(&mut alone);
     let allowed = alone.data.first().is_some_and(|d| d.logit().is_finite());
@@ -341,11 +384,17 @@ fn admit(ctx: &mut LlamaContext<'_>, slots: &mut [Slot], job: Job, limits: Limit
     // At least one prompt token must be decoded to get logits.
     common = common.min(job.prompt.len() - 1);
     let slot = &mut slots[i];
-    if ctx
-        .kv_cache_seq_rm(i as i32, Some(common as u32), None)
-        .is_err()
+    // A sliding-window cache keeps only the last window of positions: going
+    // on from `common` needs the window before it, which may be gone.
+    let window_gone = limits.n_swa > 0
+        && common > 0
+        && ctx.kv_cache_seq_pos_min(i as i32) > common.saturating_sub(limits.n_swa) as i32;
+    if window_gone
+        || ctx
+            .kv_cache_seq_rm(i as i32, Some(common as u32), None)
+            .is_err()
     {
-        // A model whose cache cannot drop a tail (recurrent): start over.
+        // Start over (also a model whose cache cannot drop a tail).
         forget(ctx, slot, i);
         common = 0;
     }
@@ -450,6 +499,16 @@ mod tests {
         assert_eq!(held_back("hello</", &stop), 5);
         assert_eq!(held_back("hello", &stop), 5);
         assert_eq!(held_back("x<", &stop), 1);
+    }
+
+    #[test]
+    fn top_k_keeps_the_highest_logits() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32).collect();
+        let arr = top_k(&logits, 5);
+        let mut got: Vec<f32> = arr.data.iter().map(|d| d.logit()).collect();
+        got.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(got, [999.0, 998.0, 997.0, 996.0, 995.0]);
+        assert_eq!(top_k(&[1.0, 3.0], 5).data.len(), 2);
     }
 
     #[test]
