@@ -230,6 +230,19 @@ async fn doctor_fails_clearly_when_the_weights_are_missing_or_corrupt() {
             .contains("hearth models pull gemma-3-270m --force"),
         "{w}"
     );
+    // A missing interpreter fails its own check, with the fix.
+    let v2 = doctor(&[
+        ("HEARTH_DATA_DIR", data_dir),
+        ("HEARTH_ENGINE_MODELS_DIR", models_dir),
+    ])
+    .await
+    .1;
+    let sandbox = find(&v2, "python sandbox");
+    assert_eq!(sandbox["outcome"], "fail", "{sandbox}");
+    assert!(
+        sandbox["fix"].as_str().unwrap().contains("scripts/setup"),
+        "{sandbox}"
+    );
     // The other checks still ran and passed.
     assert_eq!(find(&v, "MCP server calculator")["outcome"], "ok", "{v}");
     assert_eq!(find(&v, "NATS")["outcome"], "ok", "{v}");
@@ -238,9 +251,15 @@ async fn doctor_fails_clearly_when_the_weights_are_missing_or_corrupt() {
 #[tokio::test]
 async fn doctor_passes_on_the_default_setup_and_probes_the_engine() {
     let data = tempfile::tempdir().unwrap();
+    // The data dir is the test's own; the Python sandbox's interpreter is
+    // where scripts/setup put it.
+    let runtime = hearth::builtins::code_options(&hearth_mesh::Config::default()).runtime_dir;
     let (code, out, err) = hearth(
         &["doctor"],
-        &[("HEARTH_DATA_DIR", data.path().to_str().unwrap())],
+        &[
+            ("HEARTH_DATA_DIR", data.path().to_str().unwrap()),
+            ("HEARTH_TOOLS_CODE_RUNTIME_DIR", runtime.to_str().unwrap()),
+        ],
         Duration::from_secs(300),
     )
     .await

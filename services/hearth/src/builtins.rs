@@ -22,6 +22,30 @@ pub enum Builtin {
     Files,
     /// Fetching pages and searching.
     Web,
+    /// Python in a wasmtime sandbox.
+    Code,
+}
+
+/// The code tool's options from configuration.
+pub fn code_options(config: &Config) -> hearth_code::CodeOptions {
+    let c = &config.tools.code;
+    let dir = c
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| hearth_engine::catalog::data_dir().join("python"));
+    let mut o = hearth_code::CodeOptions::new(dir);
+    o.slots = c.slots.max(1);
+    o.queue_timeout = Duration::from_millis(c.queue_timeout_ms);
+    o.limits = hearth_code::Limits {
+        deadline: Duration::from_millis(c.deadline_ms.max(1)),
+        fuel: c.fuel,
+        memory_bytes: c.memory_mb.max(40) << 20,
+        scratch_bytes: c.scratch_mb << 20,
+        output_bytes: c.output_kb << 10,
+        ..hearth_code::Limits::default()
+    };
+    o.session_idle = Duration::from_secs(c.session_idle_minutes * 60);
+    o
 }
 
 /// The files tool's options from configuration.
@@ -115,6 +139,23 @@ pub fn servers(config: &Config) -> Result<Vec<ServerSpec>> {
             })),
         ));
     }
+    if config.tools.code.enabled {
+        // Nothing is loaded until the first run.
+        let pool = hearth_code::Sandboxes::new(code_options(config));
+        let mut spec = ServerSpec::new(
+            "code",
+            Endpoint::InProcess(Arc::new(move |io| {
+                spawn_on(hearth_code::CodeServer::new(pool.clone()), io)
+            })),
+        );
+        // A run may wait for a slot, then run to its deadline.
+        spec.timeout = Some(
+            Duration::from_millis(
+                config.tools.code.queue_timeout_ms + config.tools.code.deadline_ms,
+            ) + Duration::from_secs(5),
+        );
+        out.push(spec);
+    }
     Ok(out)
 }
 
@@ -159,5 +200,37 @@ pub async fn serve_tool(config: &Config, tool: Builtin, http: Option<SocketAddr>
             serve(Files::new(root), http).await
         }
         Builtin::Web => serve(WebServer::new(Web::new(web_options(config)?)?), http).await,
+        Builtin::Code => {
+            serve(
+                hearth_code::CodeServer::new(hearth_code::Sandboxes::new(code_options(config))),
+                http,
+            )
+            .await
+        }
     }
+}
+
+/// `hearth tool code --precompile`: compiles (or checks the cache of) the
+/// Python sandbox's interpreter now, so the first run does not wait for it.
+pub async fn precompile(config: &Config) -> Result<()> {
+    let pool = hearth_code::Sandboxes::new(code_options(config));
+    pool.runtime()
+        .check_present()
+        .context("the Python sandbox's interpreter")?;
+    eprintln!(
+        "preparing the Python sandbox in {} (the first time compiles CPython: minutes on a small machine) …",
+        pool.runtime().dir.display()
+    );
+    let p = pool.prepare().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "the Python sandbox is ready ({} in {:.1} s): {}",
+        match p.origin {
+            hearth_code::Origin::Cached => "loaded from the cache",
+            hearth_code::Origin::Compiled => "compiled and cached",
+            hearth_code::Origin::Rebuilt => "the cached artifact was corrupt: rebuilt",
+        },
+        p.took.as_secs_f64(),
+        p.artifact.display()
+    );
+    Ok(())
 }

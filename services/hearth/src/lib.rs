@@ -5,6 +5,7 @@
 //! in-process bus; with one, each part joins the mesh on NATS.
 
 pub mod bench;
+pub mod bench_code;
 pub mod bench_engine;
 pub mod bench_tools;
 pub mod builtins;
@@ -258,6 +259,11 @@ static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// ask` can report how long starting up took.
 pub fn mark_process_start() {
     let _ = PROCESS_START.set(Instant::now());
+}
+
+/// Time since the process's start, if it was marked.
+pub fn process_elapsed() -> Option<Duration> {
+    PROCESS_START.get().map(Instant::elapsed)
 }
 
 impl Answer {

@@ -64,6 +64,10 @@ enum Command {
         /// Serve MCP over streamable HTTP at this address (`/mcp`) instead of stdio.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
+        /// `code` only: compile the sandbox's interpreter now (once; cached)
+        /// and exit, instead of serving.
+        #[arg(long)]
+        precompile: bool,
     },
     /// The tools the mesh can call: list them (with their server and
     /// status), call one, approve changed definitions.
@@ -71,6 +75,9 @@ enum Command {
         #[command(subcommand)]
         what: ToolsCommand,
     },
+    /// The first-run probe of `hearth bench code` (a new process each time).
+    #[command(hide = true)]
+    BenchCodeFirst,
     /// The benchmark's echo server (a benchmark double), for `hearth bench tools`.
     #[command(hide = true)]
     BenchEchoServer {
@@ -186,6 +193,9 @@ enum BenchKind {
     /// MCP tool-call round trips in-process, over stdio and over HTTP, and
     /// calls/s with concurrent clients beside the Python SDK's server.
     Tools(hearth::bench_tools::ToolsArgs),
+    /// The Python sandbox: print(1) warm and after a process start, runs/s
+    /// with every slot busy, beside the host's own python3.
+    Code(hearth::bench_code::CodeArgs),
 }
 
 #[tokio::main]
@@ -194,7 +204,12 @@ async fn main() {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Tool { .. } | Command::Mcp | Command::BenchEchoServer { .. }
+        Command::Tool {
+            precompile: false,
+            ..
+        } | Command::Mcp
+            | Command::BenchEchoServer { .. }
+            | Command::BenchCodeFirst
     );
     // llama.cpp's own warnings (model-file quirks it corrects itself) are
     // not actionable for a user: errors only, unless RUST_LOG asks.
@@ -214,8 +229,18 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Tool { tool, http } => {
+        Command::Tool {
+            tool,
+            http,
+            precompile,
+        } => {
             let config = Config::load()?;
+            if precompile {
+                if tool != hearth::builtins::Builtin::Code {
+                    bail!("--precompile is for `hearth tool code`");
+                }
+                return hearth::builtins::precompile(&config).await;
+            }
             hearth::builtins::serve_tool(&config, tool, http).await
         }
         Command::Tools { what } => {
@@ -238,6 +263,16 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::BenchEchoServer { http } => hearth::bench_tools::echo_server(http).await,
+        Command::BenchCodeFirst => {
+            let config = Config::load()?;
+            hearth::bench_code::first_run(&config).await
+        }
+        Command::Bench {
+            what: BenchKind::Code(args),
+        } => {
+            let config = Config::load()?;
+            hearth::bench_code::code(&config, args).await
+        }
         Command::Bench {
             what: BenchKind::Tools(args),
         } => hearth::bench_tools::tools(args).await,

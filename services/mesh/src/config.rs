@@ -217,6 +217,8 @@ pub struct ToolsConfig {
     pub files: FilesToolConfig,
     /// Fetching pages and searching (`web.*`).
     pub web: WebToolConfig,
+    /// Running Python in a wasmtime sandbox (`code.*`).
+    pub code: CodeToolConfig,
 }
 
 impl Default for ToolsConfig {
@@ -225,6 +227,51 @@ impl Default for ToolsConfig {
             calculator: true,
             files: FilesToolConfig::default(),
             web: WebToolConfig::default(),
+            code: CodeToolConfig::default(),
+        }
+    }
+}
+
+/// `[tools.code]`: the Python sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodeToolConfig {
+    /// Offer the code tool.
+    pub enabled: bool,
+    /// Where the interpreter (CPython for WASI, installed by scripts/setup)
+    /// and its compiled cache are (default: the data dir's `python/`).
+    pub runtime_dir: Option<PathBuf>,
+    /// Sandboxes running at once; more calls wait.
+    pub slots: u32,
+    /// How long a call waits for a slot, in milliseconds.
+    pub queue_timeout_ms: u64,
+    /// Wall-clock deadline of a run, in milliseconds.
+    pub deadline_ms: u64,
+    /// CPU budget of a run, in fuel units (about one per wasm instruction).
+    pub fuel: u64,
+    /// Memory cap of a run, in MiB (at least 40: the interpreter's own).
+    pub memory_mb: usize,
+    /// Bytes the scratch directory may hold, in MiB.
+    pub scratch_mb: u64,
+    /// Bytes kept of stdout and of stderr, in KiB.
+    pub output_kb: usize,
+    /// Idle minutes after which a session's files are deleted.
+    pub session_idle_minutes: u64,
+}
+
+impl Default for CodeToolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            runtime_dir: None,
+            slots: 4,
+            queue_timeout_ms: 30_000,
+            deadline_ms: 10_000,
+            fuel: 40_000_000_000,
+            memory_mb: 512,
+            scratch_mb: 64,
+            output_kb: 64,
+            session_idle_minutes: 15,
         }
     }
 }
@@ -431,9 +478,10 @@ fn default_file() -> Option<PathBuf> {
 fn env_provider() -> Env {
     const SECTIONS: [&str; 6] = ["engine", "gateway", "toolhost", "agents", "tools", "mcp"];
     // Tables inside sections: `HEARTH_TOOLS_FILES_ROOT` → `tools.files.root`.
-    const SUBSECTIONS: [(&str, &str); 2] = [
+    const SUBSECTIONS: [(&str, &str); 3] = [
         ("tools_files_", "tools.files."),
         ("tools_web_", "tools.web."),
+        ("tools_code_", "tools.code."),
     ];
     const TOP: [&str; 4] = [
         "nats_url",
