@@ -32,4 +32,6 @@ pub mod pull;
 pub mod service;
 
 pub use backend::{Backend, ChunkStream, EngineError};
-pub use service::{EngineService, Metering, backend_from_config, metering_for, serve};
+pub use service::{
+    Embeddings, EngineService, Metering, backend_from_config, embeddings_for, metering_for, serve,
+};

@@ -214,20 +214,100 @@ pub fn metering_for(cfg: &EngineConfig, model: &str) -> Metering {
     }
 }
 
+/// Where embeddings come from.
+#[derive(Clone, Default)]
+pub enum Embeddings {
+    /// The backend's own (a server's embeddings endpoint).
+    #[default]
+    Backend,
+    /// A local GGUF embedding model in llama.cpp, loaded on first use.
+    #[cfg(feature = "llama")]
+    Local(Arc<LocalEmbeddings>),
+}
+
+/// A local embedding model, loaded on first use.
+#[cfg(feature = "llama")]
+pub struct LocalEmbeddings {
+    path: std::path::PathBuf,
+    threads: u32,
+    cell: tokio::sync::OnceCell<Arc<crate::backends::llama::embed::LlamaEmbedder>>,
+}
+
+#[cfg(feature = "llama")]
+impl LocalEmbeddings {
+    /// The model at `path`.
+    pub fn new(path: std::path::PathBuf, threads: u32) -> Self {
+        Self {
+            path,
+            threads,
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The loaded model (loading it now if needed).
+    pub async fn model(
+        &self,
+    ) -> Result<Arc<crate::backends::llama::embed::LlamaEmbedder>, EngineError> {
+        self.cell
+            .get_or_try_init(|| async {
+                let (path, threads) = (self.path.clone(), self.threads);
+                let name = path
+                    .file_stem()
+                    .map_or_else(|| "embeddings".into(), |s| s.to_string_lossy().into_owned());
+                tokio::task::spawn_blocking(move || {
+                    crate::backends::llama::embed::LlamaEmbedder::load(&path, &name, threads)
+                })
+                .await
+                .map_err(|e| EngineError::NotConfigured(e.to_string()))?
+                .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Where embeddings come from for a configuration: the local model for the
+/// `llama` backend, the server's endpoint otherwise.
+pub fn embeddings_for(cfg: &EngineConfig) -> Embeddings {
+    #[cfg(feature = "llama")]
+    if cfg.backend == "llama" {
+        let path = cfg.embed_model.clone().map_or_else(
+            || {
+                crate::backends::llama::embed::default_embed_model(&crate::catalog::models_dir(
+                    cfg.models_dir.as_deref(),
+                ))
+            },
+            std::path::PathBuf::from,
+        );
+        return Embeddings::Local(Arc::new(LocalEmbeddings::new(path, cfg.threads)));
+    }
+    let _ = cfg;
+    Embeddings::Backend
+}
+
 /// The engine service around one backend.
 #[derive(Clone)]
 pub struct EngineService {
     backend: Arc<dyn Backend>,
     metering: Arc<Metering>,
+    embeddings: Embeddings,
 }
 
 impl EngineService {
-    /// Serves `backend`, measuring what `metering` says.
+    /// Serves `backend`, measuring what `metering` says; embeddings come
+    /// from the backend.
     pub fn new(backend: Arc<dyn Backend>, metering: Metering) -> Self {
         Self {
             backend,
             metering: Arc::new(metering),
+            embeddings: Embeddings::Backend,
         }
+    }
+
+    /// The same, with embeddings from `embeddings`.
+    pub fn with_embeddings(mut self, embeddings: Embeddings) -> Self {
+        self.embeddings = embeddings;
+        self
     }
 
     /// The backend it serves.
@@ -316,11 +396,33 @@ impl Engine for EngineService {
         &self,
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
-        Ok(Response::new(
-            self.backend.embed(request.into_inner()).await?,
-        ))
+        let req = request.into_inner();
+        if req.inputs.len() > MAX_EMBED_INPUTS {
+            return Err(Status::invalid_argument(format!(
+                "{} texts in one request; the limit is {MAX_EMBED_INPUTS}",
+                req.inputs.len()
+            )));
+        }
+        match &self.embeddings {
+            Embeddings::Backend => Ok(Response::new(self.backend.embed(req).await?)),
+            #[cfg(feature = "llama")]
+            Embeddings::Local(local) => {
+                let model = local.model().await?;
+                let vectors = model.embed(req.inputs).await?;
+                Ok(Response::new(EmbedResponse {
+                    embeddings: vectors
+                        .into_iter()
+                        .map(|values| hearth_proto::v1::Embedding { values })
+                        .collect(),
+                    model: model.name().to_string(),
+                }))
+            }
+        }
     }
 }
+
+/// Most texts in one embedding request.
+pub const MAX_EMBED_INPUTS: usize = 256;
 
 /// Serves the engine on the bus (queue group `engine`) until the bus closes.
 pub async fn serve(

@@ -188,3 +188,47 @@ async fn bad_requests_are_clear_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("calculator.evaluate"), "{e}");
 }
+
+#[tokio::test]
+async fn the_local_embedding_model_gives_the_reference_vectors() {
+    use hearth_engine::backends::llama::embed::{LlamaEmbedder, default_embed_model};
+    let path = default_embed_model(&hearth_engine::catalog::models_dir(None));
+    let e = tokio::task::spawn_blocking(move || LlamaEmbedder::load(&path, "all-MiniLM-L6-v2", 0))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the embedding model must be installed (scripts/setup): {e}"));
+    assert_eq!(e.dims(), 384);
+    let texts: Vec<String> = [
+        "The cat sits on the mat.",
+        "A kitten is resting on a rug.",
+        "Quarterly tax filings are due in April.",
+        "",
+        &"long text ".repeat(500),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let v = e.embed(texts).await.unwrap();
+    assert_eq!(v.len(), 5);
+    for x in &v {
+        let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    }
+    // all-MiniLM-L6-v2's own output for this sentence (sentence-transformers,
+    // the original weights): the conversion and the runtime agree with it.
+    let reference = [0.13418, -0.0329, -0.0248, 0.04144, -0.03635, 0.04181];
+    for (a, b) in v[0].iter().zip(reference) {
+        assert!((a - b).abs() < 2e-3, "{:?}", &v[0][..6]);
+    }
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(
+        cos(&v[0], &v[1]) > 0.5,
+        "cat ~ kitten: {}",
+        cos(&v[0], &v[1])
+    );
+    assert!(
+        cos(&v[0], &v[2]) < 0.2,
+        "cat !~ taxes: {}",
+        cos(&v[0], &v[2])
+    );
+}

@@ -111,7 +111,8 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                 .context("starting the engine")?
                 .context("starting the engine")?;
                 let metering = hearth_engine::metering_for(&config.engine, backend.default_model());
-                let svc = hearth_engine::EngineService::new(backend, metering);
+                let svc = hearth_engine::EngineService::new(backend, metering)
+                    .with_embeddings(hearth_engine::embeddings_for(&config.engine));
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }

@@ -140,6 +140,10 @@ pub struct EngineConfig {
     /// Electricity price in USD per kWh: a local model's dollar cost is its
     /// measured energy times this.
     pub electricity_usd_per_kwh: f64,
+    /// The embedding model. For `llama`: a GGUF path (default: the data
+    /// dir's `models/all-MiniLM-L6-v2-f16.gguf`, which scripts/setup makes);
+    /// for a server: the model name its embeddings endpoint is asked for.
+    pub embed_model: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -157,6 +161,7 @@ impl Default for EngineConfig {
             template: None,
             models_dir: None,
             electricity_usd_per_kwh: 0.15,
+            embed_model: None,
         }
     }
 }

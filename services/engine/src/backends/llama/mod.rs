@@ -13,6 +13,7 @@
 //! - Usage reports tokens in and out and FLOPs (2 × parameters × tokens);
 //!   energy is absent (no meter here), never invented.
 
+pub mod embed;
 pub mod prompt;
 pub mod worker;
 
@@ -78,7 +79,8 @@ impl std::fmt::Debug for LlamaCppBackend {
 
 static BACKEND: OnceLock<Result<Llama, String>> = OnceLock::new();
 
-fn llama() -> Result<&'static Llama, EngineError> {
+/// llama.cpp's process-wide backend (it may be started only once).
+pub(crate) fn llama() -> Result<&'static Llama, EngineError> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
