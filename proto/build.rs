@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hearth/v1/engine.proto",
         "hearth/v1/toolhost.proto",
         "hearth/v1/agent.proto",
+        "hearth/v1/memory.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

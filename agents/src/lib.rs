@@ -10,10 +10,12 @@
 //!   implementations that call the engine and the toolhost over the bus.
 //! - [`tasks`]: A2A tasks: ids, status events, artifacts, cancel, lookup.
 //! - [`convert`]: building and reading A2A messages.
+//! - [`memory`]: what an agent remembers between tasks, and recalls.
 //!
 //! Not for transport: the services that host agents serve these on the bus.
 
 pub mod convert;
+pub mod memory;
 pub mod model;
 pub mod runtime;
 pub mod service;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use hearth_proto::v1::{ChatMessage, GenerateRequest, ToolCall, ToolSpec, Usage};
 use serde_json::Value;
 
+use crate::memory::AgentMemory;
 use crate::model::Model;
 use crate::spec::AgentSpec;
 use crate::tools::{CallContext, Tools};
@@ -109,6 +110,7 @@ pub struct AgentLoop {
     spec: Arc<AgentSpec>,
     model: Arc<dyn Model>,
     tools: Arc<dyn Tools>,
+    memory: Option<(Arc<dyn AgentMemory>, usize)>,
 }
 
 /// Rough token count: about four bytes a token, plus a little per message.
@@ -221,7 +223,19 @@ fn check_call(call: &ToolCall, offered: &[ToolSpec]) -> Result<(), String> {
 impl AgentLoop {
     /// An agent following `spec`, asking `model`, calling `tools`.
     pub fn new(spec: Arc<AgentSpec>, model: Arc<dyn Model>, tools: Arc<dyn Tools>) -> Self {
-        Self { spec, model, tools }
+        Self {
+            spec,
+            model,
+            tools,
+            memory: None,
+        }
+    }
+
+    /// The same agent, recalling up to `recall` memories into each task and
+    /// remembering each task's outcome.
+    pub fn with_memory(mut self, memory: Arc<dyn AgentMemory>, recall: usize) -> Self {
+        self.memory = Some((memory, recall));
+        self
     }
 
     /// The spec this loop follows.
@@ -237,10 +251,19 @@ impl AgentLoop {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, AgentError> {
         let offered = self.tools.list(ctx).await.map_err(AgentError::Tools)?;
+        let mut system = self.spec.system_prompt.trim().to_string();
+        if let Some((memory, recall)) = &self.memory
+            && *recall > 0
+        {
+            // Memories take at most an eighth of the context budget.
+            let budget = self.spec.context_budget_tokens as usize * 4 / 8;
+            let recalled = memory.recall(&self.spec.name, task, *recall).await;
+            system.push_str(&crate::memory::recalled_section(&recalled, budget));
+        }
         let mut messages = vec![
             ChatMessage {
                 role: "system".into(),
-                content: self.spec.system_prompt.trim().to_string(),
+                content: system,
                 ..Default::default()
             },
             ChatMessage {
@@ -270,6 +293,15 @@ impl AgentLoop {
                     return Err(AgentError::EmptyAnswer);
                 }
                 out.answer = answer.to_string();
+                if let Some((memory, _)) = &self.memory {
+                    let text = format!("Task: {task}\nAnswer: {}", out.answer);
+                    if let Err(e) = memory
+                        .remember(&self.spec.name, &ctx.task_id, "outcome", &text)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "the task's outcome was not remembered");
+                    }
+                }
                 return Ok(out);
             }
             messages.push(ChatMessage {
@@ -441,6 +473,55 @@ mod tests {
         let last = seen.last().unwrap().messages.last().unwrap();
         assert_eq!(last.role, "tool");
         assert_eq!(last.content, "echoed {\"x\":1}");
+    }
+
+    /// Agent memory double (test-only): fixed recollections, and a record
+    /// of what was kept.
+    struct Notebook(Vec<String>, Mutex<Vec<(String, String, String)>>);
+
+    #[async_trait::async_trait]
+    impl AgentMemory for Notebook {
+        async fn recall(&self, _agent: &str, _task: &str, limit: usize) -> Vec<String> {
+            self.0.iter().take(limit).cloned().collect()
+        }
+        async fn remember(
+            &self,
+            agent: &str,
+            _task_id: &str,
+            kind: &str,
+            text: &str,
+        ) -> Result<(), String> {
+            self.1
+                .lock()
+                .unwrap()
+                .push((agent.into(), kind.into(), text.into()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn recalled_memories_reach_the_prompt_and_the_outcome_is_kept() {
+        let model = Arc::new(Replay(Mutex::default(), Mutex::default()));
+        let notes = Arc::new(Notebook(
+            vec!["The user prefers metric units.".into(), "x".repeat(40_000)],
+            Mutex::default(),
+        ));
+        let agent = AgentLoop::new(spec(4), model.clone(), Arc::new(Echo)).with_memory(notes.clone(), 3);
+        let out = agent
+            .run(&CallContext::default(), "How tall is it?", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(out.answer, "done");
+        let seen = model.1.lock().unwrap();
+        let system = &seen[0].messages[0].content;
+        assert!(system.starts_with("sys"), "{system}");
+        assert!(system.contains("The user prefers metric units."), "{system}");
+        // A memory that would blow the context budget is left out.
+        assert!(!system.contains(&"x".repeat(100)), "{}", system.len());
+        let kept = notes.1.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].0.as_str(), kept[0].1.as_str()), ("a", "outcome"));
+        assert!(kept[0].2.contains("How tall is it?") && kept[0].2.contains("done"));
     }
 
     #[tokio::test]

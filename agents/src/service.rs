@@ -38,9 +38,17 @@ pub struct AgentService {
     model: Arc<dyn Model>,
     tools_for: ToolsFor,
     task_timeout: Duration,
+    memory: Option<(Arc<dyn crate::memory::AgentMemory>, usize)>,
 }
 
 impl AgentService {
+    /// The same service, its agents recalling up to `recall` memories into
+    /// each task and remembering each outcome.
+    pub fn with_memory(mut self, memory: Arc<dyn crate::memory::AgentMemory>, recall: usize) -> Self {
+        self.memory = Some((memory, recall));
+        self
+    }
+
     /// A service running `default_spec` (or the spec a task names) with `model`
     /// and the tools `tools_for` gives; `worker` names this instance.
     pub fn new(
@@ -59,6 +67,7 @@ impl AgentService {
             model,
             tools_for,
             task_timeout,
+            memory: None,
         })
     }
 
@@ -107,7 +116,10 @@ impl Agent for AgentService {
             ms => Duration::from_millis(u64::from(ms)).min(self.task_timeout),
         };
         let tools = (self.tools_for)(spec.clone());
-        let agent = AgentLoop::new(spec.clone(), self.model.clone(), tools);
+        let mut agent = AgentLoop::new(spec.clone(), self.model.clone(), tools);
+        if let Some((memory, recall)) = &self.memory {
+            agent = agent.with_memory(memory.clone(), *recall);
+        }
         let stream = self.host.start(req, timeout, move |h| {
             Box::pin(async move {
                 let relay = h.clone();

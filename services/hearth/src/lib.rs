@@ -7,10 +7,12 @@
 pub mod bench;
 pub mod bench_code;
 pub mod bench_engine;
+pub mod bench_memory;
 pub mod bench_tools;
 pub mod builtins;
 pub mod doctor;
 pub mod init;
+pub mod memory_cli;
 pub mod models;
 pub mod tools_cli;
 
@@ -43,12 +45,15 @@ pub enum Part {
     Operative,
     /// HTTP front door (A2A).
     Gateway,
+    /// The vector store (qdrant-edge here, or a Qdrant server).
+    Memory,
 }
 
 impl Part {
     /// Every part, in start-up order (dependencies first).
-    pub const ALL: [Part; 5] = [
+    pub const ALL: [Part; 6] = [
         Part::Engine,
+        Part::Memory,
         Part::Toolhost,
         Part::Operative,
         Part::Orchestrator,
@@ -116,8 +121,25 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }
+            Part::Memory => {
+                let started = hearth_memory::run(
+                    config,
+                    bus.clone(),
+                    &hearth_engine::catalog::data_dir().join("memory"),
+                )
+                .await;
+                match started {
+                    Ok(handles) => mesh.handles.extend(handles),
+                    // Agents answer without memory; only memory commands
+                    // and `hearth serve memory` need it.
+                    Err(e) if parts.contains(&Part::Operative) => {
+                        tracing::warn!(error = %e, "running without agent memory");
+                    }
+                    Err(e) => return Err(e).context("starting the memory service"),
+                }
+            }
             Part::Toolhost => {
-                let builtins = builtins::servers(config)?;
+                let builtins = builtins::servers(config, bus.clone())?;
                 let (pool, handles) = hearth_toolhost::run(
                     config,
                     bus.clone(),

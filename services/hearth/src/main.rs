@@ -69,6 +69,14 @@ enum Command {
         #[arg(long)]
         precompile: bool,
     },
+    /// Memory: ingest documents, search them, forget by filter, see what is
+    /// stored (qdrant-edge here, or the Qdrant server at HEARTH_QDRANT_URL).
+    ///
+    /// Example: hearth memory ingest ~/notes && hearth memory search "on-call rotation"
+    Memory {
+        #[command(subcommand)]
+        what: MemoryCommand,
+    },
     /// The tools the mesh can call: list them (with their server and
     /// status), call one, approve changed definitions.
     Tools {
@@ -109,6 +117,23 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemoryCommand {
+    /// Ingest a file or directory (Markdown, text, HTML, PDF, code):
+    /// unchanged files are skipped, changed ones replaced, deleted ones dropped.
+    Ingest(hearth::memory_cli::IngestArgs),
+    /// Search by meaning and keywords.
+    Search(hearth::memory_cli::SearchArgs),
+    /// Remove what matches a filter (source, agent, kind, time).
+    Forget(hearth::memory_cli::ForgetArgs),
+    /// The collections, their sizes and embedding models.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -196,6 +221,10 @@ enum BenchKind {
     /// The Python sandbox: print(1) warm and after a process start, runs/s
     /// with every slot busy, beside the host's own python3.
     Code(hearth::bench_code::CodeArgs),
+    /// The vector store: search p50 and recall@10 at 100k vectors against
+    /// exact search in the same run; ingestion chunks/s with the real
+    /// embedding model.
+    Memory(hearth::bench_memory::MemoryArgs),
 }
 
 #[tokio::main]
@@ -276,6 +305,21 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Tools(args),
         } => hearth::bench_tools::tools(args).await,
+        Command::Bench {
+            what: BenchKind::Memory(args),
+        } => {
+            let config = Config::load()?;
+            hearth::bench_memory::memory(&config, args).await
+        }
+        Command::Memory { what } => {
+            let config = Config::load()?;
+            match what {
+                MemoryCommand::Ingest(a) => hearth::memory_cli::ingest(&config, a).await,
+                MemoryCommand::Search(a) => hearth::memory_cli::search(&config, a).await,
+                MemoryCommand::Forget(a) => hearth::memory_cli::forget(&config, a).await,
+                MemoryCommand::Info { json } => hearth::memory_cli::info(&config, json).await,
+            }
+        }
         Command::Mcp => {
             let config = Config::load()?;
             hearth::tools_cli::mcp_stdio(&config).await
@@ -294,6 +338,7 @@ async fn run(cli: Cli) -> Result<()> {
                         bus.clone(),
                         &[
                             Part::Engine,
+                            Part::Memory,
                             Part::Toolhost,
                             Part::Operative,
                             Part::Orchestrator,

@@ -188,6 +188,7 @@ pub async fn mcp_stdio(config: &Config) -> Result<()> {
                 bus.clone(),
                 &[
                     Part::Engine,
+                    Part::Memory,
                     Part::Toolhost,
                     Part::Operative,
                     Part::Orchestrator,

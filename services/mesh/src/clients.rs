@@ -6,6 +6,10 @@
 use std::time::Duration;
 
 use hearth_proto::v1::{
+    DeleteRequest, DeleteResponse, InfoRequest, InfoResponse, SearchRequest, SearchResponse,
+    SourcesRequest, SourcesResponse, UpsertRequest, UpsertResponse,
+};
+use hearth_proto::v1::{
     ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse,
     CancelTaskRequest, EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest, GetTaskRequest,
     ListToolsRequest, ListToolsResponse, SendTaskRequest, TaskEvent, TaskRecord,
@@ -34,6 +38,16 @@ pub mod methods {
     pub const GET_TASK: &str = "get_task";
     /// Agents: cancel a task.
     pub const CANCEL_TASK: &str = "cancel_task";
+    /// Memory: store chunks.
+    pub const UPSERT: &str = "upsert";
+    /// Memory: search.
+    pub const SEARCH: &str = "search";
+    /// Memory: delete.
+    pub const DELETE: &str = "delete";
+    /// Memory: the documents a collection holds.
+    pub const SOURCES: &str = "sources";
+    /// Memory: collections.
+    pub const INFO: &str = "info";
 }
 
 /// Calls the engine.
@@ -173,5 +187,54 @@ impl AgentClient {
     pub async fn cancel_task(&self, req: &CancelTaskRequest) -> Result<TaskRecord, Status> {
         let subject = self.subjects.method(self.service, methods::CANCEL_TASK);
         rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+}
+
+/// Calls the memory service.
+#[derive(Clone)]
+pub struct MemoryClient {
+    bus: SharedBus,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+impl MemoryClient {
+    /// A client on `bus`; `timeout` bounds each call (an upsert embeds its
+    /// chunks first, so give it room).
+    pub fn new(bus: SharedBus, subjects: Subjects, timeout: Duration) -> Self {
+        Self {
+            bus,
+            subjects,
+            timeout,
+        }
+    }
+
+    fn subject(&self, method: &str) -> String {
+        self.subjects.method(Service::Memory, method)
+    }
+
+    /// Stores chunks.
+    pub async fn upsert(&self, req: &UpsertRequest) -> Result<UpsertResponse, Status> {
+        rpc::call(&self.bus, &self.subject(methods::UPSERT), req, self.timeout).await
+    }
+
+    /// Searches.
+    pub async fn search(&self, req: &SearchRequest) -> Result<SearchResponse, Status> {
+        rpc::call(&self.bus, &self.subject(methods::SEARCH), req, self.timeout).await
+    }
+
+    /// Deletes.
+    pub async fn delete(&self, req: &DeleteRequest) -> Result<DeleteResponse, Status> {
+        rpc::call(&self.bus, &self.subject(methods::DELETE), req, self.timeout).await
+    }
+
+    /// The documents a collection holds.
+    pub async fn sources(&self, req: &SourcesRequest) -> Result<SourcesResponse, Status> {
+        rpc::call(&self.bus, &self.subject(methods::SOURCES), req, self.timeout).await
+    }
+
+    /// Collections.
+    pub async fn info(&self, req: &InfoRequest) -> Result<InfoResponse, Status> {
+        rpc::call(&self.bus, &self.subject(methods::INFO), req, self.timeout).await
     }
 }

@@ -81,6 +81,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     /// Third-party MCP servers, and the mesh as an MCP server.
     pub mcp: McpConfig,
+    /// The vector store.
+    pub memory: MemoryConfig,
     /// Agent specs and loop limits.
     pub agents: AgentsConfig,
 }
@@ -97,6 +99,7 @@ impl Default for Config {
             toolhost: ToolhostConfig::default(),
             tools: ToolsConfig::default(),
             mcp: McpConfig::default(),
+            memory: MemoryConfig::default(),
             agents: AgentsConfig::default(),
         }
     }
@@ -142,7 +145,8 @@ pub struct EngineConfig {
     pub electricity_usd_per_kwh: f64,
     /// The embedding model. For `llama`: a GGUF path (default: the data
     /// dir's `models/all-MiniLM-L6-v2-f16.gguf`, which scripts/setup makes);
-    /// for a server: the model name its embeddings endpoint is asked for.
+    /// for a server: the model name its embeddings endpoint is asked for —
+    /// or a `.gguf` path, run here in llama.cpp whatever the backend.
     pub embed_model: Option<String>,
 }
 
@@ -393,6 +397,38 @@ pub struct McpServer {
     pub timeout_ms: Option<u64>,
 }
 
+/// The memory section: where vectors live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// A Qdrant server's gRPC address (`http://host:6334`): memory is shared
+    /// by every process and machine of the mesh. Unset: qdrant-edge in this
+    /// process. (`HEARTH_QDRANT_URL`.)
+    pub qdrant_url: Option<String>,
+    /// The Qdrant server's API key (`HEARTH_QDRANT_API_KEY`; never logged).
+    pub qdrant_api_key: Secret,
+    /// Where qdrant-edge keeps its collections (default: the data dir's
+    /// `memory/`).
+    pub dir: Option<PathBuf>,
+    /// Recall relevant memories into an agent's context and store its task
+    /// outcomes.
+    pub agent_memory: bool,
+    /// Memories recalled into a task at most.
+    pub recall: u32,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            qdrant_url: None,
+            qdrant_api_key: Secret::default(),
+            dir: None,
+            agent_memory: true,
+            recall: 3,
+        }
+    }
+}
+
 /// The agents section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -481,7 +517,9 @@ fn default_file() -> Option<PathBuf> {
 /// anything else is a top-level key (`HEARTH_NATS_URL` → `nats`).
 /// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
 fn env_provider() -> Env {
-    const SECTIONS: [&str; 6] = ["engine", "gateway", "toolhost", "agents", "tools", "mcp"];
+    const SECTIONS: [&str; 7] = [
+        "engine", "gateway", "toolhost", "agents", "tools", "mcp", "memory",
+    ];
     // Tables inside sections: `HEARTH_TOOLS_FILES_ROOT` → `tools.files.root`.
     const SUBSECTIONS: [(&str, &str); 3] = [
         ("tools_files_", "tools.files."),
@@ -497,7 +535,10 @@ fn env_provider() -> Env {
     Env::prefixed("HEARTH_")
         .filter(|key| {
             let k = key.as_str().to_ascii_lowercase();
-            TOP.contains(&k.as_str()) || SECTIONS.iter().any(|s| k.starts_with(&format!("{s}_")))
+            TOP.contains(&k.as_str())
+                || k == "qdrant_url"
+                || k == "qdrant_api_key"
+                || SECTIONS.iter().any(|s| k.starts_with(&format!("{s}_")))
         })
         .map(|key| {
             let k = key.as_str().to_ascii_lowercase();
@@ -511,8 +552,10 @@ fn env_provider() -> Env {
                     return format!("{s}.{rest}").into();
                 }
             }
-            if k == "nats_url" {
-                return "nats".into();
+            match k.as_str() {
+                "nats_url" => return "nats".into(),
+                "qdrant_url" | "qdrant_api_key" => return format!("memory.{k}").into(),
+                _ => {}
             }
             k.into()
         })
@@ -563,6 +606,11 @@ mod tests {
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.tools.files.root.as_deref(), Some(Path::new("/srv/notes")));
             assert!(c.tools.web.allow_private);
+            jail.set_env("HEARTH_QDRANT_URL", "http://127.0.0.1:6334");
+            jail.set_env("HEARTH_QDRANT_API_KEY", "qk");
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.memory.qdrant_url.as_deref(), Some("http://127.0.0.1:6334"));
+            assert_eq!(c.memory.qdrant_api_key.expose(), "qk");
             jail.set_env("HEARTH_NATS_URL", "nats://127.0.0.1:1");
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.nats_url.as_deref(), Some("nats://127.0.0.1:1"));

@@ -20,6 +20,8 @@ pub enum Service {
     Orchestrator,
     /// Runs subtasks (a queue group: several share the work).
     Operative,
+    /// The vector store.
+    Memory,
 }
 
 impl Service {
@@ -30,6 +32,7 @@ impl Service {
             Service::Toolhost => "toolhost",
             Service::Orchestrator => "orchestrator",
             Service::Operative => "operative",
+            Service::Memory => "memory",
         }
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use hearth_agents::model::BusModel;
 use hearth_agents::service::{self, AgentService, ToolsFor};
-use hearth_agents::tools::{BusTools, Tools};
+use hearth_agents::memory::{AgentMemory, BusMemory, Remember};
+use hearth_agents::tools::{BusTools, LocalTool, ToolSet, Tools};
 use hearth_agents::{AgentSpec, SpecError, Specs};
-use hearth_mesh::clients::{EngineClient, ToolhostClient};
+use hearth_mesh::clients::{EngineClient, MemoryClient, ToolhostClient};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus};
 use tokio::task::JoinHandle;
@@ -39,10 +40,26 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeEr
     let specs = Specs::load(config.agents.dir.as_deref())?;
     let engine = EngineClient::new(bus.clone(), subjects.clone(), config.engine_timeout());
     let toolhost = ToolhostClient::new(bus.clone(), subjects.clone(), config.request_timeout());
-    let tools_for: ToolsFor = Arc::new(move |spec: Arc<AgentSpec>| -> Arc<dyn Tools> {
-        Arc::new(BusTools::new(toolhost.clone(), spec))
+    let memory: Option<Arc<dyn AgentMemory>> = config.memory.agent_memory.then(|| {
+        Arc::new(BusMemory::new(MemoryClient::new(
+            bus.clone(),
+            subjects.clone(),
+            config.engine_timeout(),
+        ))) as Arc<dyn AgentMemory>
     });
-    let svc = AgentService::new(
+    let remember: Option<Arc<dyn LocalTool>> = memory
+        .clone()
+        .map(|m| Arc::new(Remember::new(m)) as Arc<dyn LocalTool>);
+    let tools_for: ToolsFor = Arc::new(move |spec: Arc<AgentSpec>| -> Arc<dyn Tools> {
+        let bus_tools: Arc<dyn Tools> = Arc::new(BusTools::new(toolhost.clone(), spec.clone()));
+        match &remember {
+            Some(r) if spec.allows_tool(hearth_agents::memory::REMEMBER_TOOL) => {
+                Arc::new(ToolSet::new(vec![r.clone()], bus_tools))
+            }
+            _ => bus_tools,
+        }
+    });
+    let mut svc = AgentService::new(
         service::worker_name(Service::Operative),
         specs,
         config.agents.operative.clone(),
@@ -50,6 +67,9 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeEr
         tools_for,
         config.task_timeout(),
     )?;
+    if let Some(m) = memory {
+        svc = svc.with_memory(m, config.memory.recall as usize);
+    }
     let worker = svc.worker().to_string();
     let handles = service::serve(svc, Service::Operative, bus, &subjects).await?;
     tracing::info!(%worker, "operative ready");
