@@ -86,6 +86,16 @@ pub fn is_final(state: i32) -> bool {
     )
 }
 
+/// Whether a state is the end of the task for good: it can be neither
+/// continued nor canceled. (`INPUT_REQUIRED` and `AUTH_REQUIRED` only pause
+/// it.)
+pub fn is_terminal(state: i32) -> bool {
+    matches!(
+        TaskState::try_from(state),
+        Ok(TaskState::Completed | TaskState::Failed | TaskState::Canceled | TaskState::Rejected)
+    )
+}
+
 /// The A2A name of a state (`TASK_STATE_COMPLETED`, …).
 pub fn state_name(state: i32) -> &'static str {
     TaskState::try_from(state)

@@ -86,6 +86,56 @@ pub struct Outcome {
     pub steps: u32,
     /// Tool calls made (successful or not).
     pub tool_calls: u32,
+    /// The agent asked the caller a question (`answer` holds it) instead of
+    /// answering: the task waits for input.
+    pub input_required: bool,
+}
+
+/// The tool an agent calls to ask the caller a question; offered only when
+/// the caller can answer (an interactive task).
+pub const ASK_USER_TOOL: &str = "hearth.ask_user";
+
+/// `hearth.ask_user`'s definition. The loop handles the call itself: the
+/// question ends the turn and the task waits for the caller's reply.
+pub fn ask_user_spec() -> ToolSpec {
+    ToolSpec {
+        name: ASK_USER_TOOL.into(),
+        description: "Ask the user a question when the task cannot be done without their answer (a missing detail, a choice only they can make). The task pauses until they reply.".into(),
+        input_schema_json: serde_json::json!({
+            "type": "object",
+            "properties": { "question": { "type": "string", "description": "The question, stated on its own." } },
+            "required": ["question"],
+        })
+        .to_string(),
+    }
+}
+
+/// The earlier messages of a continued task, for the system prompt, fitted
+/// into `budget_bytes` (the newest kept).
+fn conversation_section(prior: &[(hearth_proto::a2a::Role, String)], budget_bytes: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut used = 0;
+    for (role, text) in prior.iter().rev() {
+        let who = if *role == hearth_proto::a2a::Role::Agent {
+            "You"
+        } else {
+            "User"
+        };
+        let line = format!("{who}: {}\n", text.replace('\n', " "));
+        if used + line.len() > budget_bytes {
+            break;
+        }
+        used += line.len();
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    lines.reverse();
+    format!(
+        "\n\nThis task is a conversation; what was said before the user's latest message (oldest first):\n{}",
+        lines.concat()
+    )
 }
 
 /// Something that happened during the loop, for progress reports.
@@ -250,8 +300,27 @@ impl AgentLoop {
         task: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, AgentError> {
+        self.run_turn(ctx, &[], task, progress).await
+    }
+
+    /// Runs one turn of a task: `task` is the caller's latest message and
+    /// `prior` what was said before it in the same task (empty for a new
+    /// task). The turn ends with an answer, or with a question when the
+    /// agent calls `hearth.ask_user` (offered only when the caller can reply).
+    pub async fn run_turn(
+        &self,
+        ctx: &CallContext,
+        prior: &[(hearth_proto::a2a::Role, String)],
+        task: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, AgentError> {
         let offered = self.tools.list(ctx).await.map_err(AgentError::Tools)?;
         let mut system = self.spec.system_prompt.trim().to_string();
+        // The conversation so far takes at most a quarter of the budget.
+        system.push_str(&conversation_section(
+            prior,
+            self.spec.context_budget_tokens as usize, // tokens × 4 bytes ÷ 4
+        ));
         if let Some((memory, recall)) = &self.memory
             && *recall > 0
         {
@@ -310,6 +379,20 @@ impl AgentLoop {
                 tool_calls: turn.tool_calls.clone(),
                 ..Default::default()
             });
+            // A question for the caller ends the turn.
+            if let Some(ask) = turn.tool_calls.iter().find(|c| {
+                c.name == ASK_USER_TOOL && offered.iter().any(|t| t.name == ASK_USER_TOOL)
+            }) {
+                let question = serde_json::from_str::<Value>(&ask.arguments_json)
+                    .ok()
+                    .and_then(|v| v.get("question")?.as_str().map(str::trim).map(str::to_string))
+                    .filter(|q| !q.is_empty())
+                    .unwrap_or_else(|| "Could you tell me more about what you need?".into());
+                out.tool_calls += 1;
+                out.answer = question;
+                out.input_required = true;
+                return Ok(out);
+            }
             let mut any_malformed = None;
             for call in &turn.tool_calls {
                 out.tool_calls += 1;

@@ -1,4 +1,5 @@
-//! An agent service: the `Agent` tonic trait (send, get, cancel a task)
+//! An agent service: the `Agent` tonic trait (send, get, list, subscribe to
+//! and cancel tasks)
 //! implemented once over the agent loop and the task host, and served on the
 //! bus. The orchestrator and operatives are both this, with different tools.
 //!
@@ -15,16 +16,19 @@ use hearth_mesh::rpc::{self, ReplyStream};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, SharedBus, Subjects};
 use hearth_proto::v1::agent_server::Agent;
-use hearth_proto::v1::{CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord};
+use hearth_proto::a2a::{ListTasksRequest, ListTasksResponse, SubscribeToTaskRequest};
+use hearth_proto::v1::{
+    CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord, ToolSpec,
+};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::model::Model;
-use crate::runtime::{AgentLoop, Progress};
+use crate::runtime::{ASK_USER_TOOL, AgentLoop, Progress, ask_user_spec};
 use crate::spec::{AgentSpec, Specs};
 use crate::tasks::TaskHost;
-use crate::tools::{CallContext, Tools};
+use crate::tools::{CallContext, LocalTool, ToolOutput, ToolSet, Tools};
 
 /// Gives the tools an agent spec may use.
 pub type ToolsFor = Arc<dyn Fn(Arc<AgentSpec>) -> Arc<dyn Tools> + Send + Sync>;
@@ -91,9 +95,29 @@ fn progress_text(p: &Progress) -> String {
     }
 }
 
+/// `hearth.ask_user`, offered on interactive tasks. The agent loop ends the
+/// turn when it is called, so it never runs.
+struct AskUser;
+
+#[async_trait::async_trait]
+impl LocalTool for AskUser {
+    fn spec(&self) -> ToolSpec {
+        ask_user_spec()
+    }
+
+    async fn call(&self, _ctx: &CallContext, _arguments_json: &str) -> Result<ToolOutput, Status> {
+        Ok(ToolOutput {
+            content: format!("{ASK_USER_TOOL} ends the turn; it cannot be called with other tools"),
+            is_error: true,
+            usage: None,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     type SendTaskStream = ReplyStream<TaskEvent>;
+    type SubscribeTaskStream = ReplyStream<TaskEvent>;
 
     async fn send_task(
         &self,
@@ -115,7 +139,10 @@ impl Agent for AgentService {
             0 => self.task_timeout,
             ms => Duration::from_millis(u64::from(ms)).min(self.task_timeout),
         };
-        let tools = (self.tools_for)(spec.clone());
+        let mut tools = (self.tools_for)(spec.clone());
+        if req.interactive {
+            tools = Arc::new(ToolSet::new(vec![Arc::new(AskUser)], tools));
+        }
         let mut agent = AgentLoop::new(spec.clone(), self.model.clone(), tools);
         if let Some((memory, recall)) = &self.memory {
             agent = agent.with_memory(memory.clone(), *recall);
@@ -131,7 +158,7 @@ impl Agent for AgentService {
                 };
                 let span = tracing::info_span!("task", task_id = %h.task_id, agent = %spec.name);
                 agent
-                    .run(&ctx, &h.text, &|p| h.progress(progress_text(&p)))
+                    .run_turn(&ctx, &h.prior, &h.text, &|p| h.progress(progress_text(&p)))
                     .instrument(span)
                     .await
             })
@@ -154,6 +181,20 @@ impl Agent for AgentService {
             .cancel(&request.get_ref().id)
             .await
             .map(Response::new)
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        self.host.list(request.get_ref()).map(Response::new)
+    }
+
+    async fn subscribe_task(
+        &self,
+        request: Request<SubscribeToTaskRequest>,
+    ) -> Result<Response<Self::SubscribeTaskStream>, Status> {
+        self.host.subscribe(&request.get_ref().id).map(Response::new)
     }
 }
 
@@ -224,6 +265,40 @@ pub async fn serve(
             .await?,
         );
     }
+    let svc = service.clone();
+    handles.push(
+        rpc::serve_unary(
+            bus.clone(),
+            subjects.method(kind, methods::LIST_TASKS),
+            queue.clone(),
+            move |req: ListTasksRequest| {
+                let svc = svc.clone();
+                async move {
+                    svc.list_tasks(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
+            },
+        )
+        .await?,
+    );
+    let svc = service.clone();
+    handles.push(
+        rpc::serve_stream(
+            bus.clone(),
+            subjects.method(kind, methods::SUBSCRIBE_TASK),
+            queue.clone(),
+            move |req: SubscribeToTaskRequest| {
+                let svc = svc.clone();
+                async move {
+                    svc.subscribe_task(Request::new(req))
+                        .await
+                        .map(Response::into_inner)
+                }
+            },
+        )
+        .await?,
+    );
     Ok(handles)
 }
 

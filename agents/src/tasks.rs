@@ -1,5 +1,12 @@
 //! A2A tasks as an agent service runs them: ids, the event stream (status
-//! updates, the answer artifact, the final task), lookup and cancel.
+//! updates, the answer artifact, the final task), lookup, listing,
+//! subscription, cancel, and multi-turn tasks.
+//!
+//! A task whose agent asked a question ends its turn in
+//! `TASK_STATE_INPUT_REQUIRED`; the next message sent with the same task id
+//! continues it (its earlier messages go to the agent with it). Anyone may
+//! subscribe to a task that has not reached a terminal state and hear its
+//! events from then on.
 //!
 //! Records are kept in memory, bounded: past [`MAX_RECORDS`] the oldest
 //! finished tasks are forgotten.
@@ -13,22 +20,25 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use hearth_mesh::rpc::ReplyStream;
 use hearth_proto::a2a::{
-    Role, StreamResponse, Task, TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent,
-    stream_response::Payload,
+    ListTasksRequest, ListTasksResponse, Message, Role, StreamResponse, Task,
+    TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent, stream_response::Payload,
 };
 use hearth_proto::v1::{GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord, Usage};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::Status;
 
-use crate::convert::{self, is_final, status, text_artifact, text_message};
+use crate::convert::{self, is_final, is_terminal, status, text_artifact, text_message};
 use crate::runtime::{AgentError, Outcome};
 
 /// How many task records one service keeps.
 pub const MAX_RECORDS: usize = 10_000;
 /// How many events may wait for a slow reader before progress events are dropped.
 const EVENT_QUEUE: usize = 64;
+/// Tasks one ListTasks page holds by default, and at most.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 100;
 
 /// The work a task does.
 pub type Work = Pin<Box<dyn Future<Output = Result<Outcome, AgentError>> + Send>>;
@@ -36,7 +46,10 @@ pub type Work = Pin<Box<dyn Future<Output = Result<Outcome, AgentError>> + Send>
 struct Slot {
     record: TaskRecord,
     abort: Option<AbortHandle>,
+    /// The caller's stream for the current turn.
     events: Option<mpsc::Sender<Result<TaskEvent, Status>>>,
+    /// Subscribers.
+    watchers: broadcast::Sender<TaskEvent>,
     started: Instant,
 }
 
@@ -60,9 +73,13 @@ pub struct TaskHandle {
     pub task_id: String,
     /// Its A2A context.
     pub context_id: String,
-    /// The text of the message that started it.
+    /// The text of the message that started this turn.
     pub text: String,
+    /// The task's earlier messages (on a continued task): role and text,
+    /// oldest first.
+    pub prior: Vec<(Role, String)>,
     events: mpsc::Sender<Result<TaskEvent, Status>>,
+    watchers: broadcast::Sender<TaskEvent>,
     worker: String,
 }
 
@@ -70,17 +87,18 @@ impl TaskHandle {
     /// Reports progress as a `WORKING` status update (dropped if the reader is slow).
     pub fn progress(&self, text: impl Into<String>) {
         let msg = text_message(Role::Agent, text, &self.task_id, &self.context_id);
-        let ev = status_event(
-            &self.task_id,
-            &self.context_id,
-            TaskState::Working,
-            Some(msg),
-        );
-        let _ = self.events.try_send(Ok(TaskEvent {
-            event: Some(ev),
+        let ev = TaskEvent {
+            event: Some(status_event(
+                &self.task_id,
+                &self.context_id,
+                TaskState::Working,
+                Some(msg),
+            )),
             usage: None,
             worker: self.worker.clone(),
-        }));
+        };
+        let _ = self.watchers.send(ev.clone());
+        let _ = self.events.try_send(Ok(ev));
     }
 }
 
@@ -88,7 +106,7 @@ fn status_event(
     task_id: &str,
     context_id: &str,
     state: TaskState,
-    message: Option<hearth_proto::a2a::Message>,
+    message: Option<Message>,
 ) -> StreamResponse {
     StreamResponse {
         payload: Some(Payload::StatusUpdate(TaskStatusUpdateEvent {
@@ -128,6 +146,28 @@ fn trim_history(mut task: Task, history_length: Option<i32>) -> Task {
     task
 }
 
+fn state_of(task: Option<&Task>) -> i32 {
+    task.and_then(|t| t.status.as_ref()).map_or(0, |s| s.state)
+}
+
+/// Sends to the turn's caller (waiting for room) and to subscribers.
+async fn emit(
+    events: &mpsc::Sender<Result<TaskEvent, Status>>,
+    watchers: &broadcast::Sender<TaskEvent>,
+    ev: TaskEvent,
+) {
+    let _ = watchers.send(ev.clone());
+    let _ = events.send(Ok(ev)).await;
+}
+
+/// Whether an event is the task reaching a terminal state.
+fn ends(ev: &TaskEvent) -> bool {
+    match ev.event.as_ref().and_then(|e| e.payload.as_ref()) {
+        Some(Payload::Task(t)) => is_terminal(state_of(Some(t))),
+        _ => false,
+    }
+}
+
 impl TaskHost {
     /// A host for the instance called `worker`.
     pub fn new(worker: impl Into<String>) -> Self {
@@ -142,11 +182,12 @@ impl TaskHost {
         &self.worker
     }
 
-    /// Starts a task and returns its events: the submitted task, a working
-    /// status, progress, then (on success) the answer artifact, the final
-    /// status, and the final task with its usage. A retry with the id of a
-    /// finished task gets that task back; one with the id of a running task
-    /// is refused.
+    /// Starts a task (or continues one waiting for input) and returns its
+    /// events: the task, a working status, progress, then (on success) the
+    /// answer artifact, the final status, and the task with its usage — or,
+    /// when the agent asks a question, an `INPUT_REQUIRED` status and the
+    /// task. A retry with the id of a finished task gets that task back; one
+    /// with the id of a running task is refused.
     pub fn start<F>(
         &self,
         req: SendTaskRequest,
@@ -168,80 +209,107 @@ impl TaskHost {
         } else {
             req.task_id
         };
-        let context_id = if message.context_id.is_empty() {
-            uuid::Uuid::now_v7().to_string()
-        } else {
-            message.context_id.clone()
-        };
-        message.task_id.clone_from(&task_id);
-        message.context_id.clone_from(&context_id);
-        let task = Task {
-            id: task_id.clone(),
-            context_id: context_id.clone(),
-            status: Some(status(TaskState::Submitted, None)),
-            history: vec![message],
-            ..Default::default()
-        };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        {
+        let (task, prior, watchers) = {
             let mut store = lock(&self.store);
-            if let Some(slot) = store.slots.get(&task_id) {
-                let state = slot
-                    .record
-                    .task
-                    .as_ref()
-                    .and_then(|t| t.status.as_ref())
-                    .map_or(0, |s| s.state);
-                if !is_final(state) {
-                    return Err(Status::already_exists(format!(
-                        "task {task_id} is already running"
-                    )));
+            match store.slots.get_mut(&task_id) {
+                Some(slot) => {
+                    let state = state_of(slot.record.task.as_ref());
+                    if is_terminal(state) {
+                        // An idempotent retry of a finished task.
+                        let Some(t) = slot.record.task.as_ref() else {
+                            return Err(Status::internal("task record without a task"));
+                        };
+                        let ev = task_event(t, slot.record.usage.clone(), &self.worker);
+                        return Ok(futures::stream::iter([Ok(ev)]).boxed());
+                    }
+                    if state != TaskState::InputRequired as i32 {
+                        return Err(Status::already_exists(format!(
+                            "task {task_id} is already running"
+                        )));
+                    }
+                    let Some(t) = slot.record.task.as_mut() else {
+                        return Err(Status::internal("task record without a task"));
+                    };
+                    if !message.context_id.is_empty() && message.context_id != t.context_id {
+                        return Err(Status::invalid_argument(format!(
+                            "task {task_id} belongs to context {}, not {}",
+                            t.context_id, message.context_id
+                        )));
+                    }
+                    let prior = t
+                        .history
+                        .iter()
+                        .map(|m| {
+                            let role = Role::try_from(m.role).unwrap_or(Role::User);
+                            (role, convert::text_of(m))
+                        })
+                        .collect();
+                    message.task_id.clone_from(&task_id);
+                    message.context_id.clone_from(&t.context_id);
+                    t.history.push(message);
+                    t.status = Some(status(TaskState::Submitted, None));
+                    slot.events = Some(tx.clone());
+                    slot.started = Instant::now();
+                    (t.clone(), prior, slot.watchers.clone())
                 }
-                let ev = task_event(
-                    slot.record.task.as_ref().unwrap_or(&task),
-                    slot.record.usage.clone(),
-                    &self.worker,
-                );
-                return Ok(futures::stream::iter([Ok(ev)]).boxed());
+                None => {
+                    let context_id = if message.context_id.is_empty() {
+                        uuid::Uuid::now_v7().to_string()
+                    } else {
+                        message.context_id.clone()
+                    };
+                    message.task_id.clone_from(&task_id);
+                    message.context_id.clone_from(&context_id);
+                    let task = Task {
+                        id: task_id.clone(),
+                        context_id,
+                        status: Some(status(TaskState::Submitted, None)),
+                        history: vec![message],
+                        ..Default::default()
+                    };
+                    self.evict(&mut store);
+                    store.order.push_back(task_id.clone());
+                    let (watchers, _) = broadcast::channel(EVENT_QUEUE);
+                    store.slots.insert(
+                        task_id.clone(),
+                        Slot {
+                            record: TaskRecord {
+                                task: Some(task.clone()),
+                                usage: None,
+                                worker: self.worker.clone(),
+                            },
+                            abort: None,
+                            events: Some(tx.clone()),
+                            watchers: watchers.clone(),
+                            started: Instant::now(),
+                        },
+                    );
+                    (task, Vec::new(), watchers)
+                }
             }
-            self.evict(&mut store);
-            store.order.push_back(task_id.clone());
-            store.slots.insert(
-                task_id.clone(),
-                Slot {
-                    record: TaskRecord {
-                        task: Some(task.clone()),
-                        usage: None,
-                        worker: self.worker.clone(),
-                    },
-                    abort: None,
-                    events: Some(tx.clone()),
-                    started: Instant::now(),
-                },
-            );
-        }
-        let _ = tx.try_send(Ok(task_event(&task, None, &self.worker)));
-        let handle = TaskHandle {
-            task_id: task_id.clone(),
-            context_id: context_id.clone(),
-            text,
-            events: tx.clone(),
+        };
+        let context_id = task.context_id.clone();
+        let first = task_event(&task, None, &self.worker);
+        let _ = watchers.send(first.clone());
+        let _ = tx.try_send(Ok(first));
+        let working = TaskEvent {
+            event: Some(status_event(&task_id, &context_id, TaskState::Working, None)),
+            usage: None,
             worker: self.worker.clone(),
         };
-        handle
-            .events
-            .try_send(Ok(TaskEvent {
-                event: Some(status_event(
-                    &task_id,
-                    &context_id,
-                    TaskState::Working,
-                    None,
-                )),
-                usage: None,
-                worker: self.worker.clone(),
-            }))
-            .ok();
+        let _ = watchers.send(working.clone());
+        let _ = tx.try_send(Ok(working));
         self.set_state(&task_id, TaskState::Working, None);
+        let handle = TaskHandle {
+            task_id: task_id.clone(),
+            context_id,
+            text,
+            prior,
+            events: tx.clone(),
+            watchers,
+            worker: self.worker.clone(),
+        };
         let fut = work(handle);
         let host = self.clone();
         let id = task_id.clone();
@@ -262,13 +330,10 @@ impl TaskHost {
     fn evict(&self, store: &mut Store) {
         while store.slots.len() >= MAX_RECORDS {
             let Some(pos) = store.order.iter().position(|id| {
-                store.slots.get(id).is_none_or(|s| {
-                    s.record
-                        .task
-                        .as_ref()
-                        .and_then(|t| t.status.as_ref())
-                        .is_some_and(|st| is_final(st.state))
-                })
+                store
+                    .slots
+                    .get(id)
+                    .is_none_or(|s| is_terminal(state_of(s.record.task.as_ref())))
             }) else {
                 break; // everything is still running: keep them all
             };
@@ -278,7 +343,7 @@ impl TaskHost {
         }
     }
 
-    fn set_state(&self, id: &str, state: TaskState, message: Option<hearth_proto::a2a::Message>) {
+    fn set_state(&self, id: &str, state: TaskState, message: Option<Message>) {
         let mut store = lock(&self.store);
         if let Some(task) = store.slots.get_mut(id).and_then(|s| s.record.task.as_mut()) {
             task.status = Some(status(state, message));
@@ -286,7 +351,7 @@ impl TaskHost {
     }
 
     async fn finish(&self, id: &str, result: Result<Outcome, String>) {
-        let (events, final_task, usage, context_id) = {
+        let (events, watchers, final_task, usage, context_id) = {
             let mut store = lock(&self.store);
             let Some(slot) = store.slots.get_mut(id) else {
                 return;
@@ -300,6 +365,12 @@ impl TaskHost {
             let context_id = task.context_id.clone();
             let mut usage = Usage::default();
             match &result {
+                Ok(out) if out.input_required => {
+                    usage = out.usage.clone();
+                    let question = text_message(Role::Agent, out.answer.clone(), id, &context_id);
+                    task.history.push(question.clone());
+                    task.status = Some(status(TaskState::InputRequired, Some(question)));
+                }
                 Ok(out) => {
                     usage = out.usage.clone();
                     let reply = text_message(Role::Agent, out.answer.clone(), id, &context_id);
@@ -316,11 +387,19 @@ impl TaskHost {
             usage.latency_ms = slot.started.elapsed().as_secs_f64() * 1e3;
             slot.record.usage = Some(usage.clone());
             slot.abort = None;
-            (slot.events.take(), task.clone(), usage, context_id)
+            (
+                slot.events.take(),
+                slot.watchers.clone(),
+                task.clone(),
+                usage,
+                context_id,
+            )
         };
-        let Some(events) = events else { return };
         let worker = self.worker.clone();
-        if let Some(artifact) = final_task.artifacts.last() {
+        let (silent, _) = mpsc::channel(1);
+        let events = events.unwrap_or(silent);
+        let answered = state_of(Some(&final_task)) == TaskState::Completed as i32;
+        if let Some(artifact) = final_task.artifacts.last().filter(|_| answered) {
             let ev = StreamResponse {
                 payload: Some(Payload::ArtifactUpdate(TaskArtifactUpdateEvent {
                     task_id: id.to_string(),
@@ -331,33 +410,28 @@ impl TaskHost {
                     metadata: None,
                 })),
             };
-            let _ = events
-                .send(Ok(TaskEvent {
-                    event: Some(ev),
-                    usage: None,
-                    worker: worker.clone(),
-                }))
-                .await;
+            let ev = TaskEvent {
+                event: Some(ev),
+                usage: None,
+                worker: worker.clone(),
+            };
+            emit(&events, &watchers, ev).await;
         }
-        let st = final_task.status.clone();
         let ev = StreamResponse {
             payload: Some(Payload::StatusUpdate(TaskStatusUpdateEvent {
                 task_id: id.to_string(),
                 context_id,
-                status: st,
+                status: final_task.status.clone(),
                 metadata: None,
             })),
         };
-        let _ = events
-            .send(Ok(TaskEvent {
-                event: Some(ev),
-                usage: None,
-                worker: worker.clone(),
-            }))
-            .await;
-        let _ = events
-            .send(Ok(task_event(&final_task, Some(usage), &worker)))
-            .await;
+        let ev = TaskEvent {
+            event: Some(ev),
+            usage: None,
+            worker: worker.clone(),
+        };
+        emit(&events, &watchers, ev).await;
+        emit(&events, &watchers, task_event(&final_task, Some(usage), &worker)).await;
     }
 
     /// Looks a task up.
@@ -372,9 +446,109 @@ impl TaskHost {
         Ok(record)
     }
 
-    /// Cancels a running task; a finished task cannot be canceled.
+    /// The tasks this host knows, newest first, filtered and paged (A2A's
+    /// ListTasks: context, state, status time; `page_token` is where the
+    /// previous page stopped).
+    pub fn list(&self, req: &ListTasksRequest) -> Result<ListTasksResponse, Status> {
+        let page_size = match req.page_size {
+            None | Some(0) => PAGE_DEFAULT,
+            Some(n) if n < 0 => {
+                return Err(Status::invalid_argument("page_size must not be negative"));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(PAGE_MAX).min(PAGE_MAX),
+        };
+        let offset = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse::<usize>()
+                .map_err(|_| Status::invalid_argument("page_token is not one this service gave"))?
+        };
+        if req.history_length.is_some_and(|n| n < 0) {
+            return Err(Status::invalid_argument("history_length must not be negative"));
+        }
+        let after = req.status_timestamp_after.as_ref();
+        let store = lock(&self.store);
+        let matching: Vec<&Task> = store
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| store.slots.get(id)?.record.task.as_ref())
+            .filter(|t| req.context_id.is_empty() || t.context_id == req.context_id)
+            .filter(|t| req.status == 0 || state_of(Some(t)) == req.status)
+            .filter(|t| {
+                after.is_none_or(|a| {
+                    t.status
+                        .as_ref()
+                        .and_then(|s| s.timestamp.as_ref())
+                        .is_some_and(|ts| (ts.seconds, ts.nanos) >= (a.seconds, a.nanos))
+                })
+            })
+            .collect();
+        let total = matching.len();
+        let tasks: Vec<Task> = matching
+            .into_iter()
+            .skip(offset)
+            .take(page_size)
+            .map(|t| {
+                let mut t = trim_history(t.clone(), req.history_length);
+                if req.include_artifacts != Some(true) {
+                    t.artifacts.clear();
+                }
+                t
+            })
+            .collect();
+        let next = offset + tasks.len();
+        Ok(ListTasksResponse {
+            next_page_token: if next < total {
+                next.to_string()
+            } else {
+                String::new()
+            },
+            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+            tasks,
+        })
+    }
+
+    /// A task's events from now on: the task as it is, then its updates
+    /// until it reaches a terminal state.
+    pub fn subscribe(&self, id: &str) -> Result<ReplyStream<TaskEvent>, Status> {
+        let store = lock(&self.store);
+        let slot = store
+            .slots
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("no task {id}")))?;
+        let Some(task) = slot.record.task.as_ref() else {
+            return Err(Status::internal("task record without a task"));
+        };
+        let state = state_of(Some(task));
+        if is_terminal(state) {
+            return Err(Status::failed_precondition(format!(
+                "task {id} is {} and has no more events",
+                convert::state_name(state)
+            )));
+        }
+        let now = task_event(task, slot.record.usage.clone(), &self.worker);
+        let updates = BroadcastStream::new(slot.watchers.subscribe())
+            // A subscriber too slow to keep up misses events, not the end.
+            .filter_map(|r| async move { r.ok() });
+        let mut done = false;
+        let events = futures::stream::iter([now])
+            .chain(updates)
+            .take_while(move |ev| {
+                let go = !done;
+                done = ends(ev);
+                async move { go }
+            })
+            .map(Ok);
+        Ok(events.boxed())
+    }
+
+    /// Cancels a task that is running or waiting for input; a finished task
+    /// cannot be canceled.
     pub async fn cancel(&self, id: &str) -> Result<TaskRecord, Status> {
-        let (record, events) = {
+        let (record, events, watchers) = {
             let mut store = lock(&self.store);
             let slot = store
                 .slots
@@ -383,7 +557,7 @@ impl TaskHost {
             let Some(task) = slot.record.task.as_mut() else {
                 return Err(Status::internal("task record without a task"));
             };
-            if task.status.as_ref().is_some_and(|s| is_final(s.state)) {
+            if task.status.as_ref().is_some_and(|s| is_terminal(s.state)) {
                 return Err(Status::failed_precondition(format!(
                     "task {id} is {} and cannot be canceled",
                     convert::state_name(task.status.as_ref().map_or(0, |s| s.state))
@@ -396,20 +570,28 @@ impl TaskHost {
             let mut usage = slot.record.usage.clone().unwrap_or_default();
             usage.latency_ms = slot.started.elapsed().as_secs_f64() * 1e3;
             slot.record.usage = Some(usage);
-            (slot.record.clone(), slot.events.take())
+            (slot.record.clone(), slot.events.take(), slot.watchers.clone())
         };
-        if let (Some(events), Some(task)) = (events, record.task.as_ref()) {
-            let ev = status_event(&task.id, &task.context_id, TaskState::Canceled, None);
-            let _ = events
-                .send(Ok(TaskEvent {
-                    event: Some(ev),
-                    usage: None,
-                    worker: self.worker.clone(),
-                }))
-                .await;
-            let _ = events
-                .send(Ok(task_event(task, record.usage.clone(), &self.worker)))
-                .await;
+        if let Some(task) = record.task.as_ref() {
+            let (silent, _) = mpsc::channel(1);
+            let events = events.unwrap_or(silent);
+            let ev = TaskEvent {
+                event: Some(status_event(
+                    &task.id,
+                    &task.context_id,
+                    TaskState::Canceled,
+                    None,
+                )),
+                usage: None,
+                worker: self.worker.clone(),
+            };
+            emit(&events, &watchers, ev).await;
+            emit(
+                &events,
+                &watchers,
+                task_event(task, record.usage.clone(), &self.worker),
+            )
+            .await;
         }
         Ok(record)
     }
@@ -530,6 +712,164 @@ mod tests {
             .code(),
             tonic::Code::NotFound
         );
+    }
+
+    fn ask_then_answer(h: TaskHandle) -> Work {
+        Box::pin(async move {
+            Ok(if h.prior.is_empty() {
+                Outcome {
+                    answer: "Which city?".into(),
+                    input_required: true,
+                    ..Default::default()
+                }
+            } else {
+                Outcome {
+                    answer: format!("{} after {} earlier messages", h.text, h.prior.len()),
+                    ..Default::default()
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_task_waiting_for_input_continues_with_the_next_message() {
+        let host = TaskHost::new("w");
+        let (t, _) = last_task(
+            host.start(req("book a table"), Duration::from_secs(5), ask_then_answer)
+                .unwrap(),
+        )
+        .await;
+        let st = t.status.clone().unwrap();
+        assert_eq!(st.state, TaskState::InputRequired as i32);
+        assert_eq!(convert::text_of(&st.message.unwrap()), "Which city?");
+        // A subscriber hears the rest of the task.
+        let watching = host.subscribe(&t.id).unwrap();
+        let mut next = req("Lisbon");
+        next.task_id = t.id.clone();
+        let (done, _) = last_task(
+            host.start(next.clone(), Duration::from_secs(5), ask_then_answer)
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            done.status.as_ref().unwrap().state,
+            TaskState::Completed as i32
+        );
+        assert_eq!(done.context_id, t.context_id);
+        assert_eq!(done.history.len(), 4);
+        assert_eq!(convert::answer_of(&done), "Lisbon after 2 earlier messages");
+        let seen: Vec<TaskEvent> = watching.map(|e| e.unwrap()).collect().await;
+        let (first, _) = last_task(futures::stream::iter([Ok(seen[0].clone())]).boxed()).await;
+        assert_eq!(
+            first.status.unwrap().state,
+            TaskState::InputRequired as i32
+        );
+        assert!(ends(seen.last().unwrap()), "{seen:?}");
+        assert!(seen.len() >= 4, "{seen:?}");
+        // A finished task can be neither continued nor subscribed to.
+        let again = host
+            .start(next, Duration::from_secs(5), ask_then_answer)
+            .unwrap();
+        let (same, _) = last_task(again).await;
+        assert_eq!(same.history.len(), 4);
+        assert_eq!(
+            host.subscribe(&t.id).err().unwrap().code(),
+            tonic::Code::FailedPrecondition
+        );
+        // Another context cannot continue it.
+        let (t2, _) = last_task(
+            host.start(req("x"), Duration::from_secs(5), ask_then_answer)
+                .unwrap(),
+        )
+        .await;
+        let mut wrong = req("y");
+        wrong.task_id = t2.id.clone();
+        wrong.message.as_mut().unwrap().context_id = "other".into();
+        let err = host
+            .start(wrong, Duration::from_secs(5), ask_then_answer)
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        // A task waiting for input can be canceled.
+        let rec = host.cancel(&t2.id).await.unwrap();
+        assert_eq!(
+            rec.task.unwrap().status.unwrap().state,
+            TaskState::Canceled as i32
+        );
+    }
+
+    #[tokio::test]
+    async fn tasks_are_listed_newest_first_filtered_and_paged() {
+        let host = TaskHost::new("w");
+        let echo = |h: TaskHandle| -> Work {
+            Box::pin(async move {
+                Ok(Outcome {
+                    answer: h.text,
+                    ..Default::default()
+                })
+            })
+        };
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut r = req(&format!("t{i}"));
+            r.message.as_mut().unwrap().context_id = if i % 2 == 0 { "even" } else { "odd" }.into();
+            let (t, _) = last_task(host.start(r, Duration::from_secs(5), echo).unwrap()).await;
+            ids.push(t.id);
+        }
+        let page = host
+            .list(&ListTasksRequest {
+                page_size: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(page.total_size, 5);
+        assert_eq!(
+            page.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+            vec![ids[4].clone(), ids[3].clone()]
+        );
+        assert!(page.tasks.iter().all(|t| t.artifacts.is_empty()));
+        let rest = host
+            .list(&ListTasksRequest {
+                page_size: Some(10),
+                page_token: page.next_page_token.clone(),
+                include_artifacts: Some(true),
+                history_length: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(rest.tasks.len(), 3);
+        assert!(rest.next_page_token.is_empty());
+        assert!(rest.tasks.iter().all(|t| t.artifacts.len() == 1 && t.history.len() == 1));
+        let even = host
+            .list(&ListTasksRequest {
+                context_id: "even".into(),
+                status: TaskState::Completed as i32,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(even.total_size, 3);
+        let none = host
+            .list(&ListTasksRequest {
+                status: TaskState::Working as i32,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(none.total_size, 0);
+        for bad in [
+            ListTasksRequest {
+                page_size: Some(-1),
+                ..Default::default()
+            },
+            ListTasksRequest {
+                page_token: "zz".into(),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                host.list(&bad).unwrap_err().code(),
+                tonic::Code::InvalidArgument
+            );
+        }
     }
 
     #[tokio::test]

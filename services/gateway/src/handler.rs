@@ -1,8 +1,14 @@
-//! A2A over the bus: the SDK's `RequestHandler`, implemented by sending each
-//! task to the orchestrator and converting between the SDK's types and the
-//! wire's (`a2a_pb::pbconv`).
+//! A2A over the bus: the SDK's `RequestHandler`, implemented once by sending
+//! each task to the orchestrator, and served by every binding (JSON-RPC,
+//! HTTP+JSON, gRPC, and the v0.3 JSON-RPC names). Conversions between the
+//! SDK's types and the wire's are `a2a_pb::pbconv`'s.
+//!
+//! Tasks sent here are interactive: the orchestrator may answer with a
+//! question (`TASK_STATE_INPUT_REQUIRED`), and the next message naming the
+//! same task continues it. Push-notification webhooks hear every event of a
+//! task whose events pass through this gateway.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use a2a as sdk;
@@ -10,25 +16,30 @@ use a2a_pb::pbconv;
 use a2a_server::{RequestHandler, ServiceParams};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hearth_agents::Specs;
-use hearth_agents::convert::is_final;
+use hearth_agents::convert::{is_final, is_terminal, state_name};
 use hearth_mesh::clients::AgentClient;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, SharedBus};
 use hearth_proto::a2a::stream_response::Payload;
-use hearth_proto::v1::{CancelTaskRequest, GetTaskRequest, SendTaskRequest};
+use hearth_proto::v1::{CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent};
 use sdk::A2AError;
+use tokio::sync::mpsc;
 use tonic::Code;
+
+use crate::push::Push;
 
 /// The gateway's A2A handler.
 pub struct A2aHandler {
     orchestrator: AgentClient,
     task_timeout: Duration,
+    push: Arc<Push>,
+    extended_card: sdk::AgentCard,
 }
 
 impl A2aHandler {
-    /// A handler that sends tasks to the orchestrator on `bus`.
-    pub fn new(config: &Config, bus: SharedBus) -> Self {
+    /// A handler that sends tasks to the orchestrator on `bus`, and answers
+    /// `GetExtendedAgentCard` with `extended_card`.
+    pub fn new(config: &Config, bus: SharedBus, extended_card: sdk::AgentCard) -> Self {
         Self {
             orchestrator: AgentClient::new(
                 bus,
@@ -37,21 +48,28 @@ impl A2aHandler {
                 config.task_timeout(),
             ),
             task_timeout: config.task_timeout(),
+            push: Arc::new(Push::new(config.gateway.push_allow_private)),
+            extended_card,
         }
     }
 }
 
 /// A bus or service error as an A2A error.
 fn a2a_error(status: tonic::Status, task_id: Option<&str>) -> A2AError {
-    match status.code() {
-        Code::NotFound if task_id.is_some() => {
-            A2AError::task_not_found(task_id.unwrap_or_default())
+    match (status.code(), task_id) {
+        (Code::NotFound, Some(id)) => A2AError::task_not_found(id),
+        (Code::InvalidArgument | Code::AlreadyExists, _) => {
+            A2AError::invalid_params(status.message())
         }
-        Code::FailedPrecondition if task_id.is_some() => {
-            A2AError::task_not_cancelable(task_id.unwrap_or_default())
-        }
-        Code::InvalidArgument => A2AError::invalid_params(status.message()),
-        Code::Unimplemented => A2AError::unsupported_operation(status.message()),
+        (Code::Unimplemented, _) => A2AError::unsupported_operation(status.message()),
+        (Code::Unavailable, _) => A2AError::internal(format!(
+            "the orchestrator is not reachable: {}",
+            status.message()
+        )),
+        (Code::DeadlineExceeded, _) => A2AError::internal(format!(
+            "the orchestrator did not answer in time: {}",
+            status.message()
+        )),
         _ => A2AError::internal(format!("{:?}: {}", status.code(), status.message())),
     }
 }
@@ -79,26 +97,128 @@ fn event_to_sdk(ev: hearth_proto::a2a::StreamResponse) -> Option<sdk::StreamResp
     })
 }
 
+fn task_id_of(ev: &sdk::StreamResponse) -> &str {
+    match ev {
+        sdk::StreamResponse::Task(t) => &t.id,
+        sdk::StreamResponse::Message(m) => m.task_id.as_deref().unwrap_or(""),
+        sdk::StreamResponse::StatusUpdate(u) => &u.task_id,
+        sdk::StreamResponse::ArtifactUpdate(u) => &u.task_id,
+    }
+}
+
+fn trim(mut task: hearth_proto::a2a::Task, history_length: Option<i32>) -> hearth_proto::a2a::Task {
+    if let Some(n) = history_length {
+        let n = usize::try_from(n.max(0)).unwrap_or(0);
+        let len = task.history.len();
+        if len > n {
+            task.history.drain(..len - n);
+        }
+    }
+    task
+}
+
+/// The events of one task as they pass through the gateway, handed on to
+/// its webhooks in order (by a task of their own, so a slow webhook never
+/// slows the caller).
+struct Relay {
+    push: Arc<Push>,
+    tx: Option<mpsc::Sender<sdk::StreamResponse>>,
+    /// A webhook the send request itself asked for, registered once the
+    /// task has an id.
+    pending: Option<sdk::TaskPushNotificationConfig>,
+}
+
+impl Relay {
+    fn new(push: Arc<Push>, pending: Option<sdk::TaskPushNotificationConfig>) -> Self {
+        Self {
+            push,
+            tx: None,
+            pending,
+        }
+    }
+
+    async fn pass(&mut self, ev: &sdk::StreamResponse) -> Result<(), A2AError> {
+        let id = task_id_of(ev).to_string();
+        if let Some(mut config) = self.pending.take() {
+            config.task_id.clone_from(&id);
+            self.push.save(config).await?;
+        }
+        if self.tx.is_none() && self.push.wanted(&id).await {
+            let (tx, mut rx) = mpsc::channel::<sdk::StreamResponse>(256);
+            let push = self.push.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    push.deliver(task_id_of(&ev), &ev).await;
+                }
+            });
+            self.tx = Some(tx);
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(ev.clone());
+        }
+        Ok(())
+    }
+}
+
 impl A2aHandler {
+    /// Starts (or continues) a task at the orchestrator.
     async fn start(
         &self,
-        req: sdk::SendMessageRequest,
-    ) -> Result<BoxStream<'static, Result<hearth_proto::v1::TaskEvent, tonic::Status>>, A2AError>
-    {
+        req: &sdk::SendMessageRequest,
+    ) -> Result<BoxStream<'static, Result<TaskEvent, tonic::Status>>, A2AError> {
         if req.message.parts.is_empty() {
             return Err(A2AError::invalid_params("the message has no parts"));
         }
+        if let Some(cfg) = req
+            .configuration
+            .as_ref()
+            .and_then(|c| c.task_push_notification_config.as_ref())
+        {
+            self.push.check_url(&cfg.url).await?;
+        }
         let message = pbconv::to_proto_message(&req.message);
+        // A message naming a task continues it: the task must exist and be
+        // waiting for input.
+        if !message.task_id.is_empty() {
+            let rec = self
+                .orchestrator
+                .get_task(&GetTaskRequest {
+                    id: message.task_id.clone(),
+                    history_length: Some(0),
+                })
+                .await
+                .map_err(|s| a2a_error(s, Some(&message.task_id)))?;
+            let state = rec
+                .task
+                .as_ref()
+                .and_then(|t| t.status.as_ref())
+                .map_or(0, |s| s.state);
+            if is_terminal(state) {
+                return Err(A2AError::unsupported_operation(format!(
+                    "task {} is {} and cannot take more messages; send a new message (with the same contextId to keep the conversation)",
+                    message.task_id,
+                    state_name(state)
+                )));
+            }
+        }
         let send = SendTaskRequest {
             task_id: message.task_id.clone(),
             message: Some(message),
             agent: String::new(),
             timeout_ms: u32::try_from(self.task_timeout.as_millis()).unwrap_or(u32::MAX),
+            interactive: true,
         };
         self.orchestrator
             .send_task(&send)
             .await
             .map_err(|s| a2a_error(s, None))
+    }
+
+    /// The configured webhook of a send request, if any.
+    fn push_of(req: &sdk::SendMessageRequest) -> Option<sdk::TaskPushNotificationConfig> {
+        req.configuration
+            .as_ref()
+            .and_then(|c| c.task_push_notification_config.clone())
     }
 }
 
@@ -110,30 +230,45 @@ impl RequestHandler for A2aHandler {
         req: sdk::SendMessageRequest,
     ) -> Result<sdk::SendMessageResponse, A2AError> {
         let history_length = req.configuration.as_ref().and_then(|c| c.history_length);
-        let mut events = self.start(req).await?;
+        let immediately = req
+            .configuration
+            .as_ref()
+            .and_then(|c| c.return_immediately)
+            .unwrap_or(false);
+        let mut relay = Relay::new(self.push.clone(), Self::push_of(&req));
+        let mut events = self.start(&req).await?;
         let mut last = None;
         while let Some(ev) = events.next().await {
             let ev = ev.map_err(|s| a2a_error(s, None))?;
+            let Some(sdk_ev) = ev.event.clone().and_then(event_to_sdk) else {
+                continue;
+            };
+            relay.pass(&sdk_ev).await?;
             if let Some(Payload::Task(t)) = ev.event.and_then(|e| e.payload) {
                 let done = t.status.as_ref().is_some_and(|s| is_final(s.state));
                 last = Some(t);
                 if done {
                     break;
                 }
+                if immediately {
+                    // The rest of the task goes on without the caller
+                    // (its webhooks still hear it).
+                    tokio::spawn(async move {
+                        while let Some(Ok(ev)) = events.next().await {
+                            if let Some(e) = ev.event.and_then(event_to_sdk) {
+                                let _ = relay.pass(&e).await;
+                            }
+                        }
+                    });
+                    break;
+                }
             }
         }
-        let mut task = last.ok_or_else(|| {
+        let task = last.ok_or_else(|| {
             A2AError::internal("the orchestrator ended the task without a result")
         })?;
-        if let Some(n) = history_length {
-            let n = usize::try_from(n.max(0)).unwrap_or(0);
-            let len = task.history.len();
-            if len > n {
-                task.history.drain(..len - n);
-            }
-        }
         Ok(sdk::SendMessageResponse::Task(pbconv::from_proto_task(
-            &task,
+            &trim(task, history_length),
         )))
     }
 
@@ -142,12 +277,23 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::SendMessageRequest,
     ) -> Result<BoxStream<'static, Result<sdk::StreamResponse, A2AError>>, A2AError> {
-        let events = self.start(req).await?;
+        let relay = Relay::new(self.push.clone(), Self::push_of(&req));
+        let events = self.start(&req).await?;
+        let relay = Arc::new(tokio::sync::Mutex::new(relay));
         Ok(events
-            .filter_map(|ev| async move {
-                match ev {
-                    Ok(ev) => ev.event.and_then(event_to_sdk).map(Ok),
-                    Err(s) => Some(Err(a2a_error(s, None))),
+            .filter_map(move |ev| {
+                let relay = relay.clone();
+                async move {
+                    match ev {
+                        Ok(ev) => {
+                            let e = ev.event.and_then(event_to_sdk)?;
+                            if let Err(err) = relay.lock().await.pass(&e).await {
+                                return Some(Err(err));
+                            }
+                            Some(Ok(e))
+                        }
+                        Err(s) => Some(Err(a2a_error(s, None))),
+                    }
                 }
             })
             .boxed())
@@ -158,6 +304,9 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::GetTaskRequest,
     ) -> Result<sdk::Task, A2AError> {
+        if req.history_length.is_some_and(|n| n < 0) {
+            return Err(A2AError::invalid_params("historyLength must not be negative"));
+        }
         let rec = self
             .orchestrator
             .get_task(&GetTaskRequest {
@@ -173,11 +322,14 @@ impl RequestHandler for A2aHandler {
     async fn list_tasks(
         &self,
         _params: &ServiceParams,
-        _req: sdk::ListTasksRequest,
+        req: sdk::ListTasksRequest,
     ) -> Result<sdk::ListTasksResponse, A2AError> {
-        Err(A2AError::unsupported_operation(
-            "ListTasks is not supported yet",
-        ))
+        let resp = self
+            .orchestrator
+            .list_tasks(&pbconv::to_proto_list_tasks_request(&req))
+            .await
+            .map_err(|s| a2a_error(s, None))?;
+        Ok(pbconv::from_proto_list_tasks_response(&resp))
     }
 
     async fn cancel_task(
@@ -189,51 +341,88 @@ impl RequestHandler for A2aHandler {
             .orchestrator
             .cancel_task(&CancelTaskRequest { id: req.id.clone() })
             .await
-            .map_err(|s| a2a_error(s, Some(&req.id)))?;
+            .map_err(|s| match s.code() {
+                Code::FailedPrecondition => A2AError::task_not_cancelable(&req.id),
+                _ => a2a_error(s, Some(&req.id)),
+            })?;
         let task = rec.task.ok_or_else(|| A2AError::task_not_found(&req.id))?;
-        Ok(pbconv::from_proto_task(&task))
+        let sdk_task = pbconv::from_proto_task(&task);
+        if self.push.wanted(&req.id).await {
+            let push = self.push.clone();
+            let ev = sdk::StreamResponse::Task(sdk_task.clone());
+            tokio::spawn(async move { push.deliver(task_id_of(&ev), &ev).await });
+        }
+        Ok(sdk_task)
     }
 
     async fn subscribe_to_task(
         &self,
         _params: &ServiceParams,
-        _req: sdk::SubscribeToTaskRequest,
+        req: sdk::SubscribeToTaskRequest,
     ) -> Result<BoxStream<'static, Result<sdk::StreamResponse, A2AError>>, A2AError> {
-        Err(A2AError::unsupported_operation(
-            "SubscribeToTask is not supported yet",
-        ))
+        let id = req.id.clone();
+        let events = self
+            .orchestrator
+            .subscribe_task(&pbconv::to_proto_subscribe_to_task_request(&req))
+            .await
+            .map_err(|s| match s.code() {
+                Code::FailedPrecondition => A2AError::unsupported_operation(format!(
+                    "task {id} has ended; there is nothing to subscribe to ({})",
+                    s.message()
+                )),
+                _ => a2a_error(s, Some(&id)),
+            })?;
+        Ok(events
+            .filter_map(|ev| async move {
+                match ev {
+                    Ok(ev) => ev.event.and_then(event_to_sdk).map(Ok),
+                    Err(s) => Some(Err(a2a_error(s, None))),
+                }
+            })
+            .boxed())
     }
 
     async fn create_push_config(
         &self,
         _params: &ServiceParams,
-        _req: sdk::TaskPushNotificationConfig,
+        req: sdk::TaskPushNotificationConfig,
     ) -> Result<sdk::TaskPushNotificationConfig, A2AError> {
-        Err(A2AError::push_notification_not_supported())
+        // The task must exist.
+        self.orchestrator
+            .get_task(&GetTaskRequest {
+                id: req.task_id.clone(),
+                history_length: Some(0),
+            })
+            .await
+            .map_err(|s| a2a_error(s, Some(&req.task_id)))?;
+        self.push.save(req).await
     }
 
     async fn get_push_config(
         &self,
         _params: &ServiceParams,
-        _req: sdk::GetTaskPushNotificationConfigRequest,
+        req: sdk::GetTaskPushNotificationConfigRequest,
     ) -> Result<sdk::TaskPushNotificationConfig, A2AError> {
-        Err(A2AError::push_notification_not_supported())
+        self.push.get(&req.task_id, &req.id).await
     }
 
     async fn list_push_configs(
         &self,
         _params: &ServiceParams,
-        _req: sdk::ListTaskPushNotificationConfigsRequest,
+        req: sdk::ListTaskPushNotificationConfigsRequest,
     ) -> Result<sdk::ListTaskPushNotificationConfigsResponse, A2AError> {
-        Err(A2AError::push_notification_not_supported())
+        Ok(sdk::ListTaskPushNotificationConfigsResponse {
+            configs: self.push.list(&req.task_id).await?,
+            next_page_token: None,
+        })
     }
 
     async fn delete_push_config(
         &self,
         _params: &ServiceParams,
-        _req: sdk::DeleteTaskPushNotificationConfigRequest,
+        req: sdk::DeleteTaskPushNotificationConfigRequest,
     ) -> Result<(), A2AError> {
-        Err(A2AError::push_notification_not_supported())
+        self.push.delete(&req.task_id, &req.id).await
     }
 
     async fn get_extended_agent_card(
@@ -241,67 +430,7 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         _req: sdk::GetExtendedAgentCardRequest,
     ) -> Result<sdk::AgentCard, A2AError> {
-        Err(A2AError::extended_card_not_configured())
-    }
-}
-
-/// The public agent card: the orchestrator's skills, the JSON-RPC interface,
-/// and the bearer scheme when a token is required.
-pub fn agent_card(config: &Config, specs: &Specs, public_url: &str) -> sdk::AgentCard {
-    let skills = specs
-        .iter()
-        .filter(|s| s.role == hearth_agents::Role::Orchestrator)
-        .map(|s| sdk::AgentSkill {
-            id: s.name.clone(),
-            name: s.name.clone(),
-            description: s.description.clone(),
-            tags: vec!["hearth".into(), "local-first".into()],
-            examples: None,
-            input_modes: None,
-            output_modes: None,
-            security_requirements: None,
-        })
-        .collect();
-    let token = !config.gateway.token.is_empty();
-    let (schemes, requirements) = if token {
-        let scheme = sdk::SecurityScheme::HttpAuth(sdk::HttpAuthSecurityScheme {
-            scheme: "Bearer".into(),
-            description: Some(
-                "The token configured as gateway.token (HEARTH_GATEWAY_TOKEN).".into(),
-            ),
-            bearer_format: None,
-        });
-        (
-            Some(HashMap::from([("bearer".to_string(), scheme)])),
-            Some(vec![HashMap::from([("bearer".to_string(), Vec::new())])]),
-        )
-    } else {
-        (None, None)
-    };
-    sdk::AgentCard {
-        name: "Hearth".into(),
-        description:
-            "A local-first agent mesh: an orchestrator that delegates to operatives with tools."
-                .into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        supported_interfaces: vec![sdk::AgentInterface::new(
-            format!("{public_url}/"),
-            sdk::TRANSPORT_PROTOCOL_JSONRPC,
-        )],
-        capabilities: sdk::AgentCapabilities {
-            streaming: Some(true),
-            push_notifications: Some(false),
-            extensions: None,
-            extended_agent_card: Some(false),
-        },
-        default_input_modes: vec!["text/plain".into()],
-        default_output_modes: vec!["text/plain".into()],
-        skills,
-        provider: None,
-        documentation_url: None,
-        icon_url: None,
-        security_schemes: schemes,
-        security_requirements: requirements,
-        signatures: None,
+        // The token (when one is configured) was checked before any handler.
+        Ok(self.extended_card.clone())
     }
 }

@@ -1,32 +1,46 @@
-//! The gateway: Hearth's front door over HTTP.
+//! The gateway: Hearth's front door.
 //!
-//! It serves A2A v1.0 (`lf.a2a.v1`) JSON-RPC 2.0 at `/` (the official A2A
-//! Rust SDK's server does the protocol work: method dispatch, JSON-RPC and
-//! A2A error codes, SSE for streaming) and the agent card at
-//! `/.well-known/agent-card.json`. Every task goes to the orchestrator over
-//! the bus; the gateway keeps no task state of its own.
+//! It serves A2A v1.0 (`lf.a2a.v1`) over all three bindings from one
+//! handler ([`A2aHandler`], which sends every task to the orchestrator over
+//! the bus; the gateway keeps no task state of its own beyond push
+//! configurations): JSON-RPC 2.0 at `/` (with SSE for streaming), HTTP+JSON
+//! (`/message:send`, `/tasks/{id}`, …) and gRPC on a listener of its own.
+//! The official A2A Rust SDK does the protocol work (`a2a-server-lf` for
+//! JSON-RPC and HTTP+JSON, `a2a-grpc` for gRPC); the v0.3 JSON-RPC method
+//! names are translated in [`v03`]. The agent card is public at
+//! `/.well-known/agent-card.json`.
 //!
 //! It also serves the mesh as an MCP server at `/mcp` (streamable HTTP; see
 //! [`mcp`]).
 //!
 //! Binds to loopback unless configured otherwise. When a token is
-//! configured, every request but the agent card must carry it as
-//! `Authorization: Bearer <token>`.
+//! configured, every request but the agent card must carry it.
 
 mod auth;
+pub mod card;
+mod grpc;
 mod handler;
 pub mod mcp;
+pub mod push;
+pub mod v03;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use a2a_server::ServiceParams;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use hearth_mesh::{Config, SharedBus};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
-pub use handler::{A2aHandler, agent_card};
+pub use card::{Endpoints, agent_card};
+pub use handler::A2aHandler;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,17 +68,81 @@ pub enum GatewayError {
 
 /// A running gateway.
 pub struct Running {
-    /// The address it listens on (with the real port when 0 was asked for).
+    /// The HTTP address (with the real port when 0 was asked for).
     pub addr: SocketAddr,
-    /// The server task.
-    pub handle: JoinHandle<()>,
+    /// The gRPC address, when gRPC runs.
+    pub grpc_addr: Option<SocketAddr>,
+    /// The server tasks.
+    pub handles: Vec<JoinHandle<()>>,
 }
 
-/// Builds the gateway's router.
-pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Router, GatewayError> {
+#[derive(Clone)]
+struct Front {
+    handler: Arc<A2aHandler>,
+    sdk: Router,
+    extended: Arc<Value>,
+}
+
+fn rpc_error(id: Value, code: i32, message: &str) -> Response {
+    axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
+        .into_response()
+}
+
+/// `POST /`: v0.3 method names go to [`v03`], everything else to the SDK's
+/// v1.0 JSON-RPC router (which answers parse errors, invalid requests,
+/// unknown methods and versions by the book).
+async fn jsonrpc(State(f): State<Front>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than gateway.max_body_bytes",
+            )
+                .into_response();
+        }
+    };
+    if let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        && let Some(method) = v.get("method").and_then(Value::as_str)
+        && v03::is_v03(method)
+    {
+        let id = v.get("id").cloned().unwrap_or(Value::Null);
+        if v.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return rpc_error(id, -32600, "invalid request: jsonrpc must be \"2.0\"");
+        }
+        let params = v.get("params").cloned().unwrap_or_else(|| json!({}));
+        if !params.is_object() {
+            return rpc_error(id, -32602, "invalid params: params must be an object");
+        }
+        let mut sp = ServiceParams::new();
+        for (k, val) in &parts.headers {
+            if let Ok(s) = val.to_str() {
+                sp.entry(k.as_str().to_ascii_lowercase())
+                    .or_default()
+                    .push(s.to_string());
+            }
+        }
+        return v03::handle(f.handler.clone(), sp, id, method, params, f.extended.clone()).await;
+    }
+    match f
+        .sdk
+        .clone()
+        .oneshot(Request::from_parts(parts, Body::from(bytes)))
+        .await
+    {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// Builds the gateway's HTTP router for a gateway reached at `at`.
+pub fn router(config: &Config, bus: SharedBus, at: &Endpoints) -> Result<(Router, Arc<A2aHandler>), GatewayError> {
     let specs = hearth_agents::Specs::load(config.agents.dir.as_deref())?;
-    let card = agent_card(config, &specs, public_url);
-    let handler = Arc::new(A2aHandler::new(config, bus.clone()));
+    let public = agent_card(config, &specs, at, false);
+    let extended = agent_card(config, &specs, at, true);
+    let extended_json = Arc::new(card::card_json(&extended, at));
+    let handler = Arc::new(A2aHandler::new(config, bus.clone(), extended));
     let token = (!config.gateway.token.is_empty()).then(|| config.gateway.token.clone());
     // Beyond loopback the MCP endpoint is reached by whatever name the
     // machine has; the token, not the Host header, guards it then.
@@ -73,7 +151,15 @@ pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Route
         .addr
         .parse::<SocketAddr>()
         .is_ok_and(|a| a.ip().is_loopback());
-    let protected = a2a_server_lf_router(handler)
+    let front = Front {
+        handler: handler.clone(),
+        sdk: a2a_server::jsonrpc::jsonrpc_router(handler.clone()),
+        extended: extended_json,
+    };
+    let protected = Router::new()
+        .route("/", post(jsonrpc))
+        .with_state(front)
+        .merge(a2a_server::rest::rest_router(handler.clone()))
         .merge(mcp::http_router(
             mcp::MeshMcp::new(config, bus),
             beyond_loopback && token.is_some(),
@@ -82,52 +168,77 @@ pub fn router(config: &Config, bus: SharedBus, public_url: &str) -> Result<Route
             token,
             auth::require_token,
         ));
-    Ok(Router::new()
-        .merge(a2a_server::agent_card::agent_card_router(Arc::new(
-            a2a_server::StaticAgentCard::new(card),
-        )))
+    let router = Router::new()
+        .merge(card::router(Arc::new(card::card_json(&public, at))))
         .merge(protected)
-        // The SDK's router allows 10 MiB itself; this outer limit is the
+        // The SDK's routers allow 10 MiB themselves; this outer limit is the
         // configured one, and answers 413 before a byte more is read.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             config.gateway.max_body_bytes,
         ))
-        .layer(DefaultBodyLimit::disable()))
+        .layer(DefaultBodyLimit::disable());
+    Ok((router, handler))
 }
 
-fn a2a_server_lf_router(handler: Arc<A2aHandler>) -> Router {
-    a2a_server::jsonrpc::jsonrpc_router(handler)
-}
-
-/// Binds and serves the gateway.
-pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, GatewayError> {
-    let addr: SocketAddr = config
-        .gateway
-        .addr
-        .parse()
+fn parse_addr(addr: &str) -> Result<SocketAddr, GatewayError> {
+    addr.parse()
         .map_err(|e: std::net::AddrParseError| GatewayError::Addr {
-            addr: config.gateway.addr.clone(),
+            addr: addr.to_string(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| GatewayError::Bind { addr, source })?;
-    let addr = listener
+    let bound = listener
         .local_addr()
         .map_err(|source| GatewayError::Bind { addr, source })?;
-    if !addr.ip().is_loopback() {
-        if config.gateway.token.is_empty() {
-            tracing::warn!(%addr, "the gateway listens beyond loopback WITHOUT a token: set HEARTH_GATEWAY_TOKEN");
-        } else {
-            tracing::info!(%addr, "the gateway listens beyond loopback; a token is required");
-        }
+    if !bound.ip().is_loopback() {
+        tracing::warn!(addr = %bound, "the gateway listens beyond loopback: make sure a token is set (HEARTH_GATEWAY_TOKEN)");
     }
-    let app = router(config, bus, &format!("http://{addr}"))?;
-    let handle = tokio::spawn(async move {
+    Ok((listener, bound))
+}
+
+/// Binds and serves the gateway: HTTP (JSON-RPC, HTTP+JSON, MCP, the card)
+/// and, unless `gateway.grpc_addr` is empty, gRPC.
+pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, GatewayError> {
+    let (listener, addr) = bind(parse_addr(&config.gateway.addr)?).await?;
+    let grpc_listener = match config.gateway.grpc_addr.trim() {
+        "" => None,
+        a => Some(bind(parse_addr(a)?).await?),
+    };
+    if !addr.ip().is_loopback() && config.gateway.token.is_empty() {
+        tracing::warn!(%addr, "the gateway listens beyond loopback WITHOUT a token: set HEARTH_GATEWAY_TOKEN");
+    }
+    let at = Endpoints {
+        http: config
+            .gateway
+            .public_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| format!("http://{addr}")),
+        grpc: grpc_listener.as_ref().map(|(_, a)| a.to_string()),
+    };
+    let (app, handler) = router(config, bus, &at)?;
+    let mut handles = vec![tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "gateway stopped");
         }
-    });
-    tracing::info!(%addr, "gateway ready");
-    Ok(Running { addr, handle })
+    })];
+    let mut grpc_addr = None;
+    if let Some((l, a)) = grpc_listener {
+        let token = (!config.gateway.token.is_empty()).then(|| config.gateway.token.clone());
+        let (_, h) = grpc::serve(l, handler, token, config.gateway.max_body_bytes)
+            .map_err(|source| GatewayError::Bind { addr: a, source })?;
+        handles.push(h);
+        grpc_addr = Some(a);
+    }
+    tracing::info!(%addr, grpc = ?grpc_addr, "gateway ready");
+    Ok(Running {
+        addr,
+        grpc_addr,
+        handles,
+    })
 }

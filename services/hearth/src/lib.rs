@@ -4,6 +4,7 @@
 //! With no NATS URL configured everything runs in one process on the
 //! in-process bus; with one, each part joins the mesh on NATS.
 
+pub mod agents_cli;
 pub mod bench;
 pub mod bench_code;
 pub mod bench_engine;
@@ -79,6 +80,8 @@ pub struct Mesh {
     pub bus: SharedBus,
     /// Where the gateway listens, if it runs here.
     pub gateway: Option<SocketAddr>,
+    /// Where its gRPC listener is, if it has one.
+    pub gateway_grpc: Option<SocketAddr>,
     handles: Vec<JoinHandle<()>>,
     pool: Option<Arc<hearth_toolhost::McpPool>>,
 }
@@ -101,6 +104,7 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
     let mut mesh = Mesh {
         bus: bus.clone(),
         gateway: None,
+        gateway_grpc: None,
         handles: Vec::new(),
         pool: None,
     };
@@ -168,7 +172,8 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                     .await
                     .context("starting the gateway")?;
                 mesh.gateway = Some(r.addr);
-                mesh.handles.push(r.handle);
+                mesh.gateway_grpc = r.grpc_addr;
+                mesh.handles.extend(r.handles);
             }
         }
     }

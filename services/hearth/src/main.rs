@@ -77,6 +77,15 @@ enum Command {
         #[command(subcommand)]
         what: MemoryCommand,
     },
+    /// The agents: this mesh's own (agent specs) and the external A2A
+    /// agents it may delegate to ([[agents.remote]]); fetch and check any
+    /// agent card.
+    ///
+    /// Example: hearth agents card http://127.0.0.1:9999
+    Agents {
+        #[command(subcommand)]
+        what: AgentsCommand,
+    },
     /// The tools the mesh can call: list them (with their server and
     /// status), call one, approve changed definitions.
     Tools {
@@ -131,6 +140,29 @@ enum MemoryCommand {
     Forget(hearth::memory_cli::ForgetArgs),
     /// The collections, their sizes and embedding models.
     Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Local agent specs and external agents (their cards fetched now).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch an agent card (a base URL or the card's URL) and check it
+    /// against A2A v1.0; exits non-zero if it has problems.
+    Card {
+        /// `http://host:port` (the card is at /.well-known/agent-card.json)
+        /// or the card's own URL.
+        url: String,
+        /// A bearer token, for cards that are not public.
+        #[arg(long)]
+        token: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -320,6 +352,15 @@ async fn run(cli: Cli) -> Result<()> {
                 MemoryCommand::Info { json } => hearth::memory_cli::info(&config, json).await,
             }
         }
+        Command::Agents { what } => match what {
+            AgentsCommand::List { json } => {
+                let config = Config::load()?;
+                hearth::agents_cli::list(&config, json).await
+            }
+            AgentsCommand::Card { url, token, json } => {
+                hearth::agents_cli::card(&url, token.as_deref(), json).await
+            }
+        },
         Command::Mcp => {
             let config = Config::load()?;
             hearth::tools_cli::mcp_stdio(&config).await
@@ -383,7 +424,10 @@ async fn run(cli: Cli) -> Result<()> {
             let mesh = start(&config, bus, &Part::ALL).await?;
             if let Some(addr) = mesh.gateway {
                 println!(
-                    "hearth is up: A2A at http://{addr}/ (agent card: http://{addr}/.well-known/agent-card.json)"
+                    "hearth is up: A2A at http://{addr}/ (JSON-RPC; HTTP+JSON beside it{}), MCP at http://{addr}/mcp; agent card: http://{addr}/.well-known/agent-card.json",
+                    mesh.gateway_grpc
+                        .map(|g| format!("; gRPC at {g}"))
+                        .unwrap_or_default()
                 );
             }
             tokio::signal::ctrl_c()

@@ -38,6 +38,10 @@ pub mod methods {
     pub const GET_TASK: &str = "get_task";
     /// Agents: cancel a task.
     pub const CANCEL_TASK: &str = "cancel_task";
+    /// Agents: list tasks.
+    pub const LIST_TASKS: &str = "list_tasks";
+    /// Agents: a task's events from now on.
+    pub const SUBSCRIBE_TASK: &str = "subscribe_task";
     /// Memory: store chunks.
     pub const UPSERT: &str = "upsert";
     /// Memory: search.
@@ -187,6 +191,24 @@ impl AgentClient {
     pub async fn cancel_task(&self, req: &CancelTaskRequest) -> Result<TaskRecord, Status> {
         let subject = self.subjects.method(self.service, methods::CANCEL_TASK);
         rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// Lists tasks.
+    pub async fn list_tasks(
+        &self,
+        req: &hearth_proto::a2a::ListTasksRequest,
+    ) -> Result<hearth_proto::a2a::ListTasksResponse, Status> {
+        let subject = self.subjects.method(self.service, methods::LIST_TASKS);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
+    }
+
+    /// A task's events from now on.
+    pub async fn subscribe_task(
+        &self,
+        req: &hearth_proto::a2a::SubscribeToTaskRequest,
+    ) -> Result<ReplyStream<TaskEvent>, Status> {
+        let subject = self.subjects.method(self.service, methods::SUBSCRIBE_TASK);
+        rpc::call_stream(&self.bus, &subject, req, self.timeout).await
     }
 }
 

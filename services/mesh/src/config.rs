@@ -174,20 +174,37 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// Listen address; loopback unless you mean otherwise.
+    /// Listen address (A2A JSON-RPC and HTTP+JSON, MCP); loopback unless
+    /// you mean otherwise.
     pub addr: String,
-    /// Bearer token required on every request but the agent card, when set.
+    /// Listen address of A2A over gRPC (empty: no gRPC); loopback unless you
+    /// mean otherwise.
+    pub grpc_addr: String,
+    /// The address clients reach the gateway at, for the agent card
+    /// (`https://agents.example.com`), when it is behind a proxy; default:
+    /// the listen address.
+    pub public_url: Option<String>,
+    /// Token required on every request but the agent card, when set: as
+    /// `Authorization: Bearer <token>` or `X-API-Key: <token>` (gRPC: the
+    /// same metadata).
     pub token: Secret,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Allow push-notification webhooks on loopback and private addresses
+    /// (off: only public addresses, so a caller cannot aim the gateway at
+    /// the machine's own services).
+    pub push_allow_private: bool,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8777".into(),
+            grpc_addr: "127.0.0.1:8778".into(),
+            public_url: None,
             token: Secret::default(),
             max_body_bytes: 1024 * 1024,
+            push_allow_private: false,
         }
     }
 }
@@ -440,6 +457,8 @@ pub struct AgentsConfig {
     pub orchestrator: String,
     /// The spec operatives run unless a task names another.
     pub operative: String,
+    /// External A2A agents the orchestrator may delegate to.
+    pub remote: Vec<RemoteAgent>,
 }
 
 impl Default for AgentsConfig {
@@ -448,8 +467,42 @@ impl Default for AgentsConfig {
             dir: None,
             orchestrator: "orchestrator".into(),
             operative: "operative".into(),
+            remote: Vec::new(),
         }
     }
+}
+
+/// An external A2A agent (`[[agents.remote]]`): the orchestrator sees its
+/// skills as the tool `remote.<name>` and may delegate subtasks to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAgent {
+    /// A short name (letters, digits, `_`, `-`): the tool is `remote.<name>`.
+    pub name: String,
+    /// Its base URL (the card is at `<url>/.well-known/agent-card.json`) or
+    /// the card's own URL.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` (never logged).
+    #[serde(default)]
+    pub token: Secret,
+    /// Sent as `X-API-Key` (never logged).
+    #[serde(default)]
+    pub api_key: Secret,
+    /// Deadline for one delegated subtask, in milliseconds.
+    #[serde(default = "default_remote_timeout_ms")]
+    pub timeout_ms: u64,
+    /// When it fails or times out, hand the subtask to a local operative
+    /// instead (and say so).
+    #[serde(default = "default_true")]
+    pub fallback: bool,
+}
+
+fn default_remote_timeout_ms() -> u64 {
+    120_000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Config {

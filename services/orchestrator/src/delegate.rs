@@ -90,6 +90,8 @@ impl LocalTool for Delegate {
             agent: self.agent.clone(),
             task_id: sub_id.clone(),
             timeout_ms: 0,
+            // Nobody is there to answer an operative's question.
+            interactive: false,
         };
         let mut events = self.operatives.send_task(&req).await?;
         let mut guard = CancelOnDrop {

@@ -7,8 +7,12 @@
 //! delegated subtask that cannot run (no operative listening, a timeout)
 //! fails the task with that reason; one that runs and fails is reported to
 //! the model, which may answer or try again.
+//!
+//! External A2A agents (`[[agents.remote]]`) are tools too, `remote.<name>`
+//! (see [`remote`]); their cards are read when the orchestrator starts.
 
 mod delegate;
+pub mod remote;
 
 use std::sync::Arc;
 
@@ -55,11 +59,31 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, Orchestrato
         Service::Operative,
         config.task_timeout(),
     );
-    let delegate: Arc<dyn LocalTool> =
-        Arc::new(Delegate::new(operatives, config.agents.operative.clone()));
+    let local = Arc::new(Delegate::new(operatives, config.agents.operative.clone()));
+    let delegate: Arc<dyn LocalTool> = local.clone();
+    let http = reqwest::Client::new();
+    let mut own: Vec<Arc<dyn LocalTool>> = vec![delegate];
+    for r in &config.agents.remote {
+        let tool = Arc::new(remote::RemoteTool::new(
+            r.clone(),
+            http.clone(),
+            r.fallback.then(|| local.clone()),
+        ));
+        // Read the card now, off the start-up path; a call reads it again
+        // if it was not there yet.
+        let t = tool.clone();
+        let name = r.name.clone();
+        tokio::spawn(async move {
+            match t.refresh().await {
+                Ok(card) => tracing::info!(agent = %name, card = %card.name, "remote agent card read"),
+                Err(e) => tracing::warn!(agent = %name, error = %e, "remote agent card not read"),
+            }
+        });
+        own.push(tool);
+    }
     let tools_for: ToolsFor = Arc::new(move |spec: Arc<AgentSpec>| -> Arc<dyn Tools> {
         Arc::new(ToolSet::new(
-            vec![delegate.clone()],
+            own.clone(),
             Arc::new(BusTools::new(toolhost.clone(), spec)),
         ))
     });

@@ -6,10 +6,10 @@
 //! Rules, in order, on the last message:
 //! 1. a tool result → answer `The answer is <result>.` (a result that is
 //!    already such an answer is passed on as it is);
-//! 2. a user message and a tool named `*.delegate` offered → delegate the
-//!    whole message;
-//! 3. a user message saying `call <tool> <json object>` with that tool
+//! 2. a user message saying `call <tool> <json object>` with that tool
 //!    offered → call it with those arguments (tests drive any tool this way);
+//! 3. a user message and a tool named `*.delegate` offered → delegate the
+//!    whole message;
 //! 4. a user message and a tool named `*.evaluate` offered → call it with the
 //!    longest arithmetic expression found in the message;
 //! 5. anything else → answer with the message echoed back.
@@ -76,12 +76,6 @@ impl Backend for ScriptedBackend {
             } else {
                 format!("The answer is {result}.")
             };
-        } else if let Some(t) = tool(".delegate").filter(|_| last.role == "user") {
-            chunk.tool_calls.push(ToolCall {
-                id: "call_0".into(),
-                name: t.name.clone(),
-                arguments_json: json!({ "task": last.content }).to_string(),
-            });
         } else if let Some((name, args)) = find_directive(&last.content)
             .filter(|(n, _)| last.role == "user" && req.tools.iter().any(|t| &t.name == n))
         {
@@ -89,6 +83,12 @@ impl Backend for ScriptedBackend {
                 id: "call_0".into(),
                 name,
                 arguments_json: args,
+            });
+        } else if let Some(t) = tool(".delegate").filter(|_| last.role == "user") {
+            chunk.tool_calls.push(ToolCall {
+                id: "call_0".into(),
+                name: t.name.clone(),
+                arguments_json: json!({ "task": last.content }).to_string(),
             });
         } else if let (Some(t), Some(expr)) = (tool(".evaluate"), find_expression(&last.content)) {
             chunk.tool_calls.push(ToolCall {
