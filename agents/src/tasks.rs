@@ -533,15 +533,16 @@ impl TaskHost {
         let updates = BroadcastStream::new(slot.watchers.subscribe())
             // A subscriber too slow to keep up misses events, not the end.
             .filter_map(|r| async move { r.ok() });
-        let mut done = false;
-        let events = futures::stream::iter([now])
-            .chain(updates)
-            .take_while(move |ev| {
-                let go = !done;
-                done = ends(ev);
-                async move { go }
-            })
-            .map(Ok);
+        let all = futures::stream::iter([now]).chain(updates).boxed();
+        // Ends right after the terminal event, without waiting for another.
+        let events = futures::stream::unfold((all, false), |(mut s, done)| async move {
+            if done {
+                return None;
+            }
+            let ev = s.next().await?;
+            let end = ends(&ev);
+            Some((Ok(ev), (s, end)))
+        });
         Ok(events.boxed())
     }
 

@@ -315,6 +315,8 @@ pub fn test_config(prefix: &str) -> hearth_mesh::Config {
     c.toolhost.audit_log = Some(state.join("tool-calls.jsonl"));
     c.request_timeout_ms = 10_000;
     c.task_timeout_ms = 30_000;
+    // Any port: tests run side by side.
+    c.gateway.grpc_addr = "127.0.0.1:0".into();
     c
 }
 

@@ -20,7 +20,6 @@ use hearth_e2e::{
 use hearth_memory::ingest::ingest;
 use hearth_memory::store::CollectionMeta;
 use hearth_mesh::clients::{MemoryClient, ToolhostClient};
-use hearth_memory::VectorStore;
 use hearth_mesh::{Config, LocalBus, Secret, SharedBus};
 use hearth_proto::v1::{
     CallToolRequest, DeleteRequest, Filter, InfoRequest, SearchRequest, SourcesRequest,
@@ -395,16 +394,10 @@ async fn two_processes_ingest_and_search_at_once_over_nats() {
     }
     let long = Duration::from_secs(300);
     let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
-    let ingest_a = hearth(
-        &["memory", "ingest", &a_s, "--collection", "shared", "--json"],
-        &env,
-        long,
-    );
-    let ingest_b = hearth(
-        &["memory", "ingest", &b_s, "--collection", "shared", "--json"],
-        &env,
-        long,
-    );
+    let args_a = ["memory", "ingest", &a_s, "--collection", "shared", "--json"];
+    let args_b = ["memory", "ingest", &b_s, "--collection", "shared", "--json"];
+    let ingest_a = hearth(&args_a, &env, long);
+    let ingest_b = hearth(&args_b, &env, long);
     let searching = async {
         let mut answered = 0;
         for _ in 0..5 {
@@ -493,7 +486,9 @@ async fn agents_remember_facts_and_recall_only_relevant_ones() {
         .recall("operative", "Who is on call this week?", 3)
         .await;
     assert!(
-        recalled.iter().any(|m| m.contains("Priya Raman")),
+        recalled
+            .iter()
+            .any(|m| m == "The on-call engineer this week is Priya Raman."),
         "{recalled:?}"
     );
     // The arithmetic task's outcome was kept too, and is what a similar task recalls.
@@ -534,9 +529,33 @@ async fn agents_remember_facts_and_recall_only_relevant_ones() {
     let recalled = memory
         .recall("operative", "Who is on call this week?", 3)
         .await;
+    // The fact is gone (the outcome of the task that stored it remains).
     assert!(
-        recalled.iter().all(|m| !m.contains("Priya")),
+        recalled
+            .iter()
+            .all(|m| m != "The on-call engineer this week is Priya Raman."),
         "{recalled:?}"
+    );
+    // Forgetting by agent clears the rest.
+    let deleted = client
+        .delete(&DeleteRequest {
+            collection: AGENT_MEMORY.into(),
+            ids: vec![],
+            filter: Some(Filter {
+                equals: [("agent".to_string(), "operative".to_string())].into(),
+                since: None,
+                until: None,
+            }),
+        })
+        .await
+        .unwrap()
+        .deleted;
+    assert_eq!(deleted, 2);
+    assert!(
+        memory
+            .recall("operative", "Who is on call this week?", 3)
+            .await
+            .is_empty()
     );
     mesh.shutdown().await;
 }

@@ -151,6 +151,7 @@ async fn calculator_question_across_processes_over_nats() {
     let addr = format!("127.0.0.1:{port}");
     let mut e = env(&nats.url, &prefix);
     e.push(("HEARTH_GATEWAY_ADDR", &addr));
+    e.push(("HEARTH_GATEWAY_GRPC_ADDR", "127.0.0.1:0"));
     let mut procs = Vec::new();
     for part in ["engine", "toolhost", "operative", "orchestrator", "gateway"] {
         procs.push(HearthProcess::serve(part, &e).await.unwrap());

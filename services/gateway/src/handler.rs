@@ -97,6 +97,26 @@ fn event_to_sdk(ev: hearth_proto::a2a::StreamResponse) -> Option<sdk::StreamResp
     })
 }
 
+/// A bus stream whose first frame is an error is that error (answered as
+/// one, not as the first event of a stream that then ends).
+async fn first_or_error(
+    mut events: BoxStream<'static, Result<TaskEvent, tonic::Status>>,
+) -> Result<BoxStream<'static, Result<TaskEvent, tonic::Status>>, tonic::Status> {
+    match events.next().await {
+        None => Ok(futures::stream::empty().boxed()),
+        Some(Err(s)) => Err(s),
+        Some(Ok(first)) => Ok(futures::stream::iter([Ok(first)]).chain(events).boxed()),
+    }
+}
+
+/// A required field that came empty (or missing) is invalid params.
+fn need(field: &str, value: &str) -> Result<(), A2AError> {
+    if value.trim().is_empty() {
+        return Err(A2AError::invalid_params(format!("`{field}` is required")));
+    }
+    Ok(())
+}
+
 fn task_id_of(ev: &sdk::StreamResponse) -> &str {
     match ev {
         sdk::StreamResponse::Task(t) => &t.id,
@@ -208,10 +228,12 @@ impl A2aHandler {
             timeout_ms: u32::try_from(self.task_timeout.as_millis()).unwrap_or(u32::MAX),
             interactive: true,
         };
-        self.orchestrator
+        let events = self
+            .orchestrator
             .send_task(&send)
             .await
-            .map_err(|s| a2a_error(s, None))
+            .map_err(|s| a2a_error(s, None))?;
+        first_or_error(events).await.map_err(|s| a2a_error(s, None))
     }
 
     /// The configured webhook of a send request, if any.
@@ -304,6 +326,7 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::GetTaskRequest,
     ) -> Result<sdk::Task, A2AError> {
+        need("id", &req.id)?;
         if req.history_length.is_some_and(|n| n < 0) {
             return Err(A2AError::invalid_params("historyLength must not be negative"));
         }
@@ -337,6 +360,7 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::CancelTaskRequest,
     ) -> Result<sdk::Task, A2AError> {
+        need("id", &req.id)?;
         let rec = self
             .orchestrator
             .cancel_task(&CancelTaskRequest { id: req.id.clone() })
@@ -360,18 +384,21 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::SubscribeToTaskRequest,
     ) -> Result<BoxStream<'static, Result<sdk::StreamResponse, A2AError>>, A2AError> {
+        need("id", &req.id)?;
         let id = req.id.clone();
+        let refused = |s: tonic::Status| match s.code() {
+            Code::FailedPrecondition => A2AError::unsupported_operation(format!(
+                "task {id} has ended; there is nothing to subscribe to ({})",
+                s.message()
+            )),
+            _ => a2a_error(s, Some(&id)),
+        };
         let events = self
             .orchestrator
             .subscribe_task(&pbconv::to_proto_subscribe_to_task_request(&req))
             .await
-            .map_err(|s| match s.code() {
-                Code::FailedPrecondition => A2AError::unsupported_operation(format!(
-                    "task {id} has ended; there is nothing to subscribe to ({})",
-                    s.message()
-                )),
-                _ => a2a_error(s, Some(&id)),
-            })?;
+            .map_err(refused)?;
+        let events = first_or_error(events).await.map_err(refused)?;
         Ok(events
             .filter_map(|ev| async move {
                 match ev {
@@ -387,6 +414,8 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::TaskPushNotificationConfig,
     ) -> Result<sdk::TaskPushNotificationConfig, A2AError> {
+        need("taskId", &req.task_id)?;
+        need("url", &req.url)?;
         // The task must exist.
         self.orchestrator
             .get_task(&GetTaskRequest {
@@ -403,6 +432,8 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::GetTaskPushNotificationConfigRequest,
     ) -> Result<sdk::TaskPushNotificationConfig, A2AError> {
+        need("taskId", &req.task_id)?;
+        need("id", &req.id)?;
         self.push.get(&req.task_id, &req.id).await
     }
 
@@ -411,6 +442,7 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::ListTaskPushNotificationConfigsRequest,
     ) -> Result<sdk::ListTaskPushNotificationConfigsResponse, A2AError> {
+        need("taskId", &req.task_id)?;
         Ok(sdk::ListTaskPushNotificationConfigsResponse {
             configs: self.push.list(&req.task_id).await?,
             next_page_token: None,
@@ -422,6 +454,8 @@ impl RequestHandler for A2aHandler {
         _params: &ServiceParams,
         req: sdk::DeleteTaskPushNotificationConfigRequest,
     ) -> Result<(), A2AError> {
+        need("taskId", &req.task_id)?;
+        need("id", &req.id)?;
         self.push.delete(&req.task_id, &req.id).await
     }
 

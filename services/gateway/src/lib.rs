@@ -136,6 +136,27 @@ async fn jsonrpc(State(f): State<Front>, req: Request) -> Response {
     }
 }
 
+/// HTTP+JSON answers a successful DELETE with an empty body; A2A clients
+/// (the Python SDK's among them) read every answer as JSON, and the proto
+/// answer is `google.protobuf.Empty`, whose JSON is `{}`.
+async fn empty_is_json(req: Request, next: axum::middleware::Next) -> Response {
+    let delete = req.method() == axum::http::Method::DELETE;
+    let resp = next.run(req).await;
+    let empty = {
+        use axum::body::HttpBody;
+        resp.body().size_hint().exact() == Some(0)
+    };
+    if delete && resp.status().is_success() && empty {
+        return (
+            resp.status(),
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response();
+    }
+    resp
+}
+
 /// Builds the gateway's HTTP router for a gateway reached at `at`.
 pub fn router(config: &Config, bus: SharedBus, at: &Endpoints) -> Result<(Router, Arc<A2aHandler>), GatewayError> {
     let specs = hearth_agents::Specs::load(config.agents.dir.as_deref())?;
@@ -159,7 +180,10 @@ pub fn router(config: &Config, bus: SharedBus, at: &Endpoints) -> Result<(Router
     let protected = Router::new()
         .route("/", post(jsonrpc))
         .with_state(front)
-        .merge(a2a_server::rest::rest_router(handler.clone()))
+        .merge(
+            a2a_server::rest::rest_router(handler.clone())
+                .layer(axum::middleware::from_fn(empty_is_json)),
+        )
         .merge(mcp::http_router(
             mcp::MeshMcp::new(config, bus),
             beyond_loopback && token.is_some(),

@@ -123,7 +123,7 @@ pub fn files(root: &Path) -> Result<Vec<PathBuf>, IngestError> {
 /// A file's text, by its kind.
 fn extract(path: &Path, bytes: &[u8]) -> Result<String, String> {
     match kind(path) {
-        Some("html") => html2text::config::plain()
+        Some("html") => html2text::config::plain_no_decorate()
             .string_from_read(bytes, 10_000)
             .map_err(|e| e.to_string()),
         Some("pdf") => {

@@ -320,9 +320,11 @@ mod tests {
         assert_eq!(roles, ["system", "user", "assistant", "user"]);
         assert!(folded[0].content.starts_with("Be brief."));
         assert!(folded[0].content.contains("calculator.evaluate"));
+        // The same shape the grammar makes the model write.
+        let call: serde_json::Value = serde_json::from_str(&folded[2].content).unwrap();
         assert_eq!(
-            folded[2].content,
-            r#"{"arguments":{"expression":"17*23+4"},"tool":"calculator.evaluate"}"#
+            call,
+            serde_json::json!({"tool": "calculator.evaluate", "arguments": {"expression": "17*23+4"}})
         );
         assert!(
             folded[3]

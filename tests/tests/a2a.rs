@@ -1,0 +1,385 @@
+//! A2A against things nobody here wrote: the official Python `a2a-sdk` 1.x
+//! as a client of the gateway over JSON-RPC, HTTP+JSON, gRPC and its v0.3
+//! compatibility client; an agent built on the same SDK joined as an
+//! external agent; and errors by the book for malformed requests. The chat
+//! model is the scripted double (the tests are about the protocol and the
+//! mesh, not the model's judgement).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic with its message
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth::{Part, start};
+use hearth_e2e::{UrlProcess, free_port, hearth, test_config, unique_prefix};
+use hearth_mesh::{LocalBus, Secret, SharedBus};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+const TOKEN: &str = "tok-a2a-test";
+
+fn a2a_python() -> PathBuf {
+    PathBuf::from(std::env::var_os("HEARTH_TEST_A2A_PYTHON").unwrap_or_else(|| {
+        panic!("HEARTH_TEST_A2A_PYTHON is not set: run the tests with scripts/test (scripts/setup-tests installs a2a-sdk)")
+    }))
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("a2a").join(name)
+}
+
+/// The whole mesh in this process with the gateway on free ports.
+async fn mesh(token: Option<&str>) -> (hearth::Mesh, String) {
+    let mut config = test_config(&unique_prefix("a2a"));
+    config.gateway.addr = "127.0.0.1:0".into();
+    config.gateway.max_body_bytes = 64 * 1024;
+    // The test's webhook listens on loopback.
+    config.gateway.push_allow_private = true;
+    if let Some(t) = token {
+        config.gateway.token = Secret::new(t);
+    }
+    let bus: SharedBus = Arc::new(LocalBus::default());
+    let mesh = start(&config, bus, &Part::ALL).await.unwrap();
+    let url = format!("http://{}", mesh.gateway.unwrap());
+    (mesh, url)
+}
+
+async fn python_client(url: &str, binding: &str) -> Value {
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        Command::new(a2a_python())
+            .arg(script("client.py"))
+            .args([url, binding, "--token", TOKEN])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{binding}: {stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{binding}: {e}: {stdout}\n{stderr}"))
+}
+
+fn texts(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_python_a2a_sdk_speaks_every_binding_with_the_gateway() {
+    let (mesh, url) = mesh(Some(TOKEN)).await;
+    for binding in ["JSONRPC", "HTTP+JSON", "GRPC", "V03"] {
+        let r = python_client(&url, binding).await;
+        let ctx = format!("{binding}: {r:#}");
+        assert!(r.get("fatal").is_none(), "{ctx}");
+        assert_eq!(
+            r["card"]["bindings"],
+            json!(["GRPC", "HTTP+JSON", "JSONRPC"]),
+            "{ctx}"
+        );
+        assert_eq!(r["card"]["schemes"], json!(["apiKey", "bearer"]), "{ctx}");
+        for cap in ["streaming", "push", "extended"] {
+            assert_eq!(r["card"][cap], true, "{cap}: {ctx}");
+        }
+        // Send and get.
+        assert_eq!(r["send"]["state"], "TASK_STATE_COMPLETED", "{ctx}");
+        assert!(texts(&r["send"]["answer"]).contains("395"), "{ctx}");
+        assert_eq!(r["get"]["history"], 1, "{ctx}");
+        if binding != "V03" {
+            assert_eq!(r["list"]["has_sent"], true, "{ctx}");
+        }
+        // Streaming: every event parsed by the SDK's own types.
+        let kinds = texts(&r["stream"]["kinds"]);
+        for k in ["task", "status_update", "artifact_update"] {
+            assert!(kinds.contains(k), "{k}: {ctx}");
+        }
+        assert_eq!(r["stream"]["state"], "TASK_STATE_COMPLETED", "{ctx}");
+        assert!(texts(&r["stream"]["answer"]).contains('5'), "{ctx}");
+        // Multi-turn: a question, then the answer on the same task, heard by
+        // a subscriber.
+        let mt = &r["multi_turn"];
+        assert_eq!(mt["first"], "TASK_STATE_INPUT_REQUIRED", "{ctx}");
+        assert_eq!(mt["question"], "Which city?", "{ctx}");
+        assert_eq!(mt["second"], "TASK_STATE_COMPLETED", "{ctx}");
+        assert_eq!(mt["same_task"], true, "{ctx}");
+        assert_eq!(mt["history"], 4, "{ctx}");
+        assert!(texts(&mt["answer"]).contains("Lisbon"), "{ctx}");
+        let sub = mt["subscribed"].as_array().unwrap();
+        assert_eq!(sub.first().unwrap(), "task:TASK_STATE_INPUT_REQUIRED", "{ctx}");
+        assert_eq!(sub.last().unwrap(), "task:TASK_STATE_COMPLETED", "{ctx}");
+        // Push notifications reach the webhook with its token.
+        let push = &r["push"];
+        assert_eq!(push["got_url"], true, "{ctx}");
+        assert_eq!(push["listed"], 1, "{ctx}");
+        assert!(push["calls"].as_u64().unwrap() >= 2, "{ctx}");
+        assert_eq!(push["tokens"], json!([format!("tok-{binding}")]), "{ctx}");
+        assert_eq!(push["after_delete"], 0, "{ctx}");
+        // Cancel, and the errors after it.
+        assert_eq!(r["cancel"]["state"], "TASK_STATE_CANCELED", "{ctx}");
+        assert!(r["cancel"]["again"].is_object(), "{ctx}");
+        assert!(r["cancel"]["unknown"].is_object(), "{ctx}");
+        // The extended card names the operatives too.
+        assert!(texts(&r["extended"]).contains("operative"), "{ctx}");
+    }
+    mesh.shutdown().await;
+}
+
+async fn rpc(url: &str, body: &str, version: Option<&str>, token: Option<&str>) -> (u16, Value) {
+    let mut rb = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    if let Some(v) = version {
+        rb = rb.header("A2A-Version", v);
+    }
+    if let Some(t) = token {
+        rb = rb.header("X-API-Key", t);
+    }
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test]
+async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
+    let (mesh, url) = mesh(Some(TOKEN)).await;
+    let t = Some(TOKEN);
+    let v1 = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "params": {"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "What is 1+2?"}]}}})
+    .to_string();
+    // No A2A-Version header means 0.3, which has no `SendMessage`.
+    let (_, v) = rpc(&url, &v1, None, t).await;
+    assert_eq!(v["error"]["code"], -32009, "{v}");
+    let (_, v) = rpc(&url, &v1, Some("1.0"), t).await;
+    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+
+    // v0.3 names, v0.3 shapes.
+    let v03 = json!({"jsonrpc": "2.0", "id": "x", "method": "message/send",
+        "params": {"message": {"kind": "message", "messageId": "m2", "role": "user",
+            "parts": [{"kind": "text", "text": "What is 6*7?"}]}}})
+    .to_string();
+    let (status, v) = rpc(&url, &v03, None, t).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["kind"], "task", "{v}");
+    assert_eq!(v["result"]["status"]["state"], "completed", "{v}");
+    assert_eq!(v["result"]["artifacts"][0]["parts"][0]["kind"], "text", "{v}");
+    assert!(v.to_string().contains("42"), "{v}");
+    let id = v["result"]["id"].as_str().unwrap().to_string();
+    let get = json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": id, "historyLength": 1}});
+    let (_, v) = rpc(&url, &get.to_string(), Some("0.3"), t).await;
+    assert_eq!(v["result"]["history"].as_array().map(Vec::len), Some(1), "{v}");
+    let cancel = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel", "params": {"id": id}});
+    let (_, v) = rpc(&url, &cancel.to_string(), None, t).await;
+    assert_eq!(v["error"]["code"], -32002, "a completed task is not cancelable: {v}");
+
+    // Errors by the book, each followed by the server still serving.
+    let cases: Vec<(String, i64)> = vec![
+        ("{not json".into(), -32700),
+        (json!({"jsonrpc": "1.0", "id": 1, "method": "message/send", "params": {}}).to_string(), -32600),
+        (json!({"id": 1, "method": 5}).to_string(), -32600),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/frobnicate", "params": {}}).to_string(), -32601),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "Frobnicate", "params": {}}).to_string(), -32601),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}}).to_string(), -32602),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {"role": "robot", "parts": []}}}).to_string(), -32602),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "no-such-task"}}).to_string(), -32001),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "no-such-task"}}).to_string(), -32001),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": 7}}).to_string(), -32602),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {}}).to_string(), -32602),
+    ];
+    for (body, code) in &cases {
+        let version = if body.contains("/") { None } else { Some("1.0") };
+        let (_, v) = rpc(&url, body, version, t).await;
+        assert_eq!(v["error"]["code"], *code, "{body} → {v}");
+    }
+    // A message naming a task that does not exist, or one that has ended.
+    let ghost = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "params": {"message": {"messageId": "m", "role": "ROLE_USER", "taskId": "ghost", "parts": [{"text": "hi"}]}}});
+    let (_, v) = rpc(&url, &ghost.to_string(), Some("1.0"), t).await;
+    assert_eq!(v["error"]["code"], -32001, "{v}");
+    let ended = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "params": {"message": {"messageId": "m", "role": "ROLE_USER", "taskId": id, "parts": [{"text": "more"}]}}});
+    let (_, v) = rpc(&url, &ended.to_string(), Some("1.0"), t).await;
+    assert_eq!(v["error"]["code"], -32004, "{v}");
+    // Subscribing to a finished task.
+    let sub = json!({"jsonrpc": "2.0", "id": 1, "method": "SubscribeToTask", "params": {"id": id}});
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .header("A2A-Version", "1.0")
+        .header("X-API-Key", TOKEN)
+        .json(&sub)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(resp.contains("-32004"), "{resp}");
+    // A webhook on loopback is refused unless allowed (it is, here) and a
+    // malformed one always is.
+    let bad_hook = json!({"jsonrpc": "2.0", "id": 1, "method": "CreateTaskPushNotificationConfig",
+        "params": {"taskId": id, "url": "gopher://x"}});
+    let (_, v) = rpc(&url, &bad_hook.to_string(), Some("1.0"), t).await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+
+    // Without the token: refused on every binding, the card still public.
+    let (status, _) = rpc(&url, &v03, None, None).await;
+    assert_eq!(status, 401);
+    let rest = reqwest::get(format!("{url}/tasks/{id}")).await.unwrap();
+    assert_eq!(rest.status().as_u16(), 401);
+    let rest = reqwest::Client::new()
+        .get(format!("{url}/tasks/no-such-task"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status().as_u16(), 404);
+    let card: Value = reqwest::get(format!("{url}/.well-known/agent-card.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(card["capabilities"]["pushNotifications"], true);
+    assert_eq!(card["preferredTransport"], "JSONRPC", "v0.3 fields beside: {card}");
+    assert!(!card.to_string().contains(TOKEN));
+    let grpc_addr = mesh.gateway_grpc.unwrap();
+    let mut grpc = a2a_pb::proto::a2a_service_client::A2aServiceClient::connect(format!(
+        "http://{grpc_addr}"
+    ))
+    .await
+    .unwrap();
+    let denied = grpc
+        .get_task(a2a_pb::proto::GetTaskRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(a2a_pb::proto::GetTaskRequest {
+        id: id.clone(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let task = grpc.get_task(req).await.unwrap().into_inner();
+    assert_eq!(task.id, id);
+
+    // Oversize bodies are refused before they are read; the server goes on.
+    let (status, _) = rpc(&url, &"x".repeat(200 * 1024), Some("1.0"), t).await;
+    assert_eq!(status, 413);
+    let (_, v) = rpc(&url, &v1, Some("1.0"), t).await;
+    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    mesh.shutdown().await;
+}
+
+/// A hearth.toml naming the external agents.
+fn config_file(dir: &std::path::Path, remote: &str) -> String {
+    let path = dir.join("hearth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[engine]\nbackend = \"scripted\"\n\n[memory]\nagent_memory = false\n\n{remote}"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn an_external_a2a_agent_joins_and_the_orchestrator_delegates_to_it() {
+    let mut cmd = Command::new(a2a_python());
+    cmd.arg(script("echo_agent.py")).args(["--token", "peer-token"]);
+    let peer = UrlProcess::start(cmd).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(
+        dir.path(),
+        &format!(
+            "[[agents.remote]]\nname = \"echo\"\nurl = \"{}\"\ntoken = \"peer-token\"\nfallback = false\n",
+            peer.url
+        ),
+    );
+    let data = dir.path().display().to_string();
+    let env = [("HEARTH_CONFIG", cfg.as_str()), ("HEARTH_DATA_DIR", data.as_str())];
+    let long = Duration::from_secs(120);
+
+    let (code, out, err) = hearth(
+        &["ask", r#"call remote.echo {"task": "Bonjour from Hearth"}"#, "--json", "-v"],
+        &env,
+        long,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["answer"].as_str().unwrap().contains("echo: Bonjour from Hearth"),
+        "{v}\n{err}"
+    );
+    assert!(err.contains("calling remote.echo"), "{err}");
+
+    let (code, out, err) = hearth(&["agents", "list", "--json"], &env, long).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let echo = &v["remote"][0];
+    assert_eq!(echo["reachable"], true, "{v}");
+    assert_eq!(echo["skills"], json!(["echo"]), "{v}");
+    assert!(v["local"].as_array().unwrap().len() >= 2, "{v}");
+
+    let (code, out, err) = hearth(&["agents", "card", &peer.url, "--json"], &[], long)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], true, "{v}");
+
+    // Not a card: a clear failure.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = hearth(&["agents", "card", &closed], &[], long).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("agent-card.json"), "{err}");
+    peer.kill().await;
+}
+
+#[tokio::test]
+async fn a_dead_remote_agent_is_a_clear_error_or_falls_back_to_an_operative() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let data = dir.path().display().to_string();
+    let long = Duration::from_secs(120);
+    for fallback in [false, true] {
+        let cfg = config_file(
+            dir.path(),
+            &format!(
+                "[[agents.remote]]\nname = \"ghost\"\nurl = \"{dead}\"\ntimeout_ms = 5000\nfallback = {fallback}\n"
+            ),
+        );
+        let env = [("HEARTH_CONFIG", cfg.as_str()), ("HEARTH_DATA_DIR", data.as_str())];
+        let (code, out, err) = hearth(
+            &["ask", r#"call remote.ghost {"task": "What is 2+2?"}"#, "--json"],
+            &env,
+            long,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let answer = v["answer"].as_str().unwrap();
+        assert!(answer.contains("remote agent `ghost` failed"), "{answer}");
+        if fallback {
+            assert!(answer.contains("a local operative answered"), "{answer}");
+            assert!(answer.contains('4'), "{answer}");
+        }
+    }
+}
