@@ -28,7 +28,13 @@ pub trait AgentMemory: Send + Sync {
     /// The memories of `agent` most relevant to `task`, best first.
     async fn recall(&self, agent: &str, task: &str, limit: usize) -> Vec<String>;
     /// Keeps `text` (`kind`: `outcome` or `fact`) for `agent`.
-    async fn remember(&self, agent: &str, task_id: &str, kind: &str, text: &str) -> Result<(), String>;
+    async fn remember(
+        &self,
+        agent: &str,
+        task_id: &str,
+        kind: &str,
+        text: &str,
+    ) -> Result<(), String>;
 }
 
 /// Memories in the memory service, over the bus.
@@ -74,14 +80,21 @@ impl AgentMemory for BusMemory {
         }
     }
 
-    async fn remember(&self, agent: &str, task_id: &str, kind: &str, text: &str) -> Result<(), String> {
+    async fn remember(
+        &self,
+        agent: &str,
+        task_id: &str,
+        kind: &str,
+        text: &str,
+    ) -> Result<(), String> {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let chunk = Chunk {
             id: uuid::Uuid::now_v7().to_string(),
             text: text.to_string(),
-            payload_json: json!({ "agent": agent, "task_id": task_id, "kind": kind, "ts": ts }).to_string(),
+            payload_json: json!({ "agent": agent, "task_id": task_id, "kind": kind, "ts": ts })
+                .to_string(),
         };
         self.client
             .upsert(&UpsertRequest {
@@ -141,7 +154,11 @@ impl LocalTool for Remember {
         }
     }
 
-    async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, tonic::Status> {
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        arguments_json: &str,
+    ) -> Result<ToolOutput, tonic::Status> {
         let args: Value = serde_json::from_str(arguments_json).unwrap_or(Value::Null);
         let Some(fact) = args
             .get("fact")
@@ -155,18 +172,24 @@ impl LocalTool for Remember {
                 usage: None,
             });
         };
-        Ok(match self.memory.remember(&ctx.agent, &ctx.task_id, "fact", fact).await {
-            Ok(()) => ToolOutput {
-                content: "remembered".into(),
-                is_error: false,
-                usage: None,
+        Ok(
+            match self
+                .memory
+                .remember(&ctx.agent, &ctx.task_id, "fact", fact)
+                .await
+            {
+                Ok(()) => ToolOutput {
+                    content: "remembered".into(),
+                    is_error: false,
+                    usage: None,
+                },
+                Err(e) => ToolOutput {
+                    content: format!("could not remember it: {e}"),
+                    is_error: true,
+                    usage: None,
+                },
             },
-            Err(e) => ToolOutput {
-                content: format!("could not remember it: {e}"),
-                is_error: true,
-                usage: None,
-            },
-        })
+        )
     }
 }
 

@@ -112,7 +112,10 @@ pub fn ask_user_spec() -> ToolSpec {
 
 /// The earlier messages of a continued task, for the system prompt, fitted
 /// into `budget_bytes` (the newest kept).
-fn conversation_section(prior: &[(hearth_proto::a2a::Role, String)], budget_bytes: usize) -> String {
+fn conversation_section(
+    prior: &[(hearth_proto::a2a::Role, String)],
+    budget_bytes: usize,
+) -> String {
     let mut lines: Vec<String> = Vec::new();
     let mut used = 0;
     for (role, text) in prior.iter().rev() {
@@ -242,6 +245,26 @@ fn floor_boundary(s: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// A call's arguments with object keys in order, so the same call written
+/// twice compares equal.
+fn canonical(arguments_json: &str) -> String {
+    fn sort(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut entries: Vec<(String, Value)> =
+                    m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().collect())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(sort).collect()),
+            other => other,
+        }
+    }
+    serde_json::from_str::<Value>(arguments_json)
+        .map(|v| sort(v).to_string())
+        .unwrap_or_else(|_| arguments_json.to_string())
+}
+
 /// Checks one tool call; returns the parsed arguments or what is wrong.
 fn check_call(call: &ToolCall, offered: &[ToolSpec]) -> Result<(), String> {
     if !offered.iter().any(|t| t.name == call.name) {
@@ -344,14 +367,21 @@ impl AgentLoop {
         let mut out = Outcome::default();
         let mut malformed_in_row = 0u32;
         let budget = self.spec.context_budget_tokens as usize;
+        // Calls already run (name and canonical arguments): a model that
+        // repeats one is looping, and is told to answer instead.
+        let mut ran: std::collections::HashSet<(String, String)> = Default::default();
+        let mut answer_next = false;
         while out.steps < self.spec.max_steps {
             out.steps += 1;
+            // The last step, and the one after a repeated call, must answer.
+            let answer_now = answer_next || out.steps == self.spec.max_steps;
             let req = GenerateRequest {
                 model: self.spec.model.clone(),
                 messages: fit_to_budget(&messages, budget),
                 tools: offered.clone(),
                 max_tokens: self.spec.max_tokens,
                 task_id: ctx.task_id.clone(),
+                answer_now,
                 ..Default::default()
             };
             let turn = self.model.turn(req).await.map_err(AgentError::Model)?;
@@ -385,7 +415,12 @@ impl AgentLoop {
             }) {
                 let question = serde_json::from_str::<Value>(&ask.arguments_json)
                     .ok()
-                    .and_then(|v| v.get("question")?.as_str().map(str::trim).map(str::to_string))
+                    .and_then(|v| {
+                        v.get("question")?
+                            .as_str()
+                            .map(str::trim)
+                            .map(str::to_string)
+                    })
                     .filter(|q| !q.is_empty())
                     .unwrap_or_else(|| "Could you tell me more about what you need?".into());
                 out.tool_calls += 1;
@@ -401,6 +436,13 @@ impl AgentLoop {
                         any_malformed = Some(problem.clone());
                         format!(
                             "error: your call was malformed: {problem}. Call a tool again with correct arguments, or answer in text."
+                        )
+                    }
+                    Ok(()) if !ran.insert((call.name.clone(), canonical(&call.arguments_json))) => {
+                        answer_next = true;
+                        format!(
+                            "error: you already called {} with these arguments, and its result is above. Do not call it again: answer now from what you have.",
+                            call.name
                         )
                     }
                     Ok(()) => {
@@ -589,7 +631,8 @@ mod tests {
             vec!["The user prefers metric units.".into(), "x".repeat(40_000)],
             Mutex::default(),
         ));
-        let agent = AgentLoop::new(spec(4), model.clone(), Arc::new(Echo)).with_memory(notes.clone(), 3);
+        let agent =
+            AgentLoop::new(spec(4), model.clone(), Arc::new(Echo)).with_memory(notes.clone(), 3);
         let out = agent
             .run(&CallContext::default(), "How tall is it?", &|_| {})
             .await
@@ -598,13 +641,56 @@ mod tests {
         let seen = model.1.lock().unwrap();
         let system = &seen[0].messages[0].content;
         assert!(system.starts_with("sys"), "{system}");
-        assert!(system.contains("The user prefers metric units."), "{system}");
+        assert!(
+            system.contains("The user prefers metric units."),
+            "{system}"
+        );
         // A memory that would blow the context budget is left out.
         assert!(!system.contains(&"x".repeat(100)), "{}", system.len());
         let kept = notes.1.lock().unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!((kept[0].0.as_str(), kept[0].1.as_str()), ("a", "outcome"));
         assert!(kept[0].2.contains("How tall is it?") && kept[0].2.contains("done"));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_call_is_not_run_again_and_the_next_turn_must_answer() {
+        let model = Arc::new(Replay(
+            Mutex::new(vec![
+                call("t.echo", r#"{"x":1,"y":2}"#),
+                call("t.echo", r#"{"y": 2, "x": 1}"#),
+            ]),
+            Mutex::default(),
+        ));
+        let agent = AgentLoop::new(spec(8), model.clone(), Arc::new(Echo));
+        let out = agent
+            .run(&CallContext::default(), "task", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(out.answer, "done");
+        let seen = model.1.lock().unwrap();
+        assert_eq!(
+            seen.iter().map(|r| r.answer_now).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        let fed_back = &seen[2].messages.last().unwrap().content;
+        assert!(fed_back.contains("already called t.echo"), "{fed_back}");
+    }
+
+    #[tokio::test]
+    async fn the_last_step_asks_for_an_answer() {
+        let model = Arc::new(Replay(
+            Mutex::new(vec![call("t.echo", "{}")]),
+            Mutex::default(),
+        ));
+        let agent = AgentLoop::new(spec(2), model.clone(), Arc::new(Echo));
+        let out = agent
+            .run(&CallContext::default(), "task", &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(out.answer, "done");
+        let seen = model.1.lock().unwrap();
+        assert!(!seen[0].answer_now && seen[1].answer_now);
     }
 
     #[tokio::test]

@@ -15,8 +15,8 @@ use hearth_mesh::clients::methods;
 use hearth_mesh::rpc::{self, ReplyStream};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, SharedBus, Subjects};
-use hearth_proto::v1::agent_server::Agent;
 use hearth_proto::a2a::{ListTasksRequest, ListTasksResponse, SubscribeToTaskRequest};
+use hearth_proto::v1::agent_server::Agent;
 use hearth_proto::v1::{
     CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord, ToolSpec,
 };
@@ -48,7 +48,11 @@ pub struct AgentService {
 impl AgentService {
     /// The same service, its agents recalling up to `recall` memories into
     /// each task and remembering each outcome.
-    pub fn with_memory(mut self, memory: Arc<dyn crate::memory::AgentMemory>, recall: usize) -> Self {
+    pub fn with_memory(
+        mut self,
+        memory: Arc<dyn crate::memory::AgentMemory>,
+        recall: usize,
+    ) -> Self {
         self.memory = Some((memory, recall));
         self
     }
@@ -194,7 +198,9 @@ impl Agent for AgentService {
         &self,
         request: Request<SubscribeToTaskRequest>,
     ) -> Result<Response<Self::SubscribeTaskStream>, Status> {
-        self.host.subscribe(&request.get_ref().id).map(Response::new)
+        self.host
+            .subscribe(&request.get_ref().id)
+            .map(Response::new)
     }
 }
 

@@ -294,7 +294,12 @@ impl TaskHost {
         let _ = watchers.send(first.clone());
         let _ = tx.try_send(Ok(first));
         let working = TaskEvent {
-            event: Some(status_event(&task_id, &context_id, TaskState::Working, None)),
+            event: Some(status_event(
+                &task_id,
+                &context_id,
+                TaskState::Working,
+                None,
+            )),
             usage: None,
             worker: self.worker.clone(),
         };
@@ -431,7 +436,12 @@ impl TaskHost {
             worker: worker.clone(),
         };
         emit(&events, &watchers, ev).await;
-        emit(&events, &watchers, task_event(&final_task, Some(usage), &worker)).await;
+        emit(
+            &events,
+            &watchers,
+            task_event(&final_task, Some(usage), &worker),
+        )
+        .await;
     }
 
     /// Looks a task up.
@@ -465,7 +475,9 @@ impl TaskHost {
                 .map_err(|_| Status::invalid_argument("page_token is not one this service gave"))?
         };
         if req.history_length.is_some_and(|n| n < 0) {
-            return Err(Status::invalid_argument("history_length must not be negative"));
+            return Err(Status::invalid_argument(
+                "history_length must not be negative",
+            ));
         }
         let after = req.status_timestamp_after.as_ref();
         let store = lock(&self.store);
@@ -571,7 +583,11 @@ impl TaskHost {
             let mut usage = slot.record.usage.clone().unwrap_or_default();
             usage.latency_ms = slot.started.elapsed().as_secs_f64() * 1e3;
             slot.record.usage = Some(usage);
-            (slot.record.clone(), slot.events.take(), slot.watchers.clone())
+            (
+                slot.record.clone(),
+                slot.events.take(),
+                slot.watchers.clone(),
+            )
         };
         if let Some(task) = record.task.as_ref() {
             let (silent, _) = mpsc::channel(1);
@@ -761,10 +777,7 @@ mod tests {
         assert_eq!(convert::answer_of(&done), "Lisbon after 2 earlier messages");
         let seen: Vec<TaskEvent> = watching.map(|e| e.unwrap()).collect().await;
         let (first, _) = last_task(futures::stream::iter([Ok(seen[0].clone())]).boxed()).await;
-        assert_eq!(
-            first.status.unwrap().state,
-            TaskState::InputRequired as i32
-        );
+        assert_eq!(first.status.unwrap().state, TaskState::InputRequired as i32);
         assert!(ends(seen.last().unwrap()), "{seen:?}");
         assert!(seen.len() >= 4, "{seen:?}");
         // A finished task can be neither continued nor subscribed to.
@@ -840,7 +853,11 @@ mod tests {
             .unwrap();
         assert_eq!(rest.tasks.len(), 3);
         assert!(rest.next_page_token.is_empty());
-        assert!(rest.tasks.iter().all(|t| t.artifacts.len() == 1 && t.history.len() == 1));
+        assert!(
+            rest.tasks
+                .iter()
+                .all(|t| t.artifacts.len() == 1 && t.history.len() == 1)
+        );
         let even = host
             .list(&ListTasksRequest {
                 context_id: "even".into(),

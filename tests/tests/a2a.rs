@@ -26,7 +26,9 @@ fn a2a_python() -> PathBuf {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("a2a").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("a2a")
+        .join(name)
 }
 
 /// The whole mesh in this process with the gateway on free ports.
@@ -115,7 +117,11 @@ async fn the_python_a2a_sdk_speaks_every_binding_with_the_gateway() {
         assert_eq!(mt["history"], 4, "{ctx}");
         assert!(texts(&mt["answer"]).contains("Lisbon"), "{ctx}");
         let sub = mt["subscribed"].as_array().unwrap();
-        assert_eq!(sub.first().unwrap(), "task:TASK_STATE_INPUT_REQUIRED", "{ctx}");
+        assert_eq!(
+            sub.first().unwrap(),
+            "task:TASK_STATE_INPUT_REQUIRED",
+            "{ctx}"
+        );
         assert_eq!(sub.last().unwrap(), "task:TASK_STATE_COMPLETED", "{ctx}");
         // Push notifications reach the webhook with its token.
         let push = &r["push"];
@@ -148,7 +154,10 @@ async fn rpc(url: &str, body: &str, version: Option<&str>, token: Option<&str>) 
     let resp = rb.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test]
@@ -162,7 +171,10 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
     let (_, v) = rpc(&url, &v1, None, t).await;
     assert_eq!(v["error"]["code"], -32009, "{v}");
     let (_, v) = rpc(&url, &v1, Some("1.0"), t).await;
-    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(
+        v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{v}"
+    );
 
     // v0.3 names, v0.3 shapes.
     let v03 = json!({"jsonrpc": "2.0", "id": "x", "method": "message/send",
@@ -173,15 +185,25 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["result"]["kind"], "task", "{v}");
     assert_eq!(v["result"]["status"]["state"], "completed", "{v}");
-    assert_eq!(v["result"]["artifacts"][0]["parts"][0]["kind"], "text", "{v}");
+    assert_eq!(
+        v["result"]["artifacts"][0]["parts"][0]["kind"], "text",
+        "{v}"
+    );
     assert!(v.to_string().contains("42"), "{v}");
     let id = v["result"]["id"].as_str().unwrap().to_string();
     let get = json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": id, "historyLength": 1}});
     let (_, v) = rpc(&url, &get.to_string(), Some("0.3"), t).await;
-    assert_eq!(v["result"]["history"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        v["result"]["history"].as_array().map(Vec::len),
+        Some(1),
+        "{v}"
+    );
     let cancel = json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel", "params": {"id": id}});
     let (_, v) = rpc(&url, &cancel.to_string(), None, t).await;
-    assert_eq!(v["error"]["code"], -32002, "a completed task is not cancelable: {v}");
+    assert_eq!(
+        v["error"]["code"], -32002,
+        "a completed task is not cancelable: {v}"
+    );
 
     // Errors by the book, each followed by the server still serving.
     let cases: Vec<(String, i64)> = vec![
@@ -198,7 +220,11 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
         (json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {}}).to_string(), -32602),
     ];
     for (body, code) in &cases {
-        let version = if body.contains("/") { None } else { Some("1.0") };
+        let version = if body.contains("/") {
+            None
+        } else {
+            Some("1.0")
+        };
         let (_, v) = rpc(&url, body, version, t).await;
         assert_eq!(v["error"]["code"], *code, "{body} → {v}");
     }
@@ -251,14 +277,16 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
         .await
         .unwrap();
     assert_eq!(card["capabilities"]["pushNotifications"], true);
-    assert_eq!(card["preferredTransport"], "JSONRPC", "v0.3 fields beside: {card}");
+    assert_eq!(
+        card["preferredTransport"], "JSONRPC",
+        "v0.3 fields beside: {card}"
+    );
     assert!(!card.to_string().contains(TOKEN));
     let grpc_addr = mesh.gateway_grpc.unwrap();
-    let mut grpc = a2a_pb::proto::a2a_service_client::A2aServiceClient::connect(format!(
-        "http://{grpc_addr}"
-    ))
-    .await
-    .unwrap();
+    let mut grpc =
+        a2a_pb::proto::a2a_service_client::A2aServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
     let denied = grpc
         .get_task(a2a_pb::proto::GetTaskRequest {
             id: id.clone(),
@@ -280,7 +308,10 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
     let (status, _) = rpc(&url, &"x".repeat(200 * 1024), Some("1.0"), t).await;
     assert_eq!(status, 413);
     let (_, v) = rpc(&url, &v1, Some("1.0"), t).await;
-    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(
+        v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{v}"
+    );
     mesh.shutdown().await;
 }
 
@@ -289,9 +320,7 @@ fn config_file(dir: &std::path::Path, remote: &str) -> String {
     let path = dir.join("hearth.toml");
     std::fs::write(
         &path,
-        format!(
-            "[engine]\nbackend = \"scripted\"\n\n[memory]\nagent_memory = false\n\n{remote}"
-        ),
+        format!("[engine]\nbackend = \"scripted\"\n\n[memory]\nagent_memory = false\n\n{remote}"),
     )
     .unwrap();
     path.display().to_string()
@@ -300,7 +329,8 @@ fn config_file(dir: &std::path::Path, remote: &str) -> String {
 #[tokio::test]
 async fn an_external_a2a_agent_joins_and_the_orchestrator_delegates_to_it() {
     let mut cmd = Command::new(a2a_python());
-    cmd.arg(script("echo_agent.py")).args(["--token", "peer-token"]);
+    cmd.arg(script("echo_agent.py"))
+        .args(["--token", "peer-token"]);
     let peer = UrlProcess::start(cmd).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_file(
@@ -311,11 +341,19 @@ async fn an_external_a2a_agent_joins_and_the_orchestrator_delegates_to_it() {
         ),
     );
     let data = dir.path().display().to_string();
-    let env = [("HEARTH_CONFIG", cfg.as_str()), ("HEARTH_DATA_DIR", data.as_str())];
+    let env = [
+        ("HEARTH_CONFIG", cfg.as_str()),
+        ("HEARTH_DATA_DIR", data.as_str()),
+    ];
     let long = Duration::from_secs(120);
 
     let (code, out, err) = hearth(
-        &["ask", r#"call remote.echo {"task": "Bonjour from Hearth"}"#, "--json", "-v"],
+        &[
+            "ask",
+            r#"call remote.echo {"task": "Bonjour from Hearth"}"#,
+            "--json",
+            "-v",
+        ],
         &env,
         long,
     )
@@ -324,12 +362,17 @@ async fn an_external_a2a_agent_joins_and_the_orchestrator_delegates_to_it() {
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert!(
-        v["answer"].as_str().unwrap().contains("echo: Bonjour from Hearth"),
+        v["answer"]
+            .as_str()
+            .unwrap()
+            .contains("echo: Bonjour from Hearth"),
         "{v}\n{err}"
     );
     assert!(err.contains("calling remote.echo"), "{err}");
 
-    let (code, out, err) = hearth(&["agents", "list", "--json"], &env, long).await.unwrap();
+    let (code, out, err) = hearth(&["agents", "list", "--json"], &env, long)
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let echo = &v["remote"][0];
@@ -346,7 +389,9 @@ async fn an_external_a2a_agent_joins_and_the_orchestrator_delegates_to_it() {
 
     // Not a card: a clear failure.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let (code, _, err) = hearth(&["agents", "card", &closed], &[], long).await.unwrap();
+    let (code, _, err) = hearth(&["agents", "card", &closed], &[], long)
+        .await
+        .unwrap();
     assert_ne!(code, 0);
     assert!(err.contains("agent-card.json"), "{err}");
     peer.kill().await;
@@ -365,9 +410,16 @@ async fn a_dead_remote_agent_is_a_clear_error_or_falls_back_to_an_operative() {
                 "[[agents.remote]]\nname = \"ghost\"\nurl = \"{dead}\"\ntimeout_ms = 5000\nfallback = {fallback}\n"
             ),
         );
-        let env = [("HEARTH_CONFIG", cfg.as_str()), ("HEARTH_DATA_DIR", data.as_str())];
+        let env = [
+            ("HEARTH_CONFIG", cfg.as_str()),
+            ("HEARTH_DATA_DIR", data.as_str()),
+        ];
         let (code, out, err) = hearth(
-            &["ask", r#"call remote.ghost {"task": "What is 2+2?"}"#, "--json"],
+            &[
+                "ask",
+                r#"call remote.ghost {"task": "What is 2+2?"}"#,
+                "--json",
+            ],
             &env,
             long,
         )

@@ -106,7 +106,8 @@ async fn recall_at_5(client: &MemoryClient, collection: &str) -> (f64, f64, Vec<
     let (mut hybrid, mut dense, mut missed) = (0usize, 0usize, Vec::new());
     for (q, doc) in &qs {
         let found = |hits: &[(String, f32, serde_json::Value)]| {
-            hits.iter().any(|(_, _, p)| source_of(p).ends_with(doc.as_str()))
+            hits.iter()
+                .any(|(_, _, p)| source_of(p).ends_with(doc.as_str()))
         };
         if found(&search(client, collection, q, 5, false).await) {
             hybrid += 1;
@@ -139,7 +140,10 @@ async fn documents_are_found_with_recall_at_5_of_at_least_0_9() {
     let info = client.info(&InfoRequest {}).await.unwrap();
     mesh.shutdown().await;
     eprintln!("recall@5: hybrid {hybrid:.3}, dense only {dense:.3}; missed: {missed:#?}");
-    assert!(hybrid >= 0.9, "hybrid recall@5 {hybrid}; missed {missed:#?}");
+    assert!(
+        hybrid >= 0.9,
+        "hybrid recall@5 {hybrid}; missed {missed:#?}"
+    );
     let docs = info
         .collections
         .iter()
@@ -231,7 +235,14 @@ async fn reingesting_changes_only_what_changed() {
 
     // The changed file's new text is found, and none of its old chunks
     // (with the old digest) is left.
-    let hits = search(&client, "notes", "zebra-striped umbrellas in Oslo", 3, false).await;
+    let hits = search(
+        &client,
+        "notes",
+        "zebra-striped umbrellas in Oslo",
+        3,
+        false,
+    )
+    .await;
     assert_eq!(source_of(&hits[0].2), key(SIX[0]), "{hits:?}");
     let of_changed = client
         .search(&SearchRequest {
@@ -309,18 +320,19 @@ async fn memory_persists_across_a_restart_of_its_process() {
     assert_eq!(col["dims"], 384, "{r}");
 
     // Forget one document by its source; it is gone for the next process.
-    let (code, out, err) = hearth(
-        &["memory", "forget", "--source", top, "--json"],
-        &env,
-        long,
-    )
-    .await
-    .unwrap();
+    let (code, out, err) = hearth(&["memory", "forget", "--source", top, "--json"], &env, long)
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{err}");
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["deleted"].as_u64().unwrap() >= 1, "{r}");
     let (_, out, _) = hearth(
-        &["memory", "search", "Berlin Wall Bornholmer Straße", "--json"],
+        &[
+            "memory",
+            "search",
+            "Berlin Wall Bornholmer Straße",
+            "--json",
+        ],
         &env,
         long,
     )
@@ -332,7 +344,10 @@ async fn memory_persists_across_a_restart_of_its_process() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|h| !h["payload"]["source"].as_str().unwrap().ends_with("05-berlin-wall.md")),
+            .all(|h| !h["payload"]["source"]
+                .as_str()
+                .unwrap()
+                .ends_with("05-berlin-wall.md")),
         "{r}"
     );
 
@@ -362,7 +377,10 @@ async fn a_second_process_on_the_same_embedded_store_is_refused_clearly() {
     .unwrap();
     mesh.shutdown().await;
     assert_ne!(code, 0);
-    assert!(err.contains("another Hearth process holds the memory"), "{err}");
+    assert!(
+        err.contains("another Hearth process holds the memory"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -402,7 +420,14 @@ async fn two_processes_ingest_and_search_at_once_over_nats() {
         let mut answered = 0;
         for _ in 0..5 {
             let (code, out, _) = hearth(
-                &["memory", "search", "Saturn rings", "--collection", "shared", "--json"],
+                &[
+                    "memory",
+                    "search",
+                    "Saturn rings",
+                    "--collection",
+                    "shared",
+                    "--json",
+                ],
                 &env,
                 long,
             )
@@ -421,8 +446,10 @@ async fn two_processes_ingest_and_search_at_once_over_nats() {
     };
     assert_eq!(ca, 0, "{ea}");
     assert_eq!(cb, 0, "{eb}");
-    let (ra, rb): (serde_json::Value, serde_json::Value) =
-        (serde_json::from_str(&oa).unwrap(), serde_json::from_str(&ob).unwrap());
+    let (ra, rb): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&oa).unwrap(),
+        serde_json::from_str(&ob).unwrap(),
+    );
     assert_eq!(
         ra["added"].as_u64().unwrap() + rb["added"].as_u64().unwrap(),
         names.len() as u64
@@ -437,7 +464,11 @@ async fn two_processes_ingest_and_search_at_once_over_nats() {
         Duration::from_secs(60),
     );
     let info = client.info(&InfoRequest {}).await.unwrap();
-    let shared = info.collections.iter().find(|c| c.name == "shared").unwrap();
+    let shared = info
+        .collections
+        .iter()
+        .find(|c| c.name == "shared")
+        .unwrap();
     assert_eq!(
         shared.points,
         ra["chunks"].as_u64().unwrap() + rb["chunks"].as_u64().unwrap()
@@ -598,7 +629,10 @@ async fn the_retrieval_tool_returns_passages_with_source_and_score() {
     assert!(!r.is_error, "{r:?}");
     assert!(r.content.contains("44-tardigrades.md"), "{}", r.content);
     assert!(r.content.contains("score"), "{}", r.content);
-    let r = toolhost.call_tool(&call(r#"{"query": "  "}"#)).await.unwrap();
+    let r = toolhost
+        .call_tool(&call(r#"{"query": "  "}"#))
+        .await
+        .unwrap();
     assert!(r.is_error, "{r:?}");
     mesh.shutdown().await;
 }
@@ -695,7 +729,11 @@ async fn the_qdrant_server_backend_stores_searches_filters_and_persists() {
     eprintln!("qdrant server: recall@5 hybrid {hybrid:.3}, dense {dense:.3}");
     assert!(hybrid >= 0.9, "{hybrid}: {missed:#?}");
     let info = client.info(&InfoRequest {}).await.unwrap();
-    assert!(info.backend.starts_with("qdrant server"), "{}", info.backend);
+    assert!(
+        info.backend.starts_with("qdrant server"),
+        "{}",
+        info.backend
+    );
     let mine = info
         .collections
         .iter()
@@ -734,7 +772,10 @@ async fn the_qdrant_server_backend_stores_searches_filters_and_persists() {
         .unwrap()
         .hits;
     assert!(!hits.is_empty());
-    assert!(hits.iter().all(|h| h.payload_json.contains("03-arctic-tern.md")));
+    assert!(
+        hits.iter()
+            .all(|h| h.payload_json.contains("03-arctic-tern.md"))
+    );
     mesh.shutdown().await;
 
     // Restarted, the memory service finds everything still there.
@@ -747,7 +788,10 @@ async fn the_qdrant_server_backend_stores_searches_filters_and_persists() {
         false,
     )
     .await;
-    assert!(source_of(&hits[0].2).ends_with("03-arctic-tern.md"), "{hits:?}");
+    assert!(
+        source_of(&hits[0].2).ends_with("03-arctic-tern.md"),
+        "{hits:?}"
+    );
     let deleted = client
         .delete(&DeleteRequest {
             collection: collection.clone(),
@@ -759,7 +803,10 @@ async fn the_qdrant_server_backend_stores_searches_filters_and_persists() {
         .deleted;
     assert!(deleted >= 1);
     let hits = search(&client, &collection, "Arctic tern migration", 10, false).await;
-    assert!(hits.iter().all(|(_, _, p)| source_of(p) != tern), "{hits:?}");
+    assert!(
+        hits.iter().all(|(_, _, p)| source_of(p) != tern),
+        "{hits:?}"
+    );
     mesh.shutdown().await;
 
     // A wrong API key is a clear error at start, not a hang.

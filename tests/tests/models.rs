@@ -254,11 +254,14 @@ async fn doctor_passes_on_the_default_setup_and_probes_the_engine() {
     // The data dir is the test's own; the Python sandbox's interpreter is
     // where scripts/setup put it.
     let runtime = hearth::builtins::code_options(&hearth_mesh::Config::default()).runtime_dir;
+    // … and so is the embedding model.
+    let embed = hearth_e2e::embed_model();
     let (code, out, err) = hearth(
         &["doctor"],
         &[
             ("HEARTH_DATA_DIR", data.path().to_str().unwrap()),
             ("HEARTH_TOOLS_CODE_RUNTIME_DIR", runtime.to_str().unwrap()),
+            ("HEARTH_ENGINE_EMBED_MODEL", embed.to_str().unwrap()),
         ],
         Duration::from_secs(300),
     )
@@ -270,6 +273,8 @@ async fn doctor_passes_on_the_default_setup_and_probes_the_engine() {
         "✅ model weights",
         "✅ engine",
         "✅ MCP server calculator",
+        "✅ embedding model",
+        "✅ memory",
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }

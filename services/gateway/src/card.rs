@@ -45,7 +45,12 @@ fn skill(name: &str, description: &str, tags: &[&str]) -> sdk::AgentSkill {
 }
 
 /// The card; `extended` adds the operatives and the external agents.
-pub fn agent_card(config: &Config, specs: &Specs, at: &Endpoints, extended: bool) -> sdk::AgentCard {
+pub fn agent_card(
+    config: &Config,
+    specs: &Specs,
+    at: &Endpoints,
+    extended: bool,
+) -> sdk::AgentCard {
     let mut skills: Vec<sdk::AgentSkill> = specs
         .iter()
         .filter(|s| s.role == Role::Orchestrator || (extended && s.role == Role::Operative))
@@ -62,7 +67,10 @@ pub fn agent_card(config: &Config, specs: &Specs, at: &Endpoints, extended: bool
         for r in &config.agents.remote {
             skills.push(skill(
                 &format!("remote.{}", r.name),
-                &format!("An external A2A agent the orchestrator may delegate to ({}).", r.url),
+                &format!(
+                    "An external A2A agent the orchestrator may delegate to ({}).",
+                    r.url
+                ),
                 &["hearth", "remote", "a2a"],
             ));
         }

@@ -34,7 +34,10 @@ fn check(token: Option<&Secret>, req: Request<()>) -> Result<Request<()>, Status
     let bearer = md
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     let key = md.get("x-api-key").and_then(|v| v.to_str().ok());
     let ok = [bearer, key]
         .into_iter()

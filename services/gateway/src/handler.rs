@@ -328,7 +328,9 @@ impl RequestHandler for A2aHandler {
     ) -> Result<sdk::Task, A2AError> {
         need("id", &req.id)?;
         if req.history_length.is_some_and(|n| n < 0) {
-            return Err(A2AError::invalid_params("historyLength must not be negative"));
+            return Err(A2AError::invalid_params(
+                "historyLength must not be negative",
+            ));
         }
         let rec = self
             .orchestrator

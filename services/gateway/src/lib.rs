@@ -123,7 +123,15 @@ async fn jsonrpc(State(f): State<Front>, req: Request) -> Response {
                     .push(s.to_string());
             }
         }
-        return v03::handle(f.handler.clone(), sp, id, method, params, f.extended.clone()).await;
+        return v03::handle(
+            f.handler.clone(),
+            sp,
+            id,
+            method,
+            params,
+            f.extended.clone(),
+        )
+        .await;
     }
     match f
         .sdk
@@ -158,7 +166,11 @@ async fn empty_is_json(req: Request, next: axum::middleware::Next) -> Response {
 }
 
 /// Builds the gateway's HTTP router for a gateway reached at `at`.
-pub fn router(config: &Config, bus: SharedBus, at: &Endpoints) -> Result<(Router, Arc<A2aHandler>), GatewayError> {
+pub fn router(
+    config: &Config,
+    bus: SharedBus,
+    at: &Endpoints,
+) -> Result<(Router, Arc<A2aHandler>), GatewayError> {
     let specs = hearth_agents::Specs::load(config.agents.dir.as_deref())?;
     let public = agent_card(config, &specs, at, false);
     let extended = agent_card(config, &specs, at, true);

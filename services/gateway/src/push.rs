@@ -56,12 +56,14 @@ fn private(ip: IpAddr) -> bool {
 /// The webhook URL without its query and credentials, for logs.
 fn shown(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or(""),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ) + u.path(),
+        Ok(u) => {
+            format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + u.path()
+        }
         Err(_) => "<not a URL>".into(),
     }
 }
@@ -87,7 +89,9 @@ impl Push {
         let u = url::Url::parse(url)
             .map_err(|e| A2AError::invalid_params(format!("the webhook URL is not a URL: {e}")))?;
         if u.scheme() != "http" && u.scheme() != "https" {
-            return Err(A2AError::invalid_params("the webhook URL must be http or https"));
+            return Err(A2AError::invalid_params(
+                "the webhook URL must be http or https",
+            ));
         }
         if self.allow_private {
             return Ok(());
@@ -126,9 +130,12 @@ impl Push {
             return Err(A2AError::invalid_params("the configuration names no task"));
         }
         self.check_url(&config.url).await?;
-        let n = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if n >= MAX_CONFIGS {
-            self.count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.count
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return Err(A2AError::internal(
                 "too many push configurations are registered; delete some first",
             ));
@@ -146,14 +153,18 @@ impl Push {
     }
 
     /// A task's configurations.
-    pub async fn list(&self, task_id: &str) -> Result<Vec<sdk::TaskPushNotificationConfig>, A2AError> {
+    pub async fn list(
+        &self,
+        task_id: &str,
+    ) -> Result<Vec<sdk::TaskPushNotificationConfig>, A2AError> {
         self.store.list(task_id).await
     }
 
     /// Deletes one.
     pub async fn delete(&self, task_id: &str, id: &str) -> Result<(), A2AError> {
         self.store.delete(task_id, id).await?;
-        self.count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.count
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -222,6 +233,9 @@ mod tests {
         assert!(strict.check_url("http://93.184.215.14/hook").await.is_ok());
         let open = Push::new(true);
         assert!(open.check_url("http://127.0.0.1:9/x").await.is_ok());
-        assert_eq!(shown("https://u:p@h.example:8443/p/q?token=s"), "https://h.example:8443/p/q");
+        assert_eq!(
+            shown("https://u:p@h.example:8443/p/q?token=s"),
+            "https://h.example:8443/p/q"
+        );
     }
 }

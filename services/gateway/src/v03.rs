@@ -352,7 +352,9 @@ fn history_length(params: &Value) -> Result<Option<i32>, A2AError> {
             .and_then(|n| i32::try_from(n).ok())
             .filter(|n| *n >= 0)
             .map(Some)
-            .ok_or_else(|| A2AError::invalid_params("historyLength must be a non-negative integer")),
+            .ok_or_else(|| {
+                A2AError::invalid_params("historyLength must be a non-negative integer")
+            }),
     }
 }
 
@@ -375,10 +377,7 @@ fn send_request(params: &Value) -> Result<sdk::SendMessageRequest, A2AError> {
             },
             history_length: history_length(c)?,
             // v0.3's `blocking: false` is v1.0's `returnImmediately`.
-            return_immediately: c
-                .get("blocking")
-                .and_then(Value::as_bool)
-                .map(|b| !b),
+            return_immediately: c.get("blocking").and_then(Value::as_bool).map(|b| !b),
         }),
     };
     Ok(sdk::SendMessageRequest {
@@ -394,7 +393,9 @@ fn send_request(params: &Value) -> Result<sdk::SendMessageRequest, A2AError> {
 fn reply(id: &Value, result: Result<Value, A2AError>) -> Value {
     match result {
         Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
-        Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code, "message": e.message } }),
+        Err(e) => {
+            json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code, "message": e.message } })
+        }
     }
 }
 
@@ -488,14 +489,13 @@ pub async fn handle(
                 params.get("pushNotificationConfig"),
             ) {
                 (Ok(tid), Some(c)) => match push_from_v03(tid, c) {
-                    Ok(cfg) => h
-                        .create_push_config(p, cfg)
-                        .await
-                        .map(|c| push_to_v03(&c)),
+                    Ok(cfg) => h.create_push_config(p, cfg).await.map(|c| push_to_v03(&c)),
                     Err(e) => Err(e),
                 },
                 (Err(e), _) => Err(e),
-                (_, None) => Err(A2AError::invalid_params("`pushNotificationConfig` is missing")),
+                (_, None) => Err(A2AError::invalid_params(
+                    "`pushNotificationConfig` is missing",
+                )),
             }
         }
         "tasks/pushNotificationConfig/get" => match str_param(&params, "id") {

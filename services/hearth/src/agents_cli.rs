@@ -74,8 +74,13 @@ pub async fn list(config: &Config, json_out: bool) -> Result<()> {
         return Ok(());
     }
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["external agent", "tool", "url", "card", "skills / error"]);
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "external agent",
+        "tool",
+        "url",
+        "card",
+        "skills / error",
+    ]);
     for r in &remote {
         let ok = r["reachable"].as_bool().unwrap_or(false);
         t.add_row([

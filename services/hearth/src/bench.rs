@@ -152,6 +152,8 @@ async fn run_tasks(
 pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     let mut config = base.clone();
     config.engine.backend = "scripted".into();
+    // The mesh's own hops are measured: no memory service, no recall.
+    config.memory.agent_memory = false;
     let parts = [
         Part::Engine,
         Part::Toolhost,

@@ -165,8 +165,10 @@ fn bar(json: bool, len: u64, what: &str) -> indicatif::ProgressBar {
     }
     let b = indicatif::ProgressBar::new(len);
     b.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{what} {{wide_bar}} {{pos}}/{{len}} {{eta}}"))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{wide_bar}} {{pos}}/{{len}} {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     b
 }

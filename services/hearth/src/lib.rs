@@ -6,6 +6,7 @@
 
 pub mod agents_cli;
 pub mod bench;
+pub mod bench_a2a;
 pub mod bench_code;
 pub mod bench_engine;
 pub mod bench_memory;

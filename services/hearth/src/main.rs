@@ -257,6 +257,10 @@ enum BenchKind {
     /// exact search in the same run; ingestion chunks/s with the real
     /// embedding model.
     Memory(hearth::bench_memory::MemoryArgs),
+    /// The A2A gateway: SendMessage round trips, requests/s with concurrent
+    /// clients, time to the first SSE event, beside the in-process task and
+    /// a plain HTTP GET measured in the same run.
+    A2a(hearth::bench_a2a::A2aArgs),
 }
 
 #[tokio::main]
@@ -337,6 +341,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Tools(args),
         } => hearth::bench_tools::tools(args).await,
+        Command::Bench {
+            what: BenchKind::A2a(args),
+        } => {
+            let config = Config::load()?;
+            hearth::bench_a2a::a2a(&config, args).await
+        }
         Command::Bench {
             what: BenchKind::Memory(args),
         } => {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use hearth_mesh::clients::MemoryClient;
 use hearth_mesh::Config;
+use hearth_mesh::clients::MemoryClient;
 use hearth_proto::v1::{DeleteRequest, Filter, InfoRequest, SearchRequest};
 
 use crate::builtins::DOCUMENTS;
@@ -103,8 +103,10 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> Result<()> {
     } else {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("ingesting {wide_bar} {pos}/{len} files, eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "ingesting {wide_bar} {pos}/{len} files, eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     };
@@ -168,7 +170,10 @@ pub async fn search(config: &Config, args: SearchArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "hits": hits }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "hits": hits }))?
+        );
         return Ok(());
     }
     if r.hits.is_empty() {
@@ -187,7 +192,11 @@ pub async fn search(config: &Config, args: SearchArgs) -> Result<()> {
 /// `hearth memory forget`.
 pub async fn forget(config: &Config, args: ForgetArgs) -> Result<()> {
     let mut equals = std::collections::HashMap::new();
-    for (k, v) in [("source", &args.source), ("agent", &args.agent), ("kind", &args.kind)] {
+    for (k, v) in [
+        ("source", &args.source),
+        ("agent", &args.agent),
+        ("kind", &args.kind),
+    ] {
         if let Some(v) = v {
             equals.insert(k.to_string(), v.clone());
         }
@@ -222,7 +231,9 @@ pub async fn info(config: &Config, json: bool) -> Result<()> {
     let (client, mesh) = memory(config).await?;
     let r = client.info(&InfoRequest {}).await;
     done(mesh).await;
-    let r = r.map_err(|s| anyhow::anyhow!("{}", s.message())).context("asking the memory service")?;
+    let r = r
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .context("asking the memory service")?;
     if json {
         let cols: Vec<_> = r
             .collections
@@ -231,16 +242,27 @@ pub async fn info(config: &Config, json: bool) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "backend": r.backend, "collections": cols }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "backend": r.backend, "collections": cols })
+            )?
         );
         return Ok(());
     }
     println!("memory: {}", r.backend);
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["collection", "points", "embedding model", "dimensions"]);
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "collection",
+        "points",
+        "embedding model",
+        "dimensions",
+    ]);
     for c in &r.collections {
-        t.add_row([c.name.clone(), c.points.to_string(), c.embed_model.clone(), c.dims.to_string()]);
+        t.add_row([
+            c.name.clone(),
+            c.points.to_string(),
+            c.embed_model.clone(),
+            c.dims.to_string(),
+        ]);
     }
     println!("{t}");
     Ok(())

@@ -66,7 +66,9 @@ fn to_edge_filter(f: &Filter) -> Result<Option<qdrant_edge::Filter>, StoreError>
 
 /// Our UUID as qdrant-edge's point id (it has its own `uuid` crate).
 fn edge_id(id: uuid::Uuid) -> PointId {
-    PointId::Uuid(qdrant_edge::external::uuid::Uuid::from_bytes(*id.as_bytes()))
+    PointId::Uuid(qdrant_edge::external::uuid::Uuid::from_bytes(
+        *id.as_bytes(),
+    ))
 }
 
 fn point_id(id: &PointId) -> String {
@@ -146,7 +148,11 @@ impl EdgeStore {
         Ok(Some(c))
     }
 
-    fn create(&self, name: &str, meta: &CollectionMeta) -> Result<Arc<Mutex<Collection>>, StoreError> {
+    fn create(
+        &self,
+        name: &str,
+        meta: &CollectionMeta,
+    ) -> Result<Arc<Mutex<Collection>>, StoreError> {
         check_name(name)?;
         let mut open = lock(&self.open);
         if let Some(c) = open.get(name) {
@@ -156,8 +162,16 @@ impl EdgeStore {
         let shard_dir = root.join("shard");
         std::fs::create_dir_all(&shard_dir).map_err(backend)?;
         let config = EdgeConfig::builder()
-            .vector(DENSE, EdgeVectorParams::builder(meta.dims, Distance::Cosine).build())
-            .sparse_vector(SPARSE, EdgeSparseVectorParams::builder().modifier(Modifier::Idf).build())
+            .vector(
+                DENSE,
+                EdgeVectorParams::builder(meta.dims, Distance::Cosine).build(),
+            )
+            .sparse_vector(
+                SPARSE,
+                EdgeSparseVectorParams::builder()
+                    .modifier(Modifier::Idf)
+                    .build(),
+            )
             .on_disk_payload(true)
             .wal_options(WalOptions {
                 segment_capacity: 1 << 20,
@@ -204,7 +218,11 @@ impl VectorStore for Arc<EdgeStore> {
         Ok(self.read_meta(collection))
     }
 
-    async fn ensure(&self, collection: &str, meta: &CollectionMeta) -> Result<CollectionMeta, StoreError> {
+    async fn ensure(
+        &self,
+        collection: &str,
+        meta: &CollectionMeta,
+    ) -> Result<CollectionMeta, StoreError> {
         let me = self.clone();
         let (name, meta) = (collection.to_string(), meta.clone());
         blocking(move || match me.get(&name)? {
@@ -225,15 +243,18 @@ impl VectorStore for Arc<EdgeStore> {
             let n = points.len();
             let mut batch = Vec::with_capacity(n);
             for p in points {
-                let sparse = Vector::new_sparse(p.sparse.indices, p.sparse.values).map_err(backend)?;
-                let vectors = Vectors::new_named([(DENSE, Vector::new_dense(p.dense)), (SPARSE, sparse)]);
-                let point = PointStruct::new(edge_id(p.id), vectors, serde_json::Value::Object(p.payload));
+                let sparse =
+                    Vector::new_sparse(p.sparse.indices, p.sparse.values).map_err(backend)?;
+                let vectors =
+                    Vectors::new_named([(DENSE, Vector::new_dense(p.dense)), (SPARSE, sparse)]);
+                let point =
+                    PointStruct::new(edge_id(p.id), vectors, serde_json::Value::Object(p.payload));
                 batch.push(point.into());
             }
             c.shard
-                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(batch),
-                )))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(batch)),
+                ))
                 .map_err(backend)?;
             c.unoptimized += n;
             if c.unoptimized >= OPTIMIZE_AFTER {
@@ -311,7 +332,12 @@ impl VectorStore for Arc<EdgeStore> {
         .await
     }
 
-    async fn delete(&self, collection: &str, ids: Vec<uuid::Uuid>, filter: Option<&Filter>) -> Result<u64, StoreError> {
+    async fn delete(
+        &self,
+        collection: &str,
+        ids: Vec<uuid::Uuid>,
+        filter: Option<&Filter>,
+    ) -> Result<u64, StoreError> {
         let Some(c) = self.get(collection)? else {
             return Ok(0);
         };
@@ -324,14 +350,18 @@ impl VectorStore for Arc<EdgeStore> {
             let before = count_of(&c.shard)?;
             if !ids.is_empty() {
                 c.shard
-                    .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                        ids: ids.into_iter().map(edge_id).collect(),
-                    }))
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::DeletePoints {
+                            ids: ids.into_iter().map(edge_id).collect(),
+                        },
+                    ))
                     .map_err(backend)?;
             }
             if let Some(f) = filter {
                 c.shard
-                    .update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(f)))
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::DeletePointsByFilter(f),
+                    ))
                     .map_err(backend)?;
             }
             c.shard.flush();
@@ -340,7 +370,12 @@ impl VectorStore for Arc<EdgeStore> {
         .await
     }
 
-    async fn field_pairs(&self, collection: &str, field: &str, value_field: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    async fn field_pairs(
+        &self,
+        collection: &str,
+        field: &str,
+        value_field: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
         let Some(c) = self.get(collection)? else {
             return Ok(BTreeMap::new());
         };

@@ -102,7 +102,9 @@ pub fn files(root: &Path) -> Result<Vec<PathBuf>, IngestError> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || name == "target" || name == "node_modules" {
@@ -250,7 +252,10 @@ pub async fn ingest(
                 continue;
             }
         };
-        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let previous = known.get(&source);
         if previous == Some(&digest) {
             report.unchanged += 1;
@@ -347,10 +352,19 @@ mod tests {
         let pieces = split(&text, true);
         assert!(pieces.len() > 3, "{}", pieces.len());
         for p in &pieces {
-            assert!(p.text.chars().count() <= CHUNK_CHARS.end, "{}", p.text.len());
+            assert!(
+                p.text.chars().count() <= CHUNK_CHARS.end,
+                "{}",
+                p.text.len()
+            );
             assert_eq!(&text[p.start..p.start + p.text.len()], p.text);
         }
-        assert!(pieces.iter().skip(1).all(|p| p.text.starts_with("## ") || !p.text.contains("\n## ")));
+        assert!(
+            pieces
+                .iter()
+                .skip(1)
+                .all(|p| p.text.starts_with("## ") || !p.text.contains("\n## "))
+        );
         assert_eq!(title_of(&text, Path::new("x.md")), "Title");
     }
 
@@ -368,7 +382,10 @@ mod tests {
             b"<html><body><h1>Hi</h1><p>there <b>you</b></p><script>x()</script></body></html>",
         )
         .unwrap();
-        assert!(t.contains("Hi") && t.contains("there you") && !t.contains("<b>"), "{t}");
+        assert!(
+            t.contains("Hi") && t.contains("there you") && !t.contains("<b>"),
+            "{t}"
+        );
         assert_eq!(kind(Path::new("a.bin")), None);
         assert_eq!(kind(Path::new("a.PDF")), Some("pdf"));
         assert!(extract(Path::new("broken.pdf"), b"%PDF-1.4 not really").is_err());

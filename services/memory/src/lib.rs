@@ -43,21 +43,33 @@ pub enum MemoryError {
 
 /// The configured store: the Qdrant server if one is configured, else
 /// qdrant-edge under `default_dir` (or `memory.dir`).
-pub async fn open_store(config: &Config, default_dir: &std::path::Path) -> Result<Arc<dyn VectorStore>, StoreError> {
+pub async fn open_store(
+    config: &Config,
+    default_dir: &std::path::Path,
+) -> Result<Arc<dyn VectorStore>, StoreError> {
     match &config.memory.qdrant_url {
         Some(url) => {
-            let key = (!config.memory.qdrant_api_key.is_empty()).then(|| config.memory.qdrant_api_key.expose());
+            let key = (!config.memory.qdrant_api_key.is_empty())
+                .then(|| config.memory.qdrant_api_key.expose());
             Ok(Arc::new(server::ServerStore::connect(url, key).await?))
         }
         None => {
-            let dir = config.memory.dir.clone().unwrap_or_else(|| default_dir.to_path_buf());
+            let dir = config
+                .memory
+                .dir
+                .clone()
+                .unwrap_or_else(|| default_dir.to_path_buf());
             Ok(Arc::new(Arc::new(edge::EdgeStore::open(&dir)?)))
         }
     }
 }
 
 /// Starts the memory service on `bus`.
-pub async fn run(config: &Config, bus: SharedBus, default_dir: &std::path::Path) -> Result<Vec<JoinHandle<()>>, MemoryError> {
+pub async fn run(
+    config: &Config,
+    bus: SharedBus,
+    default_dir: &std::path::Path,
+) -> Result<Vec<JoinHandle<()>>, MemoryError> {
     let store = open_store(config, default_dir).await?;
     tracing::info!(backend = %store.describe(), "memory ready");
     let engine = EngineClient::new(bus.clone(), config.subjects(), config.engine_timeout());

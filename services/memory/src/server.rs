@@ -37,7 +37,11 @@ fn remote(name: &str) -> String {
 }
 
 fn meta_id(name: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("hearth-collection:{name}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("hearth-collection:{name}").as_bytes(),
+    )
+    .to_string()
 }
 
 fn to_filter(f: &Filter) -> Option<qdrant_client::qdrant::Filter> {
@@ -62,7 +66,9 @@ fn to_filter(f: &Filter) -> Option<qdrant_client::qdrant::Filter> {
     Some(qdrant_client::qdrant::Filter::must(must))
 }
 
-fn payload_json(p: std::collections::HashMap<String, qdrant_client::qdrant::Value>) -> serde_json::Map<String, Value> {
+fn payload_json(
+    p: std::collections::HashMap<String, qdrant_client::qdrant::Value>,
+) -> serde_json::Map<String, Value> {
     p.into_iter().map(|(k, v)| (k, v.into_json())).collect()
 }
 
@@ -99,7 +105,11 @@ impl ServerStore {
             {
                 unreachable(format!(
                     "it refused the API key ({}; set HEARTH_QDRANT_API_KEY to the server's key)",
-                    if api_key.is_some() { "a key was sent" } else { "none was sent" }
+                    if api_key.is_some() {
+                        "a key was sent"
+                    } else {
+                        "none was sent"
+                    }
                 ))
             }
             _ => unreachable(e.to_string()),
@@ -151,17 +161,32 @@ impl VectorStore for ServerStore {
         self.read_meta(collection).await
     }
 
-    async fn ensure(&self, collection: &str, meta: &CollectionMeta) -> Result<CollectionMeta, StoreError> {
+    async fn ensure(
+        &self,
+        collection: &str,
+        meta: &CollectionMeta,
+    ) -> Result<CollectionMeta, StoreError> {
         check_name(collection)?;
         if let Some(m) = self.read_meta(collection).await? {
             return Ok(m);
         }
         let name = remote(collection);
-        if !self.client.collection_exists(&name).await.map_err(backend)? {
+        if !self
+            .client
+            .collection_exists(&name)
+            .await
+            .map_err(backend)?
+        {
             let mut dense = VectorsConfigBuilder::default();
-            dense.add_named_vector_params(DENSE, VectorParamsBuilder::new(meta.dims as u64, Distance::Cosine));
+            dense.add_named_vector_params(
+                DENSE,
+                VectorParamsBuilder::new(meta.dims as u64, Distance::Cosine),
+            );
             let mut sparse = SparseVectorsConfigBuilder::default();
-            sparse.add_named_vector_params(SPARSE, SparseVectorParamsBuilder::default().modifier(Modifier::Idf));
+            sparse.add_named_vector_params(
+                SPARSE,
+                SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+            );
             let created = self
                 .client
                 .create_collection(
@@ -170,7 +195,13 @@ impl VectorStore for ServerStore {
                         .sparse_vectors_config(sparse),
                 )
                 .await;
-            if created.is_err() && !self.client.collection_exists(&name).await.map_err(backend)? {
+            if created.is_err()
+                && !self
+                    .client
+                    .collection_exists(&name)
+                    .await
+                    .map_err(backend)?
+            {
                 created.map_err(backend)?;
             }
             for (field, ty) in [
@@ -185,11 +216,16 @@ impl VectorStore for ServerStore {
                     .map_err(backend)?;
             }
         }
-        let payload = Payload::try_from(serde_json::to_value(meta).map_err(backend)?).map_err(backend)?;
+        let payload =
+            Payload::try_from(serde_json::to_value(meta).map_err(backend)?).map_err(backend)?;
         let vectors = NamedVectors::default().add_vector("x", Vector::new_dense(vec![1.0]));
         self.client
             .upsert_points(
-                UpsertPointsBuilder::new(META, vec![PointStruct::new(meta_id(collection), vectors, payload)]).wait(true),
+                UpsertPointsBuilder::new(
+                    META,
+                    vec![PointStruct::new(meta_id(collection), vectors, payload)],
+                )
+                .wait(true),
             )
             .await
             .map_err(backend)?;
@@ -205,7 +241,10 @@ impl VectorStore for ServerStore {
         for p in points {
             let vectors = NamedVectors::default()
                 .add_vector(DENSE, Vector::new_dense(p.dense))
-                .add_vector(SPARSE, Vector::new_sparse(p.sparse.indices, p.sparse.values));
+                .add_vector(
+                    SPARSE,
+                    Vector::new_sparse(p.sparse.indices, p.sparse.values),
+                );
             let payload = Payload::try_from(Value::Object(p.payload)).map_err(backend)?;
             batch.push(PointStruct::new(p.id.to_string(), vectors, payload));
         }
@@ -246,14 +285,19 @@ impl VectorStore for ServerStore {
                     .using(DENSE)
                     .limit(pre);
                 let mut sparse_pre = PrefetchQueryBuilder::default()
-                    .query(Query::new_nearest(VectorInput::new_sparse(s.indices, s.values)))
+                    .query(Query::new_nearest(VectorInput::new_sparse(
+                        s.indices, s.values,
+                    )))
                     .using(SPARSE)
                     .limit(pre);
                 if let Some(f) = f {
                     dense_pre = dense_pre.filter(f.clone());
                     sparse_pre = sparse_pre.filter(f);
                 }
-                q = q.add_prefetch(dense_pre).add_prefetch(sparse_pre).query(Fusion::Rrf);
+                q = q
+                    .add_prefetch(dense_pre)
+                    .add_prefetch(sparse_pre)
+                    .query(Fusion::Rrf);
             }
         }
         let r = self.client.query(q).await.map_err(backend)?;
@@ -267,7 +311,12 @@ impl VectorStore for ServerStore {
             .collect())
     }
 
-    async fn delete(&self, collection: &str, ids: Vec<uuid::Uuid>, filter: Option<&Filter>) -> Result<u64, StoreError> {
+    async fn delete(
+        &self,
+        collection: &str,
+        ids: Vec<uuid::Uuid>,
+        filter: Option<&Filter>,
+    ) -> Result<u64, StoreError> {
         check_name(collection)?;
         if self.read_meta(collection).await?.is_none() {
             return Ok(0);
@@ -295,7 +344,12 @@ impl VectorStore for ServerStore {
         Ok(before.saturating_sub(self.count(collection).await?))
     }
 
-    async fn field_pairs(&self, collection: &str, field: &str, value_field: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    async fn field_pairs(
+        &self,
+        collection: &str,
+        field: &str,
+        value_field: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
         check_name(collection)?;
         if self.read_meta(collection).await?.is_none() {
             return Ok(BTreeMap::new());
@@ -340,7 +394,11 @@ impl VectorStore for ServerStore {
     async fn collections(&self) -> Result<Vec<(String, CollectionMeta)>, StoreError> {
         let r = self
             .client
-            .scroll(ScrollPointsBuilder::new(META).limit(10_000).with_payload(true))
+            .scroll(
+                ScrollPointsBuilder::new(META)
+                    .limit(10_000)
+                    .with_payload(true),
+            )
             .await
             .map_err(backend)?;
         let mut out: Vec<(String, CollectionMeta)> = Vec::new();
@@ -348,7 +406,9 @@ impl VectorStore for ServerStore {
         let names: Vec<String> = all.collections.into_iter().map(|c| c.name).collect();
         for p in r.result {
             let json = Value::Object(payload_json(p.payload));
-            let Ok(meta) = serde_json::from_value::<CollectionMeta>(json) else { continue };
+            let Ok(meta) = serde_json::from_value::<CollectionMeta>(json) else {
+                continue;
+            };
             if let Some(name) = names
                 .iter()
                 .filter_map(|n| n.strip_prefix("hearth_"))

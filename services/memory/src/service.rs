@@ -40,7 +40,8 @@ pub struct MemoryService {
 /// ids, so edge and server agree).
 pub fn bm25() -> Result<EdgeBm25, String> {
     let config: EdgeBm25Config =
-        serde_json::from_value(serde_json::json!({ "language": "english" })).map_err(|e| e.to_string())?;
+        serde_json::from_value(serde_json::json!({ "language": "english" }))
+            .map_err(|e| e.to_string())?;
     EdgeBm25::new(config).map_err(|e| format!("{e:?}"))
 }
 
@@ -56,7 +57,11 @@ pub fn filter_of(f: Option<&hearth_proto::v1::Filter>) -> Filter {
     match f {
         None => Filter::default(),
         Some(f) => Filter {
-            equals: f.equals.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            equals: f
+                .equals
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             since: f.since,
             until: f.until,
         },
@@ -83,7 +88,12 @@ impl MemoryService {
                 inputs: texts,
             })
             .await
-            .map_err(|s| Status::new(s.code(), format!("embedding through the engine: {}", s.message())))?;
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!("embedding through the engine: {}", s.message()),
+                )
+            })?;
         let vectors: Vec<Vec<f32>> = resp.embeddings.into_iter().map(|e| e.values).collect();
         let dims = vectors.first().map_or(0, Vec::len);
         if vectors.len() != n || dims == 0 || vectors.iter().any(|v| v.len() != dims) {
@@ -104,7 +114,10 @@ impl MemoryService {
 
 #[tonic::async_trait]
 impl Memory for MemoryService {
-    async fn upsert(&self, request: Request<UpsertRequest>) -> Result<Response<UpsertResponse>, Status> {
+    async fn upsert(
+        &self,
+        request: Request<UpsertRequest>,
+    ) -> Result<Response<UpsertResponse>, Status> {
         let req = request.into_inner();
         crate::store::check_name(&req.collection)?;
         if req.chunks.is_empty() {
@@ -142,7 +155,9 @@ impl Memory for MemoryService {
             };
             parsed.push((id, payload));
         }
-        let (vectors, meta) = self.embed(req.chunks.iter().map(|c| c.text.clone()).collect()).await?;
+        let (vectors, meta) = self
+            .embed(req.chunks.iter().map(|c| c.text.clone()).collect())
+            .await?;
         let built = self.store.ensure(&req.collection, &meta).await?;
         check_meta(&req.collection, &built, &meta)?;
         let points = req
@@ -168,7 +183,10 @@ impl Memory for MemoryService {
         }))
     }
 
-    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
         let req = request.into_inner();
         crate::store::check_name(&req.collection)?;
         if req.query.trim().is_empty() {
@@ -184,7 +202,13 @@ impl Memory for MemoryService {
         let limit = req.limit.clamp(1, MAX_LIMIT) as usize;
         let hits = self
             .store
-            .search(&req.collection, dense, sparse_q, limit, &filter_of(req.filter.as_ref()))
+            .search(
+                &req.collection,
+                dense,
+                sparse_q,
+                limit,
+                &filter_of(req.filter.as_ref()),
+            )
             .await?;
         Ok(Response::new(SearchResponse {
             hits: hits
@@ -205,13 +229,19 @@ impl Memory for MemoryService {
         }))
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
         crate::store::check_name(&req.collection)?;
         let ids = req
             .ids
             .iter()
-            .map(|s| uuid::Uuid::parse_str(s).map_err(|e| Status::invalid_argument(format!("id `{s}`: {e}"))))
+            .map(|s| {
+                uuid::Uuid::parse_str(s)
+                    .map_err(|e| Status::invalid_argument(format!("id `{s}`: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let filter = filter_of(req.filter.as_ref());
         if ids.is_empty() && filter.is_empty() {
@@ -221,15 +251,25 @@ impl Memory for MemoryService {
         }
         let deleted = self
             .store
-            .delete(&req.collection, ids, (!filter.is_empty()).then_some(&filter))
+            .delete(
+                &req.collection,
+                ids,
+                (!filter.is_empty()).then_some(&filter),
+            )
             .await?;
         Ok(Response::new(DeleteResponse { deleted }))
     }
 
-    async fn sources(&self, request: Request<SourcesRequest>) -> Result<Response<SourcesResponse>, Status> {
+    async fn sources(
+        &self,
+        request: Request<SourcesRequest>,
+    ) -> Result<Response<SourcesResponse>, Status> {
         let req = request.into_inner();
         crate::store::check_name(&req.collection)?;
-        let digests = self.store.field_pairs(&req.collection, "source", "digest").await?;
+        let digests = self
+            .store
+            .field_pairs(&req.collection, "source", "digest")
+            .await?;
         Ok(Response::new(SourcesResponse {
             digests: digests.into_iter().collect(),
         }))
@@ -254,17 +294,26 @@ impl Memory for MemoryService {
 }
 
 /// Serves `svc` on the bus (queue group `memory`).
-pub async fn serve(svc: MemoryService, bus: SharedBus, subjects: &Subjects) -> Result<Vec<JoinHandle<()>>, BusError> {
+pub async fn serve(
+    svc: MemoryService,
+    bus: SharedBus,
+    subjects: &Subjects,
+) -> Result<Vec<JoinHandle<()>>, BusError> {
     let queue = Some(Service::Memory.name().to_string());
     let mut handles = Vec::new();
     macro_rules! route {
         ($method:expr, $req:ty, $call:ident) => {{
             let s = svc.clone();
             handles.push(
-                rpc::serve_unary(bus.clone(), subjects.method(Service::Memory, $method), queue.clone(), move |req: $req| {
-                    let s = s.clone();
-                    async move { s.$call(Request::new(req)).await.map(Response::into_inner) }
-                })
+                rpc::serve_unary(
+                    bus.clone(),
+                    subjects.method(Service::Memory, $method),
+                    queue.clone(),
+                    move |req: $req| {
+                        let s = s.clone();
+                        async move { s.$call(Request::new(req)).await.map(Response::into_inner) }
+                    },
+                )
                 .await?,
             );
         }};

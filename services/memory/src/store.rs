@@ -169,7 +169,11 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// Checks that `meta` (what a collection was built with) matches `now`.
-pub fn check_meta(collection: &str, built: &CollectionMeta, now: &CollectionMeta) -> Result<(), StoreError> {
+pub fn check_meta(
+    collection: &str,
+    built: &CollectionMeta,
+    now: &CollectionMeta,
+) -> Result<(), StoreError> {
     if built == now {
         return Ok(());
     }
@@ -191,7 +195,11 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn meta(&self, collection: &str) -> Result<Option<CollectionMeta>, StoreError>;
     /// Creates `collection` for `meta` if it does not exist; returns what it
     /// was (or is now) built with.
-    async fn ensure(&self, collection: &str, meta: &CollectionMeta) -> Result<CollectionMeta, StoreError>;
+    async fn ensure(
+        &self,
+        collection: &str,
+        meta: &CollectionMeta,
+    ) -> Result<CollectionMeta, StoreError>;
     /// Stores points (replacing those with the same ids).
     async fn upsert(&self, collection: &str, points: Vec<Point>) -> Result<(), StoreError>;
     /// The `limit` best points for the dense query, fused with the sparse
@@ -205,10 +213,20 @@ pub trait VectorStore: Send + Sync + 'static {
         filter: &Filter,
     ) -> Result<Vec<Hit>, StoreError>;
     /// Deletes points by id and by filter; returns how many went.
-    async fn delete(&self, collection: &str, ids: Vec<uuid::Uuid>, filter: Option<&Filter>) -> Result<u64, StoreError>;
+    async fn delete(
+        &self,
+        collection: &str,
+        ids: Vec<uuid::Uuid>,
+        filter: Option<&Filter>,
+    ) -> Result<u64, StoreError>;
     /// Every point's payload field `field` → payload field `value_field`
     /// (deduplicated): used for the documents' digests.
-    async fn field_pairs(&self, collection: &str, field: &str, value_field: &str) -> Result<BTreeMap<String, String>, StoreError>;
+    async fn field_pairs(
+        &self,
+        collection: &str,
+        field: &str,
+        value_field: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError>;
     /// Points in the collection.
     async fn count(&self, collection: &str) -> Result<u64, StoreError>;
     /// Every collection and what it was built with.

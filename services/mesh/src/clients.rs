@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use hearth_proto::v1::{
-    DeleteRequest, DeleteResponse, InfoRequest, InfoResponse, SearchRequest, SearchResponse,
-    SourcesRequest, SourcesResponse, UpsertRequest, UpsertResponse,
-};
-use hearth_proto::v1::{
     ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse,
     CancelTaskRequest, EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest, GetTaskRequest,
     ListToolsRequest, ListToolsResponse, SendTaskRequest, TaskEvent, TaskRecord,
+};
+use hearth_proto::v1::{
+    DeleteRequest, DeleteResponse, InfoRequest, InfoResponse, SearchRequest, SearchResponse,
+    SourcesRequest, SourcesResponse, UpsertRequest, UpsertResponse,
 };
 use tonic::Status;
 
@@ -252,7 +252,13 @@ impl MemoryClient {
 
     /// The documents a collection holds.
     pub async fn sources(&self, req: &SourcesRequest) -> Result<SourcesResponse, Status> {
-        rpc::call(&self.bus, &self.subject(methods::SOURCES), req, self.timeout).await
+        rpc::call(
+            &self.bus,
+            &self.subject(methods::SOURCES),
+            req,
+            self.timeout,
+        )
+        .await
     }
 
     /// Collections.

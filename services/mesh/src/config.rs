@@ -662,7 +662,10 @@ mod tests {
             jail.set_env("HEARTH_QDRANT_URL", "http://127.0.0.1:6334");
             jail.set_env("HEARTH_QDRANT_API_KEY", "qk");
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(c.memory.qdrant_url.as_deref(), Some("http://127.0.0.1:6334"));
+            assert_eq!(
+                c.memory.qdrant_url.as_deref(),
+                Some("http://127.0.0.1:6334")
+            );
             assert_eq!(c.memory.qdrant_api_key.expose(), "qk");
             jail.set_env("HEARTH_NATS_URL", "nats://127.0.0.1:1");
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;

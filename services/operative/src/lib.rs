@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use hearth_agents::memory::{AgentMemory, BusMemory, Remember};
 use hearth_agents::model::BusModel;
 use hearth_agents::service::{self, AgentService, ToolsFor};
-use hearth_agents::memory::{AgentMemory, BusMemory, Remember};
 use hearth_agents::tools::{BusTools, LocalTool, ToolSet, Tools};
 use hearth_agents::{AgentSpec, SpecError, Specs};
 use hearth_mesh::clients::{EngineClient, MemoryClient, ToolhostClient};

@@ -75,7 +75,9 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, Orchestrato
         let name = r.name.clone();
         tokio::spawn(async move {
             match t.refresh().await {
-                Ok(card) => tracing::info!(agent = %name, card = %card.name, "remote agent card read"),
+                Ok(card) => {
+                    tracing::info!(agent = %name, card = %card.name, "remote agent card read")
+                }
                 Err(e) => tracing::warn!(agent = %name, error = %e, "remote agent card not read"),
             }
         });

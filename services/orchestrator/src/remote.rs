@@ -92,14 +92,18 @@ pub fn check_card(v: &Value) -> Vec<String> {
             }
         }
         _ if !s("url").is_empty() => problems.push(
-            "no supportedInterfaces: a v0.3 card (only `url`); v1.0 clients cannot pick a binding".into(),
+            "no supportedInterfaces: a v0.3 card (only `url`); v1.0 clients cannot pick a binding"
+                .into(),
         ),
         _ => problems.push("no supportedInterfaces and no url: nowhere to send a task".into()),
     }
     if v.get("capabilities").is_none_or(|c| !c.is_object()) {
         problems.push("`capabilities` is missing".into());
     }
-    if v.get("skills").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+    if v.get("skills")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
         problems.push("no skills listed".into());
     }
     problems
@@ -125,15 +129,24 @@ pub async fn fetch_card(
     if !api_key.is_empty() {
         req = req.header("X-API-Key", api_key);
     }
-    let mut resp = req.send().await.map_err(|e| fail(e.without_url().to_string()))?;
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
     if !resp.status().is_success() {
         return Err(fail(format!("HTTP {}", resp.status())));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.without_url().to_string()))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?
+    {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_CARD_BYTES {
-            return Err(fail(format!("the card is larger than {MAX_CARD_BYTES} bytes")));
+            return Err(fail(format!(
+                "the card is larger than {MAX_CARD_BYTES} bytes"
+            )));
         }
     }
     let invalid = |reason: String| CardError::Invalid {
@@ -144,7 +157,9 @@ pub async fn fetch_card(
     let card: sdk::AgentCard =
         a2a_pb::protojson_conv::from_value(v.clone()).map_err(|e| invalid(e.to_string()))?;
     if card.supported_interfaces.is_empty() {
-        return Err(invalid("it lists no interfaces (supportedInterfaces)".into()));
+        return Err(invalid(
+            "it lists no interfaces (supportedInterfaces)".into(),
+        ));
     }
     Ok((card, v))
 }
@@ -159,7 +174,10 @@ struct Credentials {
 impl CallInterceptor for Credentials {
     async fn before(&self, _method: &str, params: &mut ServiceParams) -> Result<(), sdk::A2AError> {
         if !self.token.is_empty() {
-            params.insert("authorization".into(), vec![format!("Bearer {}", self.token)]);
+            params.insert(
+                "authorization".into(),
+                vec![format!("Bearer {}", self.token)],
+            );
         }
         if !self.api_key.is_empty() {
             params.insert("x-api-key".into(), vec![self.api_key.clone()]);
@@ -223,7 +241,11 @@ fn ending_of(task: &sdk::Task) -> Option<Ending> {
         sdk::TaskState::Completed => Ending::Answer(text()),
         sdk::TaskState::InputRequired | sdk::TaskState::AuthRequired => Ending::Question(text()),
         sdk::TaskState::Failed | sdk::TaskState::Canceled | sdk::TaskState::Rejected => {
-            Ending::Failed(format!("its task ended {:?}: {}", task.status.state, text()))
+            Ending::Failed(format!(
+                "its task ended {:?}: {}",
+                task.status.state,
+                text()
+            ))
         }
         _ => return None,
     })
@@ -327,7 +349,11 @@ impl RemoteTool {
                         };
                         match ending_of(&t) {
                             Some(Ending::Answer(a)) if !artifacts.is_empty() || !a.is_empty() => {
-                                let joined = if artifacts.is_empty() { a } else { artifacts.join("\n") };
+                                let joined = if artifacts.is_empty() {
+                                    a
+                                } else {
+                                    artifacts.join("\n")
+                                };
                                 ending = Some(Ending::Answer(joined));
                                 break;
                             }
@@ -400,7 +426,10 @@ impl LocalTool for RemoteTool {
                     }
                 )
             }
-            None => format!("(its card at {} has not been read yet)", card_url(&self.cfg.url)),
+            None => format!(
+                "(its card at {} has not been read yet)",
+                card_url(&self.cfg.url)
+            ),
         };
         // Card text is the remote's: keep it from crowding the context.
         let about: String = about.chars().take(600).collect();
@@ -485,7 +514,8 @@ mod tests {
             "capabilities": {}, "skills": [{"id": "s", "name": "s", "description": "d"}]
         });
         assert!(check_card(&good).is_empty(), "{:?}", check_card(&good));
-        let bad = json!({"name": "", "supportedInterfaces": [{"url": "", "protocolBinding": "SOAP"}]});
+        let bad =
+            json!({"name": "", "supportedInterfaces": [{"url": "", "protocolBinding": "SOAP"}]});
         let p = check_card(&bad);
         assert!(p.iter().any(|x| x.contains("`name`")), "{p:?}");
         assert!(p.iter().any(|x| x.contains("SOAP")), "{p:?}");

@@ -102,6 +102,11 @@ impl Deadline {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct EvaluateParams {
     /// The arithmetic expression, e.g. `2^64`, `(1/3) * 3`, `sqrt(2)`.
+    // The pattern says what an expression is made of (digits, operators,
+    // parentheses, lower-case function names): clients that constrain
+    // their output to the schema (Hearth's llama.cpp engine does) then
+    // cannot put prose in it.
+    #[schemars(regex(pattern = r"^[0-9a-z+\-*/^().%!, ]{1,200}$"))]
     pub expression: String,
 }
 

@@ -32,7 +32,12 @@ pub struct Passage {
 #[async_trait::async_trait]
 pub trait Searcher: Send + Sync + 'static {
     /// The `limit` best passages for `query`, from `source` only if given.
-    async fn search(&self, query: &str, limit: usize, source: Option<&str>) -> Result<Vec<Passage>, String>;
+    async fn search(
+        &self,
+        query: &str,
+        limit: usize,
+        source: Option<&str>,
+    ) -> Result<Vec<Passage>, String>;
 }
 
 /// `search`'s input.
@@ -75,7 +80,11 @@ impl Retrieval {
             return CallToolResult::error(vec![ContentBlock::text("the query is empty")]);
         }
         let limit = p.limit.unwrap_or(5).clamp(1, 20);
-        match self.searcher.search(&p.query, limit, p.source.as_deref()).await {
+        match self
+            .searcher
+            .search(&p.query, limit, p.source.as_deref())
+            .await
+        {
             Ok(found) if found.is_empty() => {
                 CallToolResult::success(vec![ContentBlock::text("nothing relevant was found")])
             }
@@ -96,7 +105,8 @@ impl Retrieval {
                     .collect::<Vec<_>>()
                     .join("\n\n");
                 let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-                r.structured_content = serde_json::to_value(serde_json::json!({ "passages": found })).ok();
+                r.structured_content =
+                    serde_json::to_value(serde_json::json!({ "passages": found })).ok();
                 r
             }
             Err(e) => CallToolResult::error(vec![ContentBlock::text(e)]),
@@ -108,7 +118,10 @@ impl Retrieval {
 impl ServerHandler for Retrieval {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("hearth-retrieval", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "hearth-retrieval",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions("Search the user's documents with `search`.")
     }
 }

@@ -119,7 +119,8 @@ fn request_body(
         "stream": true,
         "options": options,
     });
-    if !tools.is_empty() {
+    // Ollama has no tool_choice: an answer-only turn offers no tools.
+    if !tools.is_empty() && !req.answer_now {
         body["tools"] = Value::Array(tools);
     }
     Ok((body, names))

@@ -122,6 +122,9 @@ fn request_body(
     });
     if !tools.is_empty() {
         body["tools"] = Value::Array(tools);
+        if req.answer_now {
+            body["tool_choice"] = json!("none");
+        }
     }
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);

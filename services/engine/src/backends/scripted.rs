@@ -13,6 +13,8 @@
 //! 4. a user message and a tool named `*.evaluate` offered → call it with the
 //!    longest arithmetic expression found in the message;
 //! 5. anything else → answer with the message echoed back.
+//!
+//! A request marked `answer_now` is answered (`The answer is <last message>.`).
 
 use futures::StreamExt;
 use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
@@ -69,7 +71,9 @@ impl Backend for ScriptedBackend {
             .ok_or_else(|| EngineError::InvalidRequest("no messages".into()))?;
         let tool = |suffix: &str| req.tools.iter().find(|t| t.name.ends_with(suffix));
         let mut chunk = GenerateChunk::default();
-        if last.role == "tool" {
+        if req.answer_now {
+            chunk.delta = format!("The answer is {}.", last.content.trim());
+        } else if last.role == "tool" {
             let result = last.content.trim();
             chunk.delta = if result.starts_with("The answer is") {
                 result.to_string()

@@ -247,12 +247,42 @@ impl LlamaCppBackend {
             return Ok(None);
         }
         // Room for the answer inside the token budget, roughly 3 characters a token.
-        let schema = prompt::reply_schema(&req.tools, max_tokens.saturating_mul(3).max(16))?;
+        let answer_chars = max_tokens.saturating_mul(3).max(16);
+        if req.answer_now {
+            // The answer alternative alone.
+            let schema = prompt::reply_schema(&[], answer_chars, &[])?;
+            let gbnf = llama_cpp_2::json_schema_to_grammar(&schema)
+                .map_err(|e| EngineError::InvalidRequest(format!("the answer grammar: {e}")))?;
+            return LlamaSampler::grammar(&self.model, &gbnf, "root")
+                .map(Some)
+                .map_err(|e| EngineError::InvalidRequest(format!("the answer grammar: {e}")));
+        }
+        let schema = prompt::reply_schema(&req.tools, answer_chars, &[])?;
         let unenforceable = |e: String| {
             EngineError::InvalidRequest(format!("a tool's input schema cannot be enforced: {e}"))
         };
-        let gbnf = llama_cpp_2::json_schema_to_grammar(&schema)
-            .map_err(|e| unenforceable(e.to_string()))?;
+        let gbnf = match llama_cpp_2::json_schema_to_grammar(&schema) {
+            Ok(g) => g,
+            Err(_) => {
+                // One tool's schema spoils the whole grammar: find which, and
+                // constrain its arguments only to be an object rather than
+                // refuse every call.
+                let loose: Vec<String> = req
+                    .tools
+                    .iter()
+                    .filter(|t| {
+                        prompt::reply_schema(std::slice::from_ref(*t), answer_chars, &[])
+                            .map(|s| llama_cpp_2::json_schema_to_grammar(&s).is_err())
+                            .unwrap_or(true)
+                    })
+                    .map(|t| t.name.clone())
+                    .collect();
+                tracing::warn!(tools = ?loose, "llama.cpp cannot enforce these tools' input schemas; their arguments are only kept to a JSON object");
+                let schema = prompt::reply_schema(&req.tools, answer_chars, &loose)?;
+                llama_cpp_2::json_schema_to_grammar(&schema)
+                    .map_err(|e| unenforceable(e.to_string()))?
+            }
+        };
         LlamaSampler::grammar(&self.model, &gbnf, "root")
             .map(Some)
             .map_err(|e| unenforceable(e.to_string()))

@@ -64,7 +64,7 @@ fn display_schema(schema: &str) -> String {
     serde_json::from_str::<Value>(schema)
         .map(|v| {
             clean_schema(
-                v,
+                inline_refs(&v, &v, 0),
                 &Clean {
                     drop_descriptions: true,
                     max_string: None,
@@ -150,7 +150,13 @@ fn call_json(c: &ToolCall) -> String {
 /// (its name as a constant, then its arguments), or an answer. Built as text
 /// so the keys keep their order (`tool` before `arguments`), which is the
 /// order the model writes them in.
-pub fn reply_schema(tools: &[ToolSpec], max_answer_chars: usize) -> Result<String, EngineError> {
+/// `loose` names tools whose arguments are constrained only to be a JSON
+/// object (their own schema being one llama.cpp cannot turn into a grammar).
+pub fn reply_schema(
+    tools: &[ToolSpec],
+    max_answer_chars: usize,
+    loose: &[String],
+) -> Result<String, EngineError> {
     let mut alternatives = Vec::with_capacity(tools.len() + 1);
     for t in tools {
         let args: Value = if t.input_schema_json.trim().is_empty() {
@@ -163,6 +169,9 @@ pub fn reply_schema(tools: &[ToolSpec], max_answer_chars: usize) -> Result<Strin
                 ))
             })?
         };
+        // Each tool's schema is embedded in a larger one, where its own
+        // `#/$defs/…` references would point at nothing: inline them.
+        let args = inline_refs(&args, &args, 0);
         let args = clean_schema(
             args,
             &Clean {
@@ -170,6 +179,11 @@ pub fn reply_schema(tools: &[ToolSpec], max_answer_chars: usize) -> Result<Strin
                 max_string: Some(MAX_ARGUMENT_CHARS),
             },
         );
+        let args = if loose.contains(&t.name) {
+            serde_json::json!({"type": "object"})
+        } else {
+            args
+        };
         let name = Value::String(t.name.clone());
         alternatives.push(format!(
             r#"{{"type":"object","properties":{{"tool":{{"const":{name}}},"arguments":{args}}},"required":["tool","arguments"],"additionalProperties":false}}"#
@@ -179,6 +193,42 @@ pub fn reply_schema(tools: &[ToolSpec], max_answer_chars: usize) -> Result<Strin
         r#"{{"type":"object","properties":{{"answer":{{"type":"string","maxLength":{max_answer_chars}}}}},"required":["answer"],"additionalProperties":false}}"#
     ));
     Ok(format!(r#"{{"oneOf":[{}]}}"#, alternatives.join(",")))
+}
+
+/// How deep `$ref`s are followed: a recursive schema stops there, as a
+/// plain object.
+const MAX_REF_DEPTH: usize = 8;
+
+/// `schema` with its local references (`#/$defs/…`, `#/definitions/…`,
+/// resolved against `root`) replaced by what they name, and its `$defs`
+/// dropped.
+fn inline_refs(schema: &Value, root: &Value, depth: usize) -> Value {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                let target = r
+                    .strip_prefix("#/")
+                    .map(|path| {
+                        path.split('/').try_fold(root, |at, key| {
+                            at.get(key.replace("~1", "/").replace("~0", "~"))
+                        })
+                    })
+                    .and_then(|t| t);
+                return match target {
+                    Some(t) if depth < MAX_REF_DEPTH => inline_refs(t, root, depth + 1),
+                    _ => serde_json::json!({"type": "object"}),
+                };
+            }
+            Value::Object(
+                map.iter()
+                    .filter(|(k, _)| k.as_str() != "$defs" && k.as_str() != "definitions")
+                    .map(|(k, v)| (k.clone(), inline_refs(v, root, depth)))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| inline_refs(v, root, depth)).collect()),
+        other => other.clone(),
+    }
 }
 
 /// What [`clean_schema`] does besides dropping keywords the grammar
@@ -203,11 +253,11 @@ fn clean_schema(v: Value, how: &Clean) -> Value {
             "$schema" | "$id" | "title" | "format" | "examples" => continue,
             "description" if how.drop_descriptions => continue,
             "properties" | "$defs" | "definitions" | "patternProperties" => match val {
-                Value::Object(m) => Value::Object(
+                Value::Object(m) => Value::Object(sorted(
                     m.into_iter()
                         .map(|(name, sub)| (name, clean_schema(sub, how)))
                         .collect(),
-                ),
+                )),
                 other => other,
             },
             "items" | "additionalProperties" | "not" => clean_schema(val, how),
@@ -222,7 +272,13 @@ fn clean_schema(v: Value, how: &Clean) -> Value {
         out.insert(k, val);
     }
     if let Some(max) = how.max_string {
-        let free_string = out.get("type").and_then(Value::as_str) == Some("string")
+        let stringy = match out.get("type") {
+            Some(Value::String(t)) => t == "string",
+            // `["string", "null"]`: an optional string.
+            Some(Value::Array(ts)) => ts.iter().any(|t| t == "string"),
+            _ => false,
+        };
+        let free_string = stringy
             && !["maxLength", "enum", "const", "pattern"]
                 .iter()
                 .any(|k| out.contains_key(*k));
@@ -230,7 +286,17 @@ fn clean_schema(v: Value, how: &Clean) -> Value {
             out.insert("maxLength".into(), Value::from(max));
         }
     }
-    Value::Object(out)
+    Value::Object(sorted(out))
+}
+
+/// The same map with its keys in order, whatever serde_json's map keeps:
+/// the schema the model reads, and the grammar made from it, must not
+/// change with a dependency's cargo features (a 270M model answers
+/// differently to the same schema with its keys reordered).
+fn sorted(map: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().collect()
 }
 
 /// The longest string argument a constrained call may hold, unless the
@@ -342,7 +408,7 @@ mod tests {
 
     #[test]
     fn the_schema_puts_the_tool_name_first_and_is_json() {
-        let s = reply_schema(&[calc()], 2000).unwrap();
+        let s = reply_schema(&[calc()], 2000, &[]).unwrap();
         let v: Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["oneOf"].as_array().unwrap().len(), 2);
         assert!(s.find("\"tool\"").unwrap() < s.find("\"arguments\"").unwrap());
@@ -357,12 +423,58 @@ mod tests {
         );
     }
 
+    /// The schemas schemars writes for Rust types: `$defs` with `$ref`s,
+    /// optional fields as `["string", "null"]`, unsigned integers.
+    fn with_defs() -> ToolSpec {
+        ToolSpec {
+            name: "code.run_python".into(),
+            description: String::new(),
+            input_schema_json: serde_json::json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$defs": {"InputFile": {"type": "object", "properties": {
+                    "path": {"type": "string"},
+                    "text": {"type": ["string", "null"], "default": null}},
+                    "required": ["path"]}},
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "limit": {"type": ["integer", "null"], "format": "uint", "minimum": 0},
+                    "files": {"type": ["array", "null"], "items": {"$ref": "#/$defs/InputFile"}},
+                    "self": {"$ref": "#"}
+                },
+                "required": ["code"]
+            })
+            .to_string(),
+        }
+    }
+
+    #[test]
+    fn local_references_are_inlined_and_llama_cpp_takes_the_grammar() {
+        let s = reply_schema(&[calc(), with_defs()], 2000, &[]).unwrap();
+        assert!(!s.contains("$ref") && !s.contains("$defs"), "{s}");
+        let v: Value = serde_json::from_str(&s).unwrap();
+        let files = &v["oneOf"][1]["properties"]["arguments"]["properties"]["files"];
+        assert_eq!(
+            files["items"]["required"],
+            serde_json::json!(["path"]),
+            "{s}"
+        );
+        llama_cpp_2::json_schema_to_grammar(&s).unwrap();
+        // A tool kept loose is only an object.
+        let loose = reply_schema(&[with_defs()], 2000, &["code.run_python".into()]).unwrap();
+        let v: Value = serde_json::from_str(&loose).unwrap();
+        assert_eq!(
+            v["oneOf"][0]["properties"]["arguments"],
+            serde_json::json!({"type": "object"})
+        );
+    }
+
     #[test]
     fn a_bad_tool_schema_is_an_invalid_request() {
         let mut t = calc();
         t.input_schema_json = "{not json".into();
         assert!(matches!(
-            reply_schema(&[t], 10),
+            reply_schema(&[t], 10, &[]),
             Err(EngineError::InvalidRequest(_))
         ));
     }
