@@ -148,9 +148,21 @@ async fn run_tasks(
     Ok(series(samples, t0.elapsed()))
 }
 
+/// Keeps a benchmark's mesh to itself: its tool approvals and audit log go to
+/// a temporary directory (never the user's), and the user's third-party MCP
+/// servers are not started. The directory lives as long as the returned guard.
+pub(crate) fn isolate(config: &mut Config) -> Result<tempfile::TempDir> {
+    let state = tempfile::tempdir().context("a temporary directory for the benchmark's state")?;
+    config.toolhost.approvals = Some(state.path().join("tool-approvals.json"));
+    config.toolhost.audit_log = Some(state.path().join("tool-calls.jsonl"));
+    config.mcp.servers.clear();
+    Ok(state)
+}
+
 /// Runs the benchmark and prints its report.
 pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     let mut config = base.clone();
+    let _state = isolate(&mut config)?;
     config.engine.backend = "scripted".into();
     // The mesh's own hops are measured: no memory service, no recall.
     config.memory.agent_memory = false;

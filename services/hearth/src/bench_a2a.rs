@@ -96,6 +96,7 @@ pub async fn a2a(config: &Config, args: A2aArgs) -> Result<()> {
         bail!("--requests and --concurrency must be positive");
     }
     let mut config = config.clone();
+    let _state = crate::bench::isolate(&mut config)?;
     config.engine.backend = "scripted".into();
     config.nats_url = None;
     config.gateway.addr = "127.0.0.1:0".into();

@@ -389,5 +389,11 @@ mod tests {
         assert_eq!(kind(Path::new("a.bin")), None);
         assert_eq!(kind(Path::new("a.PDF")), Some("pdf"));
         assert!(extract(Path::new("broken.pdf"), b"%PDF-1.4 not really").is_err());
+        let pdf = extract(
+            Path::new("hello.pdf"),
+            include_bytes!("../testdata/hello.pdf"),
+        )
+        .unwrap();
+        assert!(pdf.contains("Hearth keeps its memory in Qdrant."), "{pdf}");
     }
 }
