@@ -176,6 +176,40 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
         "{v}"
     );
 
+    // HTTP+JSON honours the header the same way.
+    let rest_body = json!({"message": {"messageId": "r", "role": "ROLE_USER",
+        "parts": [{"text": "What is 2+2?"}]}})
+    .to_string();
+    for version in [None, Some("0.3"), Some("2.0")] {
+        let mut rb = reqwest::Client::new()
+            .post(format!("{url}/message:send"))
+            .header("Content-Type", "application/json")
+            .header("X-API-Key", TOKEN)
+            .body(rest_body.clone());
+        if let Some(v) = version {
+            rb = rb.header("A2A-Version", v);
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{version:?}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["error"]["details"][0]["reason"], "VERSION_NOT_SUPPORTED",
+            "{version:?}: {v}"
+        );
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/message:send"))
+        .header("Content-Type", "application/json")
+        .header("X-API-Key", TOKEN)
+        .header("A2A-Version", "1.0")
+        .body(rest_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+
     // v0.3 names, v0.3 shapes.
     let v03 = json!({"jsonrpc": "2.0", "id": "x", "method": "message/send",
         "params": {"message": {"kind": "message", "messageId": "m2", "role": "user",
@@ -266,6 +300,7 @@ async fn versions_v03_names_and_bad_requests_get_the_right_answers() {
     let rest = reqwest::Client::new()
         .get(format!("{url}/tasks/no-such-task"))
         .bearer_auth(TOKEN)
+        .header("A2A-Version", "1.0")
         .send()
         .await
         .unwrap();

@@ -467,6 +467,38 @@ async fn a_server_that_hangs_crashes_or_floods_gives_clear_errors_and_recovers()
 }
 
 #[tokio::test]
+async fn built_in_servers_are_not_pinned_by_approvals() {
+    // An approvals file from an older Hearth whose calculator said something
+    // else: the built-in ships with the binary, so it is not held.
+    let state = tempfile::tempdir().unwrap();
+    let approvals = state.path().join("approvals.json");
+    std::fs::write(
+        &approvals,
+        r#"{"calculator":{"evaluate":"0000000000000000000000000000000000000000000000000000000000000000"}}"#,
+    )
+    .unwrap();
+    let mut config = test_config("shippedpin");
+    config.toolhost.approvals = Some(approvals);
+    let bus: SharedBus = Arc::new(LocalBus::default());
+    let mesh = start(&config, bus.clone(), &[Part::Toolhost])
+        .await
+        .unwrap();
+    let c = client(&config, bus);
+    let listed = c.list_tools(&ListToolsRequest::default()).await.unwrap();
+    let calc = listed
+        .tools
+        .iter()
+        .find(|t| t.name == "calculator.evaluate")
+        .expect("the calculator is listed");
+    assert_eq!(calc.status, "ready");
+    let r = call(&c, "calculator.evaluate", json!({"expression": "2+3"}))
+        .await
+        .unwrap();
+    assert!(r.content.contains('5'), "{}", r.content);
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
 async fn changed_tool_definitions_are_held_until_approved() {
     let state = tempfile::tempdir().unwrap();
     // First run approves what the server lists.

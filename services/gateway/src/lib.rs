@@ -165,6 +165,41 @@ async fn empty_is_json(req: Request, next: axum::middleware::Next) -> Response {
     resp
 }
 
+/// HTTP+JSON honours `A2A-Version` as the SDK's JSON-RPC router does: a
+/// major version other than 1 is refused with A2A's VersionNotSupported
+/// error, and an absent header means 0.3 (whose HTTP+JSON paths were not
+/// these), so it is refused too.
+async fn rest_version(req: Request, next: axum::middleware::Next) -> Response {
+    let requested = req
+        .headers()
+        .get("a2a-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0.3")
+        .trim()
+        .to_string();
+    if requested.split('.').next() == Some("1") {
+        return next.run(req).await;
+    }
+    let code = a2a::errors::error_code::VERSION_NOT_SUPPORTED;
+    let body = json!({"error": {
+        "code": 400,
+        "status": "FAILED_PRECONDITION",
+        "message": format!("A2A version {requested} is not supported: this gateway speaks 1.0 over HTTP+JSON (send A2A-Version: 1.0)"),
+        "details": [{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": a2a::errors::error_reason(code),
+            "domain": a2a::errordetails::PROTOCOL_DOMAIN,
+            "metadata": {"requestedVersion": requested},
+        }],
+    }});
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// Builds the gateway's HTTP router for a gateway reached at `at`.
 pub fn router(
     config: &Config,
@@ -194,7 +229,8 @@ pub fn router(
         .with_state(front)
         .merge(
             a2a_server::rest::rest_router(handler.clone())
-                .layer(axum::middleware::from_fn(empty_is_json)),
+                .layer(axum::middleware::from_fn(empty_is_json))
+                .layer(axum::middleware::from_fn(rest_version)),
         )
         .merge(mcp::http_router(
             mcp::MeshMcp::new(config, bus),

@@ -177,14 +177,14 @@ pub fn servers(config: &Config, bus: hearth_mesh::SharedBus) -> Result<Vec<Serve
             config.engine_timeout(),
         ),
     });
-    out.push(ServerSpec::new(
+    out.push(ServerSpec::built_in(
         "retrieval",
         Endpoint::InProcess(Arc::new(move |io| {
             spawn_on(hearth_retrieval::Retrieval::new(searcher.clone()), io)
         })),
     ));
     if config.tools.calculator {
-        out.push(ServerSpec::new(
+        out.push(ServerSpec::built_in(
             "calculator",
             Endpoint::InProcess(Arc::new(|io| {
                 spawn_on(hearth_calculator::Calculator::new(), io)
@@ -193,14 +193,14 @@ pub fn servers(config: &Config, bus: hearth_mesh::SharedBus) -> Result<Vec<Serve
     }
     if config.tools.files.enabled {
         let root = Root::open(files_options(config)).context("opening the files tool's root")?;
-        out.push(ServerSpec::new(
+        out.push(ServerSpec::built_in(
             "files",
             Endpoint::InProcess(Arc::new(move |io| spawn_on(Files::new(root.clone()), io))),
         ));
     }
     if config.tools.web.enabled {
         let web = Web::new(web_options(config)?).context("starting the web tool")?;
-        out.push(ServerSpec::new(
+        out.push(ServerSpec::built_in(
             "web",
             Endpoint::InProcess(Arc::new(move |io| {
                 spawn_on(WebServer::new(web.clone()), io)
@@ -210,7 +210,7 @@ pub fn servers(config: &Config, bus: hearth_mesh::SharedBus) -> Result<Vec<Serve
     if config.tools.code.enabled {
         // Nothing is loaded until the first run.
         let pool = hearth_code::Sandboxes::new(code_options(config));
-        let mut spec = ServerSpec::new(
+        let mut spec = ServerSpec::built_in(
             "code",
             Endpoint::InProcess(Arc::new(move |io| {
                 spawn_on(hearth_code::CodeServer::new(pool.clone()), io)

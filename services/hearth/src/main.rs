@@ -121,8 +121,9 @@ enum Command {
         #[command(subcommand)]
         what: ModelsCommand,
     },
-    /// Measure the mesh or the engine: see `hearth bench mesh --help` and
-    /// `hearth bench engine --help`.
+    /// Measure Hearth on this machine, each figure beside a baseline run in
+    /// the same process: the mesh, the engine, MCP tools, the Python
+    /// sandbox, the vector store, the A2A gateway (`hearth bench <what> --help`).
     Bench {
         #[command(subcommand)]
         what: BenchKind,

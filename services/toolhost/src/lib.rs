@@ -205,6 +205,7 @@ fn server_spec(s: &McpServer) -> Result<ServerSpec, PoolError> {
         allow: s.allow.clone(),
         deny: s.deny.clone(),
         timeout: s.timeout_ms.map(Duration::from_millis),
+        shipped: false,
     })
 }
 

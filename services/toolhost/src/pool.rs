@@ -5,7 +5,8 @@
 //! - Tools are listed at connection and again on `tools/list_changed`; each
 //!   listing goes through the allow/deny lists, the description and schema
 //!   caps, and the approvals book ([`crate::approvals`]) — a tool whose
-//!   definition changed since it was approved is held, not offered.
+//!   definition changed since it was approved is held, not offered (servers
+//!   that ship inside the binary are not pinned: they change only with it).
 //! - A server that is down (never started, crashed, closed) is started again
 //!   on the next call, with exponential backoff between attempts; until then
 //!   its calls get a clear `Unavailable` error saying when it retries.
@@ -128,6 +129,10 @@ pub struct ServerSpec {
     pub deny: Vec<String>,
     /// Deadline for one call (default: the toolhost's).
     pub timeout: Option<Duration>,
+    /// Ships inside this binary (a built-in tool server): its definitions
+    /// change only when Hearth itself is upgraded, so they are not pinned
+    /// by approvals (which guard third-party servers).
+    pub shipped: bool,
 }
 
 impl ServerSpec {
@@ -139,6 +144,16 @@ impl ServerSpec {
             allow: Vec::new(),
             deny: Vec::new(),
             timeout: None,
+            shipped: false,
+        }
+    }
+
+    /// A built-in server that ships inside this binary (see
+    /// [`ServerSpec::shipped`]).
+    pub fn built_in(name: impl Into<String>, endpoint: Endpoint) -> Self {
+        Self {
+            shipped: true,
+            ..Self::new(name, endpoint)
         }
     }
 
@@ -362,8 +377,10 @@ impl Server {
             ));
             raw.push(t);
         }
-        for (tool, hold) in self.approvals.review(name, &raw) {
-            held.insert(tool.clone(), hold.reason(&format!("{name}.{tool}")));
+        if !self.spec.shipped {
+            for (tool, hold) in self.approvals.review(name, &raw) {
+                held.insert(tool.clone(), hold.reason(&format!("{name}.{tool}")));
+            }
         }
         tools.retain(|(own, _)| !held.contains_key(own));
         let mut w = match self.listing.write() {
