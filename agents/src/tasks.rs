@@ -43,13 +43,35 @@ const PAGE_MAX: usize = 100;
 /// The work a task does.
 pub type Work = Pin<Box<dyn Future<Output = Result<Outcome, AgentError>> + Send>>;
 
+/// A task's subscribers. The broadcast channel is made on the first
+/// subscription, so a task nobody watches (most of them) allocates nothing
+/// for it and clones no event.
+#[derive(Clone, Default)]
+struct Watchers(Arc<std::sync::OnceLock<broadcast::Sender<TaskEvent>>>);
+
+impl Watchers {
+    fn send(&self, ev: &TaskEvent) {
+        if let Some(tx) = self.0.get()
+            && tx.receiver_count() > 0
+        {
+            let _ = tx.send(ev.clone());
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.0
+            .get_or_init(|| broadcast::channel(EVENT_QUEUE).0)
+            .subscribe()
+    }
+}
+
 struct Slot {
     record: TaskRecord,
     abort: Option<AbortHandle>,
     /// The caller's stream for the current turn.
     events: Option<mpsc::Sender<Result<TaskEvent, Status>>>,
     /// Subscribers.
-    watchers: broadcast::Sender<TaskEvent>,
+    watchers: Watchers,
     started: Instant,
 }
 
@@ -79,7 +101,7 @@ pub struct TaskHandle {
     /// oldest first.
     pub prior: Vec<(Role, String)>,
     events: mpsc::Sender<Result<TaskEvent, Status>>,
-    watchers: broadcast::Sender<TaskEvent>,
+    watchers: Watchers,
     worker: String,
 }
 
@@ -97,7 +119,7 @@ impl TaskHandle {
             usage: None,
             worker: self.worker.clone(),
         };
-        let _ = self.watchers.send(ev.clone());
+        self.watchers.send(&ev);
         let _ = self.events.try_send(Ok(ev));
     }
 }
@@ -153,10 +175,10 @@ fn state_of(task: Option<&Task>) -> i32 {
 /// Sends to the turn's caller (waiting for room) and to subscribers.
 async fn emit(
     events: &mpsc::Sender<Result<TaskEvent, Status>>,
-    watchers: &broadcast::Sender<TaskEvent>,
+    watchers: &Watchers,
     ev: TaskEvent,
 ) {
-    let _ = watchers.send(ev.clone());
+    watchers.send(&ev);
     let _ = events.send(Ok(ev)).await;
 }
 
@@ -270,7 +292,7 @@ impl TaskHost {
                     };
                     self.evict(&mut store);
                     store.order.push_back(task_id.clone());
-                    let (watchers, _) = broadcast::channel(EVENT_QUEUE);
+                    let watchers = Watchers::default();
                     store.slots.insert(
                         task_id.clone(),
                         Slot {
@@ -291,7 +313,7 @@ impl TaskHost {
         };
         let context_id = task.context_id.clone();
         let first = task_event(&task, None, &self.worker);
-        let _ = watchers.send(first.clone());
+        watchers.send(&first);
         let _ = tx.try_send(Ok(first));
         let working = TaskEvent {
             event: Some(status_event(
@@ -303,7 +325,7 @@ impl TaskHost {
             usage: None,
             worker: self.worker.clone(),
         };
-        let _ = watchers.send(working.clone());
+        watchers.send(&working);
         let _ = tx.try_send(Ok(working));
         self.set_state(&task_id, TaskState::Working, None);
         let handle = TaskHandle {

@@ -277,13 +277,15 @@ async fn main() {
             | Command::BenchEchoServer { .. }
             | Command::BenchCodeFirst
     );
-    // llama.cpp's own warnings (model-file quirks it corrects itself) are
-    // not actionable for a user: errors only, unless RUST_LOG asks.
+    // llama.cpp's own warnings (model-file quirks it corrects itself) and
+    // qdrant-edge's "feature flags not initialized" (it keeps their setter
+    // private, and the defaults are what we want) are not actionable for a
+    // user: errors only, unless RUST_LOG asks.
     telemetry::init(
         if quiet {
             "error"
         } else {
-            "warn,llama-cpp-2=error"
+            "warn,llama-cpp-2=error,qdrant_edge::common::flags=error"
         },
         cli.log_json,
     );

@@ -2,17 +2,16 @@
 //! which tool, a digest of the arguments (never the arguments themselves,
 //! which may hold secrets), the outcome and how long it took.
 //!
-//! Lines go through a bounded channel to one writer task, so a slow disk
+//! Lines go through a bounded channel to one writer thread, so a slow disk
 //! never blocks a call; if the channel is full the line is dropped and a
 //! warning logged rather than stalling the mesh.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,46 +80,65 @@ impl Record {
 /// Where records go.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: Option<mpsc::Sender<Record>>,
+    tx: Option<std::sync::mpsc::SyncSender<Record>>,
 }
+
+/// Records queued for the writer before new ones are dropped.
+const QUEUE: usize = 4096;
 
 impl AuditLog {
     /// Appends to `path` (created with its directory); `None` logs nothing.
+    ///
+    /// One OS thread of its own writes the lines (plain blocking writes,
+    /// flushed whenever the queue runs dry), so a record costs a call a
+    /// channel send — no task, no trip through the runtime's blocking pool.
     pub fn open(path: Option<PathBuf>) -> Self {
         let Some(path) = path else {
             return Self { tx: None };
         };
-        let (tx, mut rx) = mpsc::channel::<Record>(4096);
-        tokio::spawn(async move {
-            if let Some(dir) = path.parent() {
-                let _ = tokio::fs::create_dir_all(dir).await;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "the tool audit log cannot be opened; calls are not audited");
+                return Self { tx: None };
             }
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await;
-            let mut file = match file {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "the tool audit log cannot be opened; calls are not audited");
-                    return;
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("hearth-audit".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(file);
+                // Ends when every sender is gone.
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some(r) = next {
+                        if let Ok(mut line) = serde_json::to_vec(&r) {
+                            line.push(b'\n');
+                            if let Err(e) = out.write_all(&line) {
+                                tracing::warn!(error = %e, "audit record not written");
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if let Err(e) = out.flush() {
+                        tracing::warn!(error = %e, "audit log not flushed");
+                    }
                 }
-            };
-            while let Some(r) = rx.recv().await {
-                let Ok(mut line) = serde_json::to_vec(&r) else {
-                    continue;
-                };
-                line.push(b'\n');
-                if let Err(e) = file.write_all(&line).await {
-                    tracing::warn!(error = %e, "audit record not written");
-                }
-                if rx.is_empty() {
-                    let _ = file.flush().await;
-                }
+            });
+        match spawned {
+            Ok(_) => Self { tx: Some(tx) },
+            Err(e) => {
+                tracing::error!(error = %e, "the tool audit log's writer did not start; calls are not audited");
+                Self { tx: None }
             }
-        });
-        Self { tx: Some(tx) }
+        }
     }
 
     /// Records a call (and logs it).

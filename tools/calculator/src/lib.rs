@@ -57,8 +57,19 @@ impl fend_core::Interrupt for Deadline {
     }
 }
 
+/// How long an evaluation may run on the async runtime's own thread before
+/// it is stopped and run again on a blocking thread with the full
+/// [`EVAL_DEADLINE`]. Everyday arithmetic takes microseconds, and a trip
+/// through the blocking pool costs more than that.
+const INLINE_BUDGET: Duration = Duration::from_millis(1);
+
 /// Evaluates an arithmetic expression exactly.
 pub fn evaluate(expression: &str) -> Result<String, CalcError> {
+    evaluate_within(expression, EVAL_DEADLINE)
+}
+
+/// [`evaluate`], stopped after `budget`.
+fn evaluate_within(expression: &str, budget: Duration) -> Result<String, CalcError> {
     let expr = expression.trim();
     if expr.is_empty() {
         return Err(CalcError::Empty);
@@ -67,7 +78,7 @@ pub fn evaluate(expression: &str) -> Result<String, CalcError> {
         return Err(CalcError::TooLong(expr.len()));
     }
     let mut ctx = fend_core::Context::new();
-    let deadline = Deadline(Instant::now() + EVAL_DEADLINE);
+    let deadline = Deadline(Instant::now() + budget);
     let result =
         fend_core::evaluate_with_interrupt(expr, &mut ctx, &deadline).map_err(|reason| {
             if deadline.should_interrupt_now() {
@@ -138,12 +149,17 @@ impl Calculator {
     )]
     async fn evaluate(&self, Parameters(p): Parameters<EvaluateParams>) -> CallToolResult {
         let expr = p.expression;
-        match tokio::task::spawn_blocking(move || evaluate(&expr)).await {
+        let outcome = match evaluate_within(&expr, INLINE_BUDGET) {
+            // Something heavier: off the runtime, with the full deadline.
+            Err(CalcError::Timeout) => tokio::task::spawn_blocking(move || evaluate(&expr))
+                .await
+                .map_err(|e| format!("evaluation failed: {e}")),
+            done => Ok(done),
+        };
+        match outcome {
             Ok(Ok(v)) => CallToolResult::success(vec![ContentBlock::text(v)]),
             Ok(Err(e)) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
-            Err(e) => {
-                CallToolResult::error(vec![ContentBlock::text(format!("evaluation failed: {e}"))])
-            }
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(e)]),
         }
     }
 }
@@ -209,6 +225,19 @@ mod tests {
                 Err(CalcError::ResultTooLong(_)) | Err(CalcError::Timeout)
             ),
             "{r:?}"
+        );
+    }
+
+    #[test]
+    fn heavy_work_overruns_the_inline_budget_and_is_stopped() {
+        // What the tool then retries on a blocking thread.
+        assert_eq!(
+            evaluate_within("10^100000", Duration::ZERO),
+            Err(CalcError::Timeout)
+        );
+        assert_eq!(
+            evaluate_within("17*23+4", EVAL_DEADLINE).as_deref(),
+            Ok("395")
         );
     }
 
