@@ -245,23 +245,11 @@ fn floor_boundary(s: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// A call's arguments with object keys in order, so the same call written
-/// twice compares equal.
+/// A call's arguments in canonical form, so the same call written twice
+/// (keys in another order, other spacing) compares equal.
 fn canonical(arguments_json: &str) -> String {
-    fn sort(v: Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut entries: Vec<(String, Value)> =
-                    m.into_iter().map(|(k, v)| (k, sort(v))).collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                Value::Object(entries.into_iter().collect())
-            }
-            Value::Array(a) => Value::Array(a.into_iter().map(sort).collect()),
-            other => other,
-        }
-    }
     serde_json::from_str::<Value>(arguments_json)
-        .map(|v| sort(v).to_string())
+        .map(|v| hearth_mesh::json::canonical(&v))
         .unwrap_or_else(|_| arguments_json.to_string())
 }
 

@@ -84,6 +84,19 @@ pub struct Series {
     pub per_s: f64,
 }
 
+impl Series {
+    /// A table row: `name`, then n, p50 ms, p99 ms and the rate.
+    pub fn row(&self, name: &str) -> [String; 5] {
+        [
+            name.to_string(),
+            self.n.to_string(),
+            format!("{:.3}", self.p50_ms),
+            format!("{:.3}", self.p99_ms),
+            format!("{:.0}", self.per_s),
+        ]
+    }
+}
+
 /// Median, 99th percentile and rate of a series of samples.
 pub fn series(mut samples: Vec<Duration>, total: Duration) -> Series {
     samples.sort();
@@ -269,13 +282,7 @@ fn print_table(r: &MeshReport) {
     let mut t = comfy_table::Table::new();
     t.set_header(["series", "n", "p50 ms", "p99 ms", "per second"]);
     let mut row = |name: &str, s: &Series| {
-        t.add_row([
-            name.to_string(),
-            s.n.to_string(),
-            format!("{:.3}", s.p50_ms),
-            format!("{:.3}", s.p99_ms),
-            format!("{:.0}", s.per_s),
-        ]);
+        t.add_row(s.row(name));
     };
     row("task, in-process", &r.in_process);
     if let Some(s) = &r.nats {

@@ -236,13 +236,7 @@ pub async fn a2a(config: &Config, args: A2aArgs) -> Result<()> {
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_header(["", "n", "p50 ms", "p99 ms", "per s"]);
     let row = |t: &mut Table, name: &str, s: &Series| {
-        t.add_row([
-            name.to_string(),
-            s.n.to_string(),
-            format!("{:.3}", s.p50_ms),
-            format!("{:.3}", s.p99_ms),
-            format!("{:.0}", s.per_s),
-        ]);
+        t.add_row(s.row(name));
     };
     row(&mut t, "SendMessage (JSON-RPC)", &report.send_message);
     row(&mut t, "SSE: first event", &report.sse_first_event);

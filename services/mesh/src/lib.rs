@@ -9,12 +9,14 @@
 //!   call another without depending on its crate.
 //! - [`config`]: the one configuration struct (`hearth.toml` + `HEARTH_*`).
 //! - [`telemetry`]: tracing set-up.
+//! - [`json`]: JSON in canonical form (keys sorted), for comparisons and digests.
 //!
 //! Not for service logic: services live in their own crates and meet only here.
 
 pub mod bus;
 pub mod clients;
 pub mod config;
+pub mod json;
 pub mod rpc;
 pub mod subjects;
 pub mod telemetry;

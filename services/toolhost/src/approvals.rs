@@ -49,26 +49,9 @@ pub struct Approvals {
     writable: bool,
 }
 
-/// Serializes JSON with object keys sorted at every level, so a digest does
-/// not depend on the order a server happens to write keys in.
-pub fn canonical(v: &Value) -> String {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&map[k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        }
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
-}
+/// Tool definitions are digested in canonical form (see
+/// [`hearth_mesh::json::canonical`]).
+pub use hearth_mesh::json::canonical;
 
 /// The digest of a tool's definition as the server sent it.
 pub fn digest(tool: &rmcp::model::Tool) -> String {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
-use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
+use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, ToolSpec, Usage};
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend as Llama;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -248,16 +248,9 @@ impl LlamaCppBackend {
         }
         // Room for the answer inside the token budget, roughly 3 characters a token.
         let answer_chars = max_tokens.saturating_mul(3).max(16);
-        if req.answer_now {
-            // The answer alternative alone.
-            let schema = prompt::reply_schema(&[], answer_chars, &[])?;
-            let gbnf = llama_cpp_2::json_schema_to_grammar(&schema)
-                .map_err(|e| EngineError::InvalidRequest(format!("the answer grammar: {e}")))?;
-            return LlamaSampler::grammar(&self.model, &gbnf, "root")
-                .map(Some)
-                .map_err(|e| EngineError::InvalidRequest(format!("the answer grammar: {e}")));
-        }
-        let schema = prompt::reply_schema(&req.tools, answer_chars, &[])?;
+        // When the model must answer now, the answer alternative alone.
+        let tools: &[ToolSpec] = if req.answer_now { &[] } else { &req.tools };
+        let schema = prompt::reply_schema(tools, answer_chars, &[])?;
         let unenforceable = |e: String| {
             EngineError::InvalidRequest(format!("a tool's input schema cannot be enforced: {e}"))
         };
@@ -267,8 +260,7 @@ impl LlamaCppBackend {
                 // One tool's schema spoils the whole grammar: find which, and
                 // constrain its arguments only to be an object rather than
                 // refuse every call.
-                let loose: Vec<String> = req
-                    .tools
+                let loose: Vec<String> = tools
                     .iter()
                     .filter(|t| {
                         prompt::reply_schema(std::slice::from_ref(*t), answer_chars, &[])
@@ -278,7 +270,7 @@ impl LlamaCppBackend {
                     .map(|t| t.name.clone())
                     .collect();
                 tracing::warn!(tools = ?loose, "llama.cpp cannot enforce these tools' input schemas; their arguments are only kept to a JSON object");
-                let schema = prompt::reply_schema(&req.tools, answer_chars, &loose)?;
+                let schema = prompt::reply_schema(tools, answer_chars, &loose)?;
                 llama_cpp_2::json_schema_to_grammar(&schema)
                     .map_err(|e| unenforceable(e.to_string()))?
             }
