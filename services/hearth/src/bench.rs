@@ -43,6 +43,9 @@ pub struct MeshArgs {
 struct CountingBus {
     inner: SharedBus,
     requests: AtomicU64,
+    /// Reply frames received (an end-of-stream sent in a frame of its own
+    /// is not counted: the requester's stream never yields it).
+    frames: Arc<AtomicU64>,
 }
 
 #[async_trait::async_trait]
@@ -54,7 +57,13 @@ impl Bus for CountingBus {
         timeout: Duration,
     ) -> Result<FrameStream, BusError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.inner.request(subject, payload, timeout).await
+        let frames = self.inner.request(subject, payload, timeout).await?;
+        let count = self.frames.clone();
+        Ok(frames
+            .inspect(move |_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            })
+            .boxed())
     }
     async fn subscribe(
         &self,
@@ -123,6 +132,8 @@ pub struct MeshReport {
     pub raw_nats_rtt: Option<Series>,
     /// Bus requests per task.
     pub hops_per_task: f64,
+    /// Reply messages per task that carried a reply (data or error).
+    pub reply_frames_per_task: f64,
     /// (NATS task p50 − in-process task p50) / hops, in ms.
     pub nats_overhead_per_hop_ms: Option<f64>,
     /// That, divided by the raw round trip p50.
@@ -189,9 +200,11 @@ pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     let local = Arc::new(CountingBus {
         inner: Arc::new(LocalBus::default()),
         requests: AtomicU64::new(0),
+        frames: Arc::default(),
     });
     let mesh = start(&config, local.clone(), &parts).await?;
     let before = local.requests.load(Ordering::Relaxed);
+    let frames_before = local.frames.load(Ordering::Relaxed);
     let in_process = run_tasks(
         &config,
         local.clone(),
@@ -201,6 +214,8 @@ pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     )
     .await?;
     let hops = (local.requests.load(Ordering::Relaxed) - before) as f64
+        / (args.tasks + args.warmup) as f64;
+    let frames = (local.frames.load(Ordering::Relaxed) - frames_before) as f64
         / (args.tasks + args.warmup) as f64;
     mesh.shutdown().await;
 
@@ -236,6 +251,7 @@ pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
         nats,
         raw_nats_rtt: raw,
         hops_per_task: hops,
+        reply_frames_per_task: frames,
         nats_overhead_per_hop_ms: per_hop,
         overhead_ratio_to_raw_rtt: ratio,
     };
@@ -300,7 +316,10 @@ fn print_table(r: &MeshReport) {
         row("raw NATS round trip (baseline)", s);
     }
     println!("{t}");
-    println!("hops (bus requests) per task: {:.1}", r.hops_per_task);
+    println!(
+        "hops (bus requests) per task: {:.1}, reply frames per task: {:.1}",
+        r.hops_per_task, r.reply_frames_per_task
+    );
     println!(
         "target: in-process p50 < 0.3 ms: {:.3} ms → {}",
         r.in_process.p50_ms,

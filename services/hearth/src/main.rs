@@ -264,8 +264,7 @@ enum BenchKind {
     A2a(hearth::bench_a2a::A2aArgs),
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     hearth::mark_process_start();
     let cli = Cli::parse();
     let quiet = matches!(
@@ -289,10 +288,32 @@ async fn main() {
         },
         cli.log_json,
     );
-    if let Err(e) = run(cli).await {
+    if let Err(e) = run_on_runtime(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Builds the async runtime and runs the command on one of its workers.
+///
+/// The worker count is `worker_threads` in `hearth.toml` or
+/// `HEARTH_WORKER_THREADS` (else half the cores; a malformed config file is
+/// reported by the command itself). The command runs as a spawned task, not
+/// in the main thread's `block_on`: every reply to the main thread would be a
+/// wake-up across threads, and an in-process task makes eight hops.
+fn run_on_runtime(cli: Cli) -> Result<()> {
+    let workers =
+        Config::load().map_or_else(|_| Config::default().async_workers(), |c| c.async_workers());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        tokio::spawn(run(cli))
+            .await
+            .context("the command's task ended abnormally")?
+    })
 }
 
 async fn run(cli: Cli) -> Result<()> {

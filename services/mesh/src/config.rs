@@ -71,6 +71,12 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Deadline for a whole task, in milliseconds.
     pub task_timeout_ms: u64,
+    /// Threads of the async runtime (`HEARTH_WORKER_THREADS`). Unset: half
+    /// the cores, at least one. Inference, the sandbox, the vector store
+    /// and long calculations run on threads of their own; the async
+    /// workers only move messages, and a sequential chain of hops on more
+    /// workers than it needs pays for wake-ups between them.
+    pub worker_threads: Option<usize>,
     /// Inference.
     pub engine: EngineConfig,
     /// The HTTP front door.
@@ -94,6 +100,7 @@ impl Default for Config {
             subject_prefix: "hearth".into(),
             request_timeout_ms: 30_000,
             task_timeout_ms: 300_000,
+            worker_threads: None,
             engine: EngineConfig::default(),
             gateway: GatewayConfig::default(),
             toolhost: ToolhostConfig::default(),
@@ -548,6 +555,14 @@ impl Config {
         Duration::from_millis(self.task_timeout_ms)
     }
 
+    /// Threads for the async runtime: `worker_threads` when set (and not
+    /// 0), else half the cores, at least one.
+    pub fn async_workers(&self) -> usize {
+        self.worker_threads.filter(|n| *n > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        })
+    }
+
     /// The subjects of this mesh.
     pub fn subjects(&self) -> crate::Subjects {
         crate::Subjects::new(self.subject_prefix.clone())
@@ -579,11 +594,12 @@ fn env_provider() -> Env {
         ("tools_web_", "tools.web."),
         ("tools_code_", "tools.code."),
     ];
-    const TOP: [&str; 4] = [
+    const TOP: [&str; 5] = [
         "nats_url",
         "subject_prefix",
         "request_timeout_ms",
         "task_timeout_ms",
+        "worker_threads",
     ];
     Env::prefixed("HEARTH_")
         .filter(|key| {
@@ -670,6 +686,11 @@ mod tests {
             jail.set_env("HEARTH_NATS_URL", "nats://127.0.0.1:1");
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.nats_url.as_deref(), Some("nats://127.0.0.1:1"));
+            assert_eq!(c.worker_threads, None);
+            assert!(c.async_workers() >= 1);
+            jail.set_env("HEARTH_WORKER_THREADS", "3");
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.async_workers(), 3);
             Ok(())
         });
     }

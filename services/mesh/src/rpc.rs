@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use hearth_proto::v1::frame;
 use prost::Message;
 use tokio::sync::Semaphore;
@@ -51,6 +51,8 @@ fn frame_to_reply<T: Message + Default>(
     match item? {
         frame::Kind::Data(bytes) => decode(subject, &bytes),
         frame::Kind::Error(e) => Err(Status::new(Code::from_i32(e.code), e.message)),
+        // `frames_with_deadline` turns `last` into `data` and ends the stream.
+        frame::Kind::Last(bytes) => decode(subject, &bytes),
         frame::Kind::End(_) => Err(Status::internal("unexpected end-of-stream frame")),
     }
 }
@@ -170,22 +172,40 @@ where
                 Err(status) => return reply_status(&req, &status).await,
             };
             futures::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(resp) => {
-                        if req
-                            .responder
-                            .data(resp.encode_to_vec().into())
-                            .await
-                            .is_err()
-                        {
+            // Each message waits only as long as it takes to see whether the
+            // stream has more ready: when the next poll says it has ended,
+            // the message goes as the `last` frame (one frame instead of
+            // two); when the stream is still working, it goes at once.
+            let mut next = stream.next().await;
+            loop {
+                let resp = match next {
+                    None => break,
+                    Some(Err(status)) => return reply_status(&req, &status).await,
+                    Some(Ok(resp)) => resp,
+                };
+                let bytes: Bytes = resp.encode_to_vec().into();
+                next = match stream.next().now_or_never() {
+                    Some(None) => {
+                        if let Err(e) = req.responder.last(bytes).await {
+                            tracing::debug!(subject = %req.subject, error = %e, "last frame not delivered");
+                        }
+                        return;
+                    }
+                    ready @ Some(Some(_)) => {
+                        if req.responder.data(bytes).await.is_err() {
+                            return;
+                        }
+                        ready.flatten()
+                    }
+                    None => {
+                        if req.responder.data(bytes).await.is_err() {
                             // The requester is gone (or the frame was too big
                             // and an error frame went instead): stop producing.
                             return;
                         }
+                        stream.next().await
                     }
-                    Err(status) => return reply_status(&req, &status).await,
-                }
+                };
             }
             if let Err(e) = req.responder.end().await {
                 tracing::debug!(subject = %req.subject, error = %e, "end frame not delivered");

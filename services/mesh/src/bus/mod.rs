@@ -133,9 +133,16 @@ impl Responder {
     /// Sends one data frame carrying an encoded message. A message too large
     /// for the bus is replaced by an error frame, so the requester learns why.
     pub async fn data(&self, message: Bytes) -> Result<(), BusError> {
-        let frame = Frame {
-            kind: Some(frame::Kind::Data(message)),
-        };
+        self.message(frame::Kind::Data(message)).await
+    }
+
+    /// Sends the last data frame of a stream, which also ends it.
+    pub async fn last(&self, message: Bytes) -> Result<(), BusError> {
+        self.message(frame::Kind::Last(message)).await
+    }
+
+    async fn message(&self, kind: frame::Kind) -> Result<(), BusError> {
+        let frame = Frame { kind: Some(kind) };
         let encoded = Bytes::from(frame.encode_to_vec());
         if encoded.len() > self.max_payload {
             let size = encoded.len();
@@ -221,6 +228,8 @@ pub(crate) fn frames_with_deadline(
             match item {
                 Ok(frame::Kind::End(_)) => None,
                 Ok(kind @ frame::Kind::Data(_)) => Some((Ok(kind), Some(raw))),
+                // Callers see a data frame; the stream ends after it.
+                Ok(frame::Kind::Last(bytes)) => Some((Ok(frame::Kind::Data(bytes)), None)),
                 Ok(kind @ frame::Kind::Error(_)) => Some((Ok(kind), None)),
                 Err(e) => Some((Err(e), None)),
             }

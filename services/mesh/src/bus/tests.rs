@@ -72,6 +72,83 @@ async fn streamed_reply_arrives_in_order_and_ends() {
 }
 
 #[tokio::test]
+async fn a_last_frame_is_a_reply_and_the_end_of_the_stream() {
+    let bus = bus();
+    let mut requests = bus.subscribe("t.raw", None).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(req) = requests.next().await {
+            let chunk = |d: &str| {
+                Bytes::from(
+                    GenerateChunk {
+                        delta: d.into(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                )
+            };
+            req.responder.data(chunk("a")).await.unwrap();
+            req.responder.last(chunk("b")).await.unwrap();
+            // Nothing after `last` reaches the caller.
+            let _ = req.responder.data(chunk("c")).await;
+        }
+    });
+    let stream = rpc::call_stream::<_, GenerateChunk>(
+        &bus,
+        "t.raw",
+        &GenerateRequest::default(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let got: Vec<String> = stream.map(|c| c.unwrap().delta).collect().await;
+    assert_eq!(got, vec!["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_stream_still_working_sends_each_reply_at_once() {
+    let bus = bus();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<GenerateChunk, tonic::Status>>(4);
+    let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
+    rpc::serve_stream(
+        bus.clone(),
+        "t.slow".into(),
+        None,
+        move |_r: GenerateRequest| {
+            let rx = rx.lock().unwrap().take();
+            async move {
+                let rx = rx.ok_or_else(|| tonic::Status::internal("one call only"))?;
+                Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let mut stream = rpc::call_stream::<_, GenerateChunk>(
+        &bus,
+        "t.slow",
+        &GenerateRequest::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    tx.send(Ok(GenerateChunk {
+        delta: "first".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    // The first reply arrives while the stream is still open.
+    let first = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("the first reply waited for the stream's end")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.delta, "first");
+    drop(tx);
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
 async fn no_responders_is_unavailable() {
     let bus = bus();
     let err = rpc::call::<_, CallToolResponse>(
