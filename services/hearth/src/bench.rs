@@ -270,15 +270,7 @@ async fn raw_rtt(url: &str, prefix: &str, n: usize) -> Result<Series> {
     let client = async_nats::connect(url).await?;
     let subject = format!("{prefix}.raw.echo");
     let mut sub = server.subscribe(subject.clone()).await?;
-    server.flush().await?;
-    // `flush` only writes to the socket; the subscription is in force once
-    // the server has answered something sent after it on this connection.
-    // A request nobody serves is answered (no responders) only after that.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        server.request(format!("{prefix}.raw.sync"), Bytes::new()),
-    )
-    .await;
+    hearth_mesh::bus::subscriptions_in_force(&server).await?;
     let echo = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Some(r) = m.reply {

@@ -302,8 +302,7 @@ fn main() {
 /// in the main thread's `block_on`: every reply to the main thread would be a
 /// wake-up across threads, and an in-process task makes eight hops.
 fn run_on_runtime(cli: Cli) -> Result<()> {
-    let workers =
-        Config::load().map_or_else(|_| Config::default().async_workers(), |c| c.async_workers());
+    let workers = Config::load().unwrap_or_default().async_workers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

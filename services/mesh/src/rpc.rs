@@ -49,10 +49,8 @@ fn frame_to_reply<T: Message + Default>(
     item: Result<frame::Kind, BusError>,
 ) -> Result<T, Status> {
     match item? {
-        frame::Kind::Data(bytes) => decode(subject, &bytes),
+        frame::Kind::Data(bytes) | frame::Kind::Last(bytes) => decode(subject, &bytes),
         frame::Kind::Error(e) => Err(Status::new(Code::from_i32(e.code), e.message)),
-        // `frames_with_deadline` turns `last` into `data` and ends the stream.
-        frame::Kind::Last(bytes) => decode(subject, &bytes),
         frame::Kind::End(_) => Err(Status::internal("unexpected end-of-stream frame")),
     }
 }
@@ -184,27 +182,21 @@ where
                     Some(Ok(resp)) => resp,
                 };
                 let bytes: Bytes = resp.encode_to_vec().into();
-                next = match stream.next().now_or_never() {
-                    Some(None) => {
-                        if let Err(e) = req.responder.last(bytes).await {
-                            tracing::debug!(subject = %req.subject, error = %e, "last frame not delivered");
-                        }
-                        return;
+                let ready = stream.next().now_or_never();
+                if let Some(None) = ready {
+                    if let Err(e) = req.responder.last(bytes).await {
+                        tracing::debug!(subject = %req.subject, error = %e, "last frame not delivered");
                     }
-                    ready @ Some(Some(_)) => {
-                        if req.responder.data(bytes).await.is_err() {
-                            return;
-                        }
-                        ready.flatten()
-                    }
-                    None => {
-                        if req.responder.data(bytes).await.is_err() {
-                            // The requester is gone (or the frame was too big
-                            // and an error frame went instead): stop producing.
-                            return;
-                        }
-                        stream.next().await
-                    }
+                    return;
+                }
+                if req.responder.data(bytes).await.is_err() {
+                    // The requester is gone (or the frame was too big and an
+                    // error frame went instead): stop producing.
+                    return;
+                }
+                next = match ready {
+                    Some(item) => item,
+                    None => stream.next().await,
                 };
             }
             if let Err(e) = req.responder.end().await {

@@ -17,7 +17,7 @@ use hearth_proto::v1::{Frame, frame};
 use prost::Message as _;
 
 pub use local::LocalBus;
-pub use nats::NatsBus;
+pub use nats::{NatsBus, subscriptions_in_force};
 
 /// The largest payload a bus carries by default (NATS's own default).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;

@@ -111,6 +111,28 @@ impl NatsBus {
     }
 }
 
+/// Returns once the server has processed every subscription `client` made
+/// before the call, so requests from any connection reach them.
+///
+/// `flush` only writes to the socket. A request to a subject nobody serves
+/// comes back (as "no responders") only after the server has processed
+/// everything this connection sent before it, the subscriptions included.
+pub async fn subscriptions_in_force(client: &async_nats::Client) -> Result<(), BusError> {
+    client
+        .flush()
+        .await
+        .map_err(|e| BusError::Transport(e.to_string()))?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(
+            format!("_HEARTH_SYNC.{}", client.new_inbox().replace('.', "_")),
+            Bytes::new(),
+        ),
+    )
+    .await;
+    Ok(())
+}
+
 /// Removes a request's route when its reply stream is dropped.
 struct RouteGuard {
     pending: Pending,
@@ -185,23 +207,7 @@ impl Bus for NatsBus {
         }
         .map_err(|e| BusError::Transport(e.to_string()))?;
         // Make sure the server has the subscription before anyone relies on it.
-        self.client
-            .flush()
-            .await
-            .map_err(|e| BusError::Transport(e.to_string()))?;
-        // `flush` only writes to the socket. A request to a subject nobody
-        // serves comes back (as "no responders") only after the server has
-        // processed everything this connection sent before it — the
-        // subscription included — so when this returns, requests from any
-        // connection reach the new subscriber.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.client.request(
-                format!("_HEARTH_SYNC.{}", self.inbox.replace('.', "_")),
-                Bytes::new(),
-            ),
-        )
-        .await;
+        subscriptions_in_force(&self.client).await?;
         let client = self.client.clone();
         let max_payload = self.max_payload();
         Ok(sub
