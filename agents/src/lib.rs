@@ -11,6 +11,7 @@
 //! - [`tasks`]: A2A tasks: ids, status events, artifacts, cancel, lookup.
 //! - [`convert`]: building and reading A2A messages.
 //! - [`memory`]: what an agent remembers between tasks, and recalls.
+//! - [`trace`]: each run's whole trajectory, sent to the learning service.
 //!
 //! Not for transport: the services that host agents serve these on the bus.
 
@@ -22,6 +23,7 @@ pub mod service;
 pub mod spec;
 pub mod tasks;
 pub mod tools;
+pub mod trace;
 pub mod usage;
 
 pub use runtime::{AgentError, AgentLoop, Outcome};

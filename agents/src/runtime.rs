@@ -19,7 +19,9 @@ use crate::memory::AgentMemory;
 use crate::model::Model;
 use crate::spec::AgentSpec;
 use crate::tools::{CallContext, Tools};
+use crate::trace::TraceSink;
 use crate::usage;
+use hearth_proto::v1::{ModelCall, ToolRun, Trace};
 
 /// Largest tool result fed back to the model, in bytes.
 pub const MAX_TOOL_RESULT_BYTES: usize = 16 * 1024;
@@ -164,6 +166,58 @@ pub struct AgentLoop {
     model: Arc<dyn Model>,
     tools: Arc<dyn Tools>,
     memory: Option<(Arc<dyn AgentMemory>, usize)>,
+    traces: Option<Arc<dyn TraceSink>>,
+}
+
+/// What one run did, for its trace.
+#[derive(Default)]
+struct Run {
+    messages: Vec<ChatMessage>,
+    offered: Vec<ToolSpec>,
+    model_calls: Vec<ModelCall>,
+    tool_runs: Vec<ToolRun>,
+}
+
+/// The messages a task starts with. The spec's system prompt comes first
+/// and alone: it is the same for every task, and the engine follows it with
+/// the tool definitions, so that whole prefix stays in its cache from one
+/// call to the next. What changes from task to task — the conversation so
+/// far, recalled memories — follows as a second system message, then the
+/// task itself.
+pub fn initial_messages(
+    spec: &AgentSpec,
+    prior: &[(hearth_proto::a2a::Role, String)],
+    recalled: &[String],
+    task: &str,
+) -> Vec<ChatMessage> {
+    // The conversation so far takes at most a quarter of the budget
+    // (tokens × 4 bytes ÷ 4); memories at most an eighth.
+    let budget = spec.context_budget_tokens as usize;
+    let mut variable = conversation_section(prior, budget);
+    variable.push_str(&crate::memory::recalled_section(recalled, budget * 4 / 8));
+    let mut messages = vec![ChatMessage {
+        role: "system".into(),
+        content: spec.system_prompt.trim().to_string(),
+        ..Default::default()
+    }];
+    let variable = variable.trim();
+    if !variable.is_empty() {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: variable.to_string(),
+            ..Default::default()
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: task.to_string(),
+        ..Default::default()
+    });
+    messages
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// Rough token count: about four bytes a token, plus a little per message.
@@ -177,19 +231,23 @@ pub fn estimate_tokens(m: &ChatMessage) -> usize {
     (m.content.len() + calls).div_ceil(4) + 4
 }
 
-/// Keeps `messages` within `budget` estimated tokens: the first two (system
-/// prompt and task) always stay; the oldest turns after them go first, a turn
-/// being an assistant message with the tool results that answer it. If the
-/// kept messages alone are over budget, the longest tool results are cut.
+/// Keeps `messages` within `budget` estimated tokens: the head (the system
+/// messages and the task) always stays; the oldest turns after it go first, a
+/// turn being an assistant message with the tool results that answer it. If
+/// the kept messages alone are over budget, the longest tool results are cut.
 pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage> {
     let total = |ms: &[ChatMessage]| ms.iter().map(estimate_tokens).sum::<usize>();
-    if total(messages) <= budget || messages.len() <= 2 {
+    let head_len = messages
+        .iter()
+        .position(|m| m.role != "system")
+        .map_or(messages.len(), |i| i + 1);
+    if total(messages) <= budget || messages.len() <= head_len {
         return messages.to_vec();
     }
-    let head = &messages[..2];
+    let head = &messages[..head_len];
     // Split the rest into turns: each starts at a non-tool message.
     let mut turns: Vec<&[ChatMessage]> = Vec::new();
-    let rest = &messages[2..];
+    let rest = &messages[head_len..];
     let mut start = 0;
     for i in 1..=rest.len() {
         if i == rest.len() || rest[i].role != "tool" {
@@ -289,7 +347,14 @@ impl AgentLoop {
             model,
             tools,
             memory: None,
+            traces: None,
         }
+    }
+
+    /// The same agent, sending each run's trace to `sink`.
+    pub fn with_traces(mut self, sink: Arc<dyn TraceSink>) -> Self {
+        self.traces = Some(sink);
+        self
     }
 
     /// The same agent, recalling up to `recall` memories into each task and
@@ -325,33 +390,55 @@ impl AgentLoop {
         task: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, AgentError> {
-        let offered = self.tools.list(ctx).await.map_err(AgentError::Tools)?;
-        let mut system = self.spec.system_prompt.trim().to_string();
-        // The conversation so far takes at most a quarter of the budget.
-        system.push_str(&conversation_section(
-            prior,
-            self.spec.context_budget_tokens as usize, // tokens × 4 bytes ÷ 4
-        ));
-        if let Some((memory, recall)) = &self.memory
-            && *recall > 0
-        {
-            // Memories take at most an eighth of the context budget.
-            let budget = self.spec.context_budget_tokens as usize * 4 / 8;
-            let recalled = memory.recall(&self.spec.name, task, *recall).await;
-            system.push_str(&crate::memory::recalled_section(&recalled, budget));
+        let started = std::time::Instant::now();
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut run = Run::default();
+        let result = self.turn_inner(ctx, prior, task, progress, &mut run).await;
+        if let Some(sink) = &self.traces {
+            let (answer, error, usage) = match &result {
+                Ok(o) => (o.answer.clone(), String::new(), Some(o.usage.clone())),
+                Err(e) => (String::new(), e.to_string(), None),
+            };
+            sink.record(Trace {
+                task_id: ctx.task_id.clone(),
+                parent_task_id: ctx.parent_task_id.clone(),
+                agent: self.spec.name.clone(),
+                context_id: ctx.context_id.clone(),
+                worker: String::new(),
+                started_unix_ms,
+                duration_ms: millis(started.elapsed()),
+                messages: run.messages,
+                tools: run.offered,
+                model_calls: run.model_calls,
+                tool_runs: run.tool_runs,
+                answer,
+                error,
+                usage,
+            });
         }
-        let mut messages = vec![
-            ChatMessage {
-                role: "system".into(),
-                content: system,
-                ..Default::default()
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: task.to_string(),
-                ..Default::default()
-            },
-        ];
+        result
+    }
+
+    async fn turn_inner(
+        &self,
+        ctx: &CallContext,
+        prior: &[(hearth_proto::a2a::Role, String)],
+        task: &str,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        run: &mut Run,
+    ) -> Result<Outcome, AgentError> {
+        let offered = self.tools.list(ctx).await.map_err(AgentError::Tools)?;
+        run.offered.clone_from(&offered);
+        let recalled = match &self.memory {
+            Some((memory, recall)) if *recall > 0 => {
+                memory.recall(&self.spec.name, task, *recall).await
+            }
+            _ => Vec::new(),
+        };
+        run.messages = initial_messages(&self.spec, prior, &recalled, task);
+        let messages = &mut run.messages;
         let mut out = Outcome::default();
         let mut malformed_in_row = 0u32;
         let budget = self.spec.context_budget_tokens as usize;
@@ -363,16 +450,28 @@ impl AgentLoop {
             out.steps += 1;
             // The last step, and the one after a repeated call, must answer.
             let answer_now = answer_next || out.steps == self.spec.max_steps;
+            let sent = fit_to_budget(messages, budget);
+            let sent_len = sent.len() as u32;
             let req = GenerateRequest {
                 model: self.spec.model.clone(),
-                messages: fit_to_budget(&messages, budget),
+                messages: sent,
                 tools: offered.clone(),
                 max_tokens: self.spec.max_tokens,
                 task_id: ctx.task_id.clone(),
                 answer_now,
                 ..Default::default()
             };
+            let called = std::time::Instant::now();
             let turn = self.model.turn(req).await.map_err(AgentError::Model)?;
+            run.model_calls.push(ModelCall {
+                backend: turn.usage.backend.clone(),
+                model: turn.usage.model.clone(),
+                tokens_in: turn.usage.tokens_in,
+                tokens_out: turn.usage.tokens_out,
+                latency_ms: millis(called.elapsed()),
+                answer_now,
+                messages: sent_len,
+            });
             usage::add(&mut out.usage, &turn.usage);
             if turn.tool_calls.is_empty() {
                 let answer = turn.text.trim();
@@ -380,15 +479,12 @@ impl AgentLoop {
                     return Err(AgentError::EmptyAnswer);
                 }
                 out.answer = answer.to_string();
-                if let Some((memory, _)) = &self.memory {
-                    let text = format!("Task: {task}\nAnswer: {}", out.answer);
-                    if let Err(e) = memory
-                        .remember(&self.spec.name, &ctx.task_id, "outcome", &text)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "the task's outcome was not remembered");
-                    }
-                }
+                messages.push(ChatMessage {
+                    role: "assistant".into(),
+                    content: out.answer.clone(),
+                    ..Default::default()
+                });
+                self.remember_outcome(ctx, task, &out.answer).await;
                 return Ok(out);
             }
             messages.push(ChatMessage {
@@ -417,6 +513,9 @@ impl AgentLoop {
                 return Ok(out);
             }
             let mut any_malformed = None;
+            // The result of a lone successful call of a `return_direct` tool.
+            let mut direct: Option<String> = None;
+            let lone = turn.tool_calls.len() == 1;
             for call in &turn.tool_calls {
                 out.tool_calls += 1;
                 let content = match check_call(call, &offered) {
@@ -437,6 +536,7 @@ impl AgentLoop {
                         progress(Progress::ToolCall {
                             name: call.name.clone(),
                         });
+                        let called = std::time::Instant::now();
                         let result = self.tools.call(ctx, &call.name, &call.arguments_json).await;
                         let (text, is_error) = match result {
                             Ok(o) => {
@@ -466,6 +566,20 @@ impl AgentLoop {
                             text.truncate(cut);
                             text.push_str(" …[truncated]");
                         }
+                        run.tool_runs.push(ToolRun {
+                            name: call.name.clone(),
+                            arguments_json: call.arguments_json.clone(),
+                            result: text.clone(),
+                            is_error,
+                            duration_ms: millis(called.elapsed()),
+                        });
+                        if lone
+                            && !is_error
+                            && !text.trim().is_empty()
+                            && self.spec.return_direct.iter().any(|t| t == &call.name)
+                        {
+                            direct = Some(text.trim().to_string());
+                        }
                         text
                     }
                 };
@@ -475,6 +589,11 @@ impl AgentLoop {
                     tool_call_id: call.id.clone(),
                     ..Default::default()
                 });
+            }
+            if let Some(answer) = direct {
+                out.answer = answer;
+                self.remember_outcome(ctx, task, &out.answer).await;
+                return Ok(out);
             }
             match any_malformed {
                 Some(last) => {
@@ -490,6 +609,18 @@ impl AgentLoop {
             }
         }
         Err(AgentError::StepLimit(self.spec.max_steps))
+    }
+
+    async fn remember_outcome(&self, ctx: &CallContext, task: &str, answer: &str) {
+        if let Some((memory, _)) = &self.memory {
+            let text = format!("Task: {task}\nAnswer: {answer}");
+            if let Err(e) = memory
+                .remember(&self.spec.name, &ctx.task_id, "outcome", &text)
+                .await
+            {
+                tracing::debug!(error = %e, "the task's outcome was not remembered");
+            }
+        }
     }
 }
 
@@ -555,6 +686,7 @@ mod tests {
             max_tool_retries: 1,
             context_budget_tokens: 6000,
             max_tokens: 0,
+            return_direct: Vec::new(),
         })
     }
 
@@ -627,14 +759,18 @@ mod tests {
             .unwrap();
         assert_eq!(out.answer, "done");
         let seen = model.1.lock().unwrap();
-        let system = &seen[0].messages[0].content;
-        assert!(system.starts_with("sys"), "{system}");
+        // The spec's prompt alone first (a prefix the engine keeps cached),
+        // then what this task recalled, then the task.
+        let msgs = &seen[0].messages;
+        assert_eq!(msgs[0].content, "sys");
+        assert_eq!((msgs[1].role.as_str(), msgs[2].role.as_str()), ("system", "user"));
+        let recalled = &msgs[1].content;
         assert!(
-            system.contains("The user prefers metric units."),
-            "{system}"
+            recalled.contains("The user prefers metric units."),
+            "{recalled}"
         );
         // A memory that would blow the context budget is left out.
-        assert!(!system.contains(&"x".repeat(100)), "{}", system.len());
+        assert!(!recalled.contains(&"x".repeat(100)), "{}", recalled.len());
         let kept = notes.1.lock().unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!((kept[0].0.as_str(), kept[0].1.as_str()), ("a", "outcome"));
@@ -663,6 +799,46 @@ mod tests {
         );
         let fed_back = &seen[2].messages.last().unwrap().content;
         assert!(fed_back.contains("already called t.echo"), "{fed_back}");
+    }
+
+    /// Trace sink double (test-only): keeps what it is given.
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<Trace>>);
+
+    impl TraceSink for Keep {
+        fn record(&self, trace: Trace) {
+            self.0.lock().unwrap().push(trace);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_return_direct_tool_ends_the_task_with_its_result_and_the_run_is_traced() {
+        let model = Arc::new(Replay(
+            Mutex::new(vec![call("t.echo", r#"{"x":1}"#)]),
+            Mutex::default(),
+        ));
+        let mut s = (*spec(4)).clone();
+        s.return_direct = vec!["t.echo".into()];
+        let keep = Arc::new(Keep::default());
+        let agent = AgentLoop::new(Arc::new(s), model.clone(), Arc::new(Echo)).with_traces(keep.clone());
+        let ctx = CallContext {
+            task_id: "t1".into(),
+            parent_task_id: "p1".into(),
+            ..Default::default()
+        };
+        let out = agent.run(&ctx, "task", &|_| {}).await.unwrap();
+        assert_eq!(out.answer, r#"echoed {"x":1}"#);
+        assert_eq!(out.steps, 1, "no second model call");
+        let traces = keep.0.lock().unwrap();
+        assert_eq!(traces.len(), 1);
+        let t = &traces[0];
+        assert_eq!((t.task_id.as_str(), t.parent_task_id.as_str()), ("t1", "p1"));
+        assert_eq!(t.model_calls.len(), 1);
+        assert_eq!(t.tool_runs.len(), 1);
+        assert_eq!(t.tool_runs[0].arguments_json, r#"{"x":1}"#);
+        assert_eq!(t.answer, out.answer);
+        assert_eq!(t.tools[0].name, "t.echo");
+        assert_eq!(t.messages.last().unwrap().role, "tool");
     }
 
     #[tokio::test]

@@ -43,6 +43,7 @@ pub struct AgentService {
     tools_for: ToolsFor,
     task_timeout: Duration,
     memory: Option<(Arc<dyn crate::memory::AgentMemory>, usize)>,
+    traces: Option<Arc<dyn crate::trace::TraceSink>>,
 }
 
 impl AgentService {
@@ -54,6 +55,12 @@ impl AgentService {
         recall: usize,
     ) -> Self {
         self.memory = Some((memory, recall));
+        self
+    }
+
+    /// The same service, sending each run's trace to `sink`.
+    pub fn with_traces(mut self, sink: Arc<dyn crate::trace::TraceSink>) -> Self {
+        self.traces = Some(sink);
         self
     }
 
@@ -76,6 +83,7 @@ impl AgentService {
             tools_for,
             task_timeout,
             memory: None,
+            traces: None,
         })
     }
 
@@ -151,6 +159,9 @@ impl Agent for AgentService {
         if let Some((memory, recall)) = &self.memory {
             agent = agent.with_memory(memory.clone(), *recall);
         }
+        if let Some(sink) = &self.traces {
+            agent = agent.with_traces(sink.clone());
+        }
         let stream = self.host.start(req, timeout, move |h| {
             Box::pin(async move {
                 let relay = h.clone();
@@ -158,6 +169,7 @@ impl Agent for AgentService {
                     agent: spec.name.clone(),
                     task_id: h.task_id.clone(),
                     context_id: h.context_id.clone(),
+                    parent_task_id: h.parent_task_id.clone(),
                     progress: Some(Arc::new(move |text| relay.progress(text))),
                 };
                 let span = tracing::info_span!("task", task_id = %h.task_id, agent = %spec.name);

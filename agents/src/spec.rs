@@ -47,6 +47,11 @@ pub struct AgentSpec {
     /// Most tokens per model call; 0 means the engine's default.
     #[serde(default)]
     pub max_tokens: u32,
+    /// Tools whose successful result is the agent's answer as it is, with
+    /// no further model call (the orchestrator's `hearth.delegate`: the
+    /// operative's answer goes straight back to the user).
+    #[serde(default)]
+    pub return_direct: Vec<String>,
 }
 
 fn default_max_steps() -> u32 {

@@ -100,6 +100,9 @@ pub struct TaskHandle {
     /// The task's earlier messages (on a continued task): role and text,
     /// oldest first.
     pub prior: Vec<(Role, String)>,
+    /// The task that delegated this one (its message's first reference),
+    /// empty for a task from outside.
+    pub parent_task_id: String,
     events: mpsc::Sender<Result<TaskEvent, Status>>,
     watchers: Watchers,
     worker: String,
@@ -223,6 +226,7 @@ impl TaskHost {
             .message
             .ok_or_else(|| Status::invalid_argument("the task has no message"))?;
         let text = convert::text_of(&message);
+        let parent_task_id = message.reference_task_ids.first().cloned().unwrap_or_default();
         if text.trim().is_empty() {
             return Err(Status::invalid_argument("the task's message has no text"));
         }
@@ -333,6 +337,7 @@ impl TaskHost {
             context_id,
             text,
             prior,
+            parent_task_id,
             events: tx.clone(),
             watchers,
             worker: self.worker.clone(),

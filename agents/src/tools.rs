@@ -31,6 +31,8 @@ pub struct CallContext {
     pub task_id: String,
     /// The task's A2A context.
     pub context_id: String,
+    /// The task that delegated this one, if any.
+    pub parent_task_id: String,
     /// Where a tool may report progress.
     pub progress: Option<ProgressFn>,
 }

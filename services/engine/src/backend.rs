@@ -1,7 +1,9 @@
 //! The backend trait every inference engine implements.
 
 use futures::stream::BoxStream;
-use hearth_proto::v1::{EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest};
+use hearth_proto::v1::{
+    EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest, RenderResponse,
+};
 
 /// A stream of generated chunks; the backend fills `usage` on the last one
 /// with what it measured (tokens), and the service adds timings.
@@ -73,5 +75,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Embeds texts.
     async fn embed(&self, _req: EmbedRequest) -> Result<EmbedResponse, EngineError> {
         Err(EngineError::Unsupported("embeddings"))
+    }
+
+    /// The prompt exactly as the model reads it (and the request's last
+    /// assistant message as the model writes it): only a backend that
+    /// templates and tokenizes itself can say.
+    fn render(&self, _req: GenerateRequest) -> Result<RenderResponse, EngineError> {
+        Err(EngineError::Unsupported("rendering prompts"))
     }
 }

@@ -22,6 +22,7 @@
 //!
 //! Not for agent logic: the engine answers one generation at a time.
 
+pub mod adapters;
 pub mod backend;
 pub mod backends;
 pub mod catalog;

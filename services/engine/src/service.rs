@@ -16,7 +16,9 @@ use hearth_mesh::config::EngineConfig;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{SharedBus, Subjects, rpc};
 use hearth_proto::v1::engine_server::Engine;
-use hearth_proto::v1::{EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest};
+use hearth_proto::v1::{
+    EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest, RenderResponse,
+};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
@@ -85,7 +87,18 @@ pub fn load_llama(
         .iter()
         .map(|f| (f.id.clone(), f.template.clone()))
         .collect();
-    LlamaCppBackend::load(LlamaOptions {
+    let data_dir = crate::catalog::data_dir();
+    let chosen = match crate::adapters::choose(cfg, &resolved.path, &data_dir) {
+        Ok(c) => c,
+        // The user's own choice failing is an error; a learned adapter
+        // failing leaves the base model running, loudly.
+        Err(e) if !cfg.lora.is_empty() => return Err(EngineError::NotConfigured(e.to_string())),
+        Err(e) => {
+            tracing::warn!(error = %e, "the learned adapter is not applied");
+            None
+        }
+    };
+    let opts = LlamaOptions {
         path: resolved.path,
         name: resolved.name,
         fallback_template,
@@ -95,7 +108,23 @@ pub fn load_llama(
         threads: cfg.threads,
         max_tokens: cfg.max_tokens,
         seed: 42,
-    })
+        lora: chosen.as_ref().map(|c| (c.path.clone(), c.scale)),
+    };
+    match LlamaCppBackend::load(opts.clone()) {
+        Ok(b) => {
+            if let Some(c) = &chosen {
+                tracing::debug!(adapter = %c.name, source = ?c.source, "LoRA adapter applied");
+            }
+            Ok(b.with_adapter(chosen))
+        }
+        Err(e) => match &chosen {
+            Some(c) if c.source != crate::adapters::Source::Config => {
+                tracing::warn!(adapter = %c.name, error = %e, "the learned adapter was refused; running the base model");
+                LlamaCppBackend::load(LlamaOptions { lora: None, ..opts })
+            }
+            _ => Err(e),
+        },
+    }
 }
 
 /// How an answer's dollar cost is found.
@@ -427,6 +456,13 @@ impl Engine for EngineService {
             }
         }
     }
+
+    async fn render(
+        &self,
+        request: Request<GenerateRequest>,
+    ) -> Result<Response<RenderResponse>, Status> {
+        Ok(Response::new(self.backend.render(request.into_inner())?))
+    }
 }
 
 /// Most texts in one embedding request.
@@ -454,8 +490,9 @@ pub async fn serve(
         },
     )
     .await?;
+    let render_svc = service.clone();
     let embed = rpc::serve_unary(
-        bus,
+        bus.clone(),
         subjects.method(Service::Engine, methods::EMBED),
         queue,
         move |req: EmbedRequest| {
@@ -464,7 +501,17 @@ pub async fn serve(
         },
     )
     .await?;
-    Ok(vec![generate, embed])
+    let render = rpc::serve_unary(
+        bus,
+        subjects.method(Service::Engine, methods::RENDER),
+        Some(Service::Engine.name().to_string()),
+        move |req: GenerateRequest| {
+            let svc = render_svc.clone();
+            async move { svc.render(Request::new(req)).await.map(Response::into_inner) }
+        },
+    )
+    .await?;
+    Ok(vec![generate, embed, render])
 }
 
 #[cfg(test)]

@@ -232,3 +232,81 @@ async fn the_local_embedding_model_gives_the_reference_vectors() {
         cos(&v[0], &v[2])
     );
 }
+
+/// Training rows are made of exactly what the engine feeds the model: the
+/// rendered prompt of a conversation is byte-for-byte the prompt the engine
+/// decodes for it (same text, same token count), and the reply is the
+/// constrained JSON the model writes, arguments in the grammar's order,
+/// followed by the template's end-of-turn marker.
+#[tokio::test]
+async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
+    let e = engine();
+    let history = vec![
+        ChatMessage {
+            role: "system".into(),
+            content: "You are a Hearth operative.".into(),
+            ..Default::default()
+        },
+        user("What is 12*12?"),
+    ];
+    let files = ToolSpec {
+        name: "files.write".into(),
+        description: "Write a file.".into(),
+        input_schema_json: r#"{"type":"object","properties":{"path":{"type":"string"},"content":{"type":"string"}},"required":["path","content"]}"#.into(),
+    };
+    let tools = vec![calculator(), files];
+    let mut with_reply = history.clone();
+    with_reply.push(ChatMessage {
+        role: "assistant".into(),
+        tool_calls: vec![hearth_proto::v1::ToolCall {
+            id: "c1".into(),
+            name: "files.write".into(),
+            // Keys in the wrong order: the row puts them in the grammar's.
+            arguments_json: r#"{"path":"a.txt","content":"144"}"#.into(),
+        }],
+        ..Default::default()
+    });
+    let row = e
+        .render(GenerateRequest {
+            messages: with_reply,
+            tools: tools.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let prompt_req = GenerateRequest {
+        messages: history,
+        tools: tools.clone(),
+        max_tokens: 8,
+        ..Default::default()
+    };
+    let engine_prompt = e.render_prompt(&prompt_req).unwrap();
+    assert_eq!(row.prompt.as_bytes(), engine_prompt.as_bytes());
+    let (_, last) = run(prompt_req).await.unwrap();
+    assert_eq!(
+        last.usage.unwrap().tokens_in as usize,
+        row.prompt_ids.len(),
+        "the engine decodes exactly the rendered tokens"
+    );
+    assert!(row.prompt.contains("files.write") && row.prompt.ends_with("model\n"), "{}", row.prompt);
+    assert_eq!(
+        row.completion,
+        r#"{"tool":"files.write","arguments":{"content":"144","path":"a.txt"}}<end_of_turn>"#
+    );
+    assert!(!row.completion_ids.is_empty());
+    // An answer row.
+    let answer = e
+        .render(GenerateRequest {
+            messages: vec![
+                user("Say hi"),
+                ChatMessage {
+                    role: "assistant".into(),
+                    content: "Hi \"there\"".into(),
+                    ..Default::default()
+                },
+            ],
+            tools,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(answer.completion, r#"{"answer":"Hi \"there\""}<end_of_turn>"#);
+}

@@ -14,6 +14,7 @@ pub mod bench_tools;
 pub mod builtins;
 pub mod doctor;
 pub mod init;
+pub mod learn_cli;
 pub mod memory_cli;
 pub mod models;
 pub mod tools_cli;
@@ -49,12 +50,15 @@ pub enum Part {
     Gateway,
     /// The vector store (qdrant-edge here, or a Qdrant server).
     Memory,
+    /// Traces of every agent run (redacted), for evaluation and training.
+    Learning,
 }
 
 impl Part {
     /// Every part, in start-up order (dependencies first).
-    pub const ALL: [Part; 6] = [
+    pub const ALL: [Part; 7] = [
         Part::Engine,
+        Part::Learning,
         Part::Memory,
         Part::Toolhost,
         Part::Operative,
@@ -88,6 +92,11 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// The serving loops, for a caller that serves more beside them.
+    pub fn handles_mut(&mut self) -> &mut Vec<JoinHandle<()>> {
+        &mut self.handles
+    }
+
     /// Stops the serving loops and the MCP servers.
     pub async fn shutdown(self) {
         for h in &self.handles {
@@ -125,6 +134,16 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                     .with_embeddings(hearth_engine::embeddings_for(&config.engine));
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
+            }
+            Part::Learning => {
+                let data_dir = hearth_engine::catalog::data_dir();
+                let svc = hearth_learning::LearningService::new(
+                    config,
+                    hearth_learning::traces_dir(config, &data_dir),
+                    hearth_learning::convert::Source::Live,
+                );
+                mesh.handles
+                    .extend(hearth_learning::serve(svc, bus.clone(), config).await?);
             }
             Part::Memory => {
                 let started = hearth_memory::run(

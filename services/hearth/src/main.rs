@@ -121,6 +121,30 @@ enum Command {
         #[command(subcommand)]
         what: ModelsCommand,
     },
+    /// Traces: every agent run's whole trajectory (messages, model calls,
+    /// tool calls and results, outcome), kept redacted in the data dir.
+    ///
+    /// Example: hearth traces list && hearth traces feedback <id> good
+    Traces {
+        #[command(subcommand)]
+        what: TracesCommand,
+    },
+    /// Evaluate the mesh on task suites and score it.
+    ///
+    /// Example: hearth eval run calculator files --json
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+    /// Learning: synthesise trajectories through the real mesh, export
+    /// datasets, fine-tune a LoRA adapter, gate it on held-out work and
+    /// deploy it only when it wins.
+    ///
+    /// Example: hearth learn finetune --deploy
+    Learn {
+        #[command(subcommand)]
+        what: LearnCommand,
+    },
     /// Measure Hearth on this machine, each figure beside a baseline run in
     /// the same process: the mesh, the engine, MCP tools, the Python
     /// sandbox, the vector store, the A2A gateway (`hearth bench <what> --help`).
@@ -128,6 +152,115 @@ enum Command {
         #[command(subcommand)]
         what: BenchKind,
     },
+}
+
+#[derive(Subcommand)]
+enum TracesCommand {
+    /// The newest traces.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One trace, whole.
+    Show {
+        /// Its id (a task id; `hearth ask --json` prints it).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove traces.
+    Rm {
+        /// Their ids.
+        ids: Vec<String>,
+        /// Every trace.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Say whether an answer was right; a correction becomes training data.
+    ///
+    /// Example: hearth traces feedback 0193… bad --correction "144"
+    Feedback {
+        /// The trace (the task id `hearth ask --json` prints).
+        id: String,
+        /// `good` or `bad`.
+        #[arg(value_enum)]
+        rating: Verdict,
+        /// What the answer should have been.
+        #[arg(long)]
+        correction: Option<String>,
+    },
+}
+
+/// A verdict on an answer.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Verdict {
+    /// Right.
+    Good,
+    /// Wrong.
+    Bad,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Run suites through a mesh of their own and score every case.
+    Run(hearth::learn_cli::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum LearnCommand {
+    /// Run generated tasks (arithmetic, percentages, files, Python, notes,
+    /// plain questions) through the real mesh, a teacher playing the model
+    /// and the real tools answering; keeps the trajectories.
+    Synth(hearth::learn_cli::SynthArgs),
+    /// Write a dataset from traces with good feedback and synthesised ones
+    /// (held-out cases never appear).
+    Export {
+        #[command(flatten)]
+        args: hearth::learn_cli::ExportArgs,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Synthesise, export, train a LoRA adapter with the Python trainer,
+    /// and with --deploy gate and deploy it.
+    Finetune(hearth::learn_cli::FinetuneArgs),
+    /// Gate an adapter trained anywhere (base vs base+adapter on the
+    /// held-out suites, paired bootstrap) and deploy it only if it wins.
+    Deploy {
+        /// The adapter (GGUF LoRA).
+        #[arg(long)]
+        adapter: std::path::PathBuf,
+        /// Suites for the gate (default: every held-out split).
+        #[arg(long)]
+        suite: Vec<String>,
+        /// Print the gate's report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop applying the deployed adapter.
+    Rollback {
+        /// What to roll back.
+        #[arg(value_enum)]
+        what: RollbackWhat,
+    },
+    /// Which adapter the engine applies now, and why.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `hearth learn rollback` undoes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RollbackWhat {
+    /// The deployed LoRA adapter.
+    Adapter,
 }
 
 #[derive(Subcommand)]
@@ -284,7 +417,7 @@ fn main() {
         if quiet {
             "error"
         } else {
-            "warn,llama-cpp-2=error,qdrant_edge::common::flags=error"
+            "warn,llama-cpp-2=error,qdrant_edge=error"
         },
         cli.log_json,
     );
@@ -398,6 +531,52 @@ async fn run(cli: Cli) -> Result<()> {
             let config = Config::load()?;
             hearth::tools_cli::mcp_stdio(&config).await
         }
+        Command::Traces { what } => {
+            let config = Config::load()?;
+            use hearth::learn_cli as l;
+            match what {
+                TracesCommand::List { limit, json } => l::traces_list(&config, limit, json),
+                TracesCommand::Show { id, json } => l::traces_show(&config, &id, json),
+                TracesCommand::Rm { ids, all } => l::traces_rm(&config, &ids, all),
+                TracesCommand::Feedback {
+                    id,
+                    rating,
+                    correction,
+                } => l::traces_feedback(
+                    &config,
+                    &id,
+                    match rating {
+                        Verdict::Good => hearth_learning::convert::Rating::Good,
+                        Verdict::Bad => hearth_learning::convert::Rating::Bad,
+                    },
+                    correction,
+                ),
+            }
+        }
+        Command::Eval {
+            what: EvalCommand::Run(args),
+        } => {
+            let config = Config::load()?;
+            hearth::learn_cli::eval_run(&config, args).await
+        }
+        Command::Learn { what } => {
+            let config = Config::load()?;
+            use hearth::learn_cli as l;
+            match what {
+                LearnCommand::Synth(a) => l::synth_cmd(&config, a).await,
+                LearnCommand::Export { args, json } => l::export_cmd(&config, args, json).await,
+                LearnCommand::Finetune(a) => l::finetune(&config, a).await,
+                LearnCommand::Deploy {
+                    adapter,
+                    suite,
+                    json,
+                } => l::gate(&config, &adapter, &suite, json).await,
+                LearnCommand::Rollback {
+                    what: RollbackWhat::Adapter,
+                } => l::rollback(),
+                LearnCommand::Status { json } => l::status(&config, json),
+            }
+        }
         Command::Ask {
             question,
             json,
@@ -412,6 +591,7 @@ async fn run(cli: Cli) -> Result<()> {
                         bus.clone(),
                         &[
                             Part::Engine,
+                            Part::Learning,
                             Part::Memory,
                             Part::Toolhost,
                             Part::Operative,

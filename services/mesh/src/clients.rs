@@ -14,6 +14,7 @@ use hearth_proto::v1::{
     DeleteRequest, DeleteResponse, InfoRequest, InfoResponse, SearchRequest, SearchResponse,
     SourcesRequest, SourcesResponse, UpsertRequest, UpsertResponse,
 };
+use hearth_proto::v1::{RecordResponse, RenderResponse, Trace, TracesRequest, TracesResponse};
 use tonic::Status;
 
 use crate::bus::SharedBus;
@@ -52,6 +53,12 @@ pub mod methods {
     pub const SOURCES: &str = "sources";
     /// Memory: collections.
     pub const INFO: &str = "info";
+    /// Engine: the prompt (and reply) exactly as the model reads (writes) it.
+    pub const RENDER: &str = "render";
+    /// Learning: keep a trace.
+    pub const RECORD: &str = "record";
+    /// Learning: a task's traces.
+    pub const TRACES: &str = "traces";
 }
 
 /// Calls the engine.
@@ -70,6 +77,13 @@ impl EngineClient {
             subjects,
             timeout,
         }
+    }
+
+    /// The prompt (and, when the last message is the assistant's, its reply)
+    /// exactly as the engine's model reads and writes it.
+    pub async fn render(&self, req: &GenerateRequest) -> Result<RenderResponse, Status> {
+        let subject = self.subjects.method(Service::Engine, methods::RENDER);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
     }
 
     /// Streams a generation.
@@ -264,5 +278,36 @@ impl MemoryClient {
     /// Collections.
     pub async fn info(&self, req: &InfoRequest) -> Result<InfoResponse, Status> {
         rpc::call(&self.bus, &self.subject(methods::INFO), req, self.timeout).await
+    }
+}
+
+/// Calls the learning service.
+#[derive(Clone)]
+pub struct LearningClient {
+    bus: SharedBus,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+impl LearningClient {
+    /// A client on `bus`; `timeout` bounds each call.
+    pub fn new(bus: SharedBus, subjects: Subjects, timeout: Duration) -> Self {
+        Self {
+            bus,
+            subjects,
+            timeout,
+        }
+    }
+
+    /// Keeps a trace.
+    pub async fn record(&self, trace: &Trace) -> Result<RecordResponse, Status> {
+        let subject = self.subjects.method(Service::Learning, methods::RECORD);
+        rpc::call(&self.bus, &subject, trace, self.timeout).await
+    }
+
+    /// The traces of a task and its subtasks.
+    pub async fn traces(&self, req: &TracesRequest) -> Result<TracesResponse, Status> {
+        let subject = self.subjects.method(Service::Learning, methods::TRACES);
+        rpc::call(&self.bus, &subject, req, self.timeout).await
     }
 }

@@ -91,6 +91,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Agent specs and loop limits.
     pub agents: AgentsConfig,
+    /// Traces, evaluation and learned adapters.
+    pub learning: LearningConfig,
 }
 
 impl Default for Config {
@@ -108,6 +110,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             memory: MemoryConfig::default(),
             agents: AgentsConfig::default(),
+            learning: LearningConfig::default(),
         }
     }
 }
@@ -155,6 +158,53 @@ pub struct EngineConfig {
     /// for a server: the model name its embeddings endpoint is asked for —
     /// or a `.gguf` path, run here in llama.cpp whatever the backend.
     pub embed_model: Option<String>,
+    /// `llama`: LoRA adapters (GGUF) applied over the model, highest
+    /// precedence: when set, neither a deployed nor the shipped adapter is.
+    pub lora: Vec<LoraAdapter>,
+    /// `llama`: apply the adapter `hearth learn` deployed for this model, or
+    /// else the one Hearth ships for it (each bound to its base model's
+    /// SHA-256, so neither applies to another model).
+    pub learned_adapter: bool,
+}
+
+/// A LoRA adapter to apply over the local model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoraAdapter {
+    /// The adapter's GGUF file.
+    pub path: PathBuf,
+    /// How strongly it applies (1.0: as trained).
+    #[serde(default = "default_lora_scale")]
+    pub scale: f32,
+}
+
+fn default_lora_scale() -> f32 {
+    1.0
+}
+
+/// The learning section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearningConfig {
+    /// Record every agent run's trace (redacted) in the data dir.
+    pub traces: bool,
+    /// Where traces are kept (default: the data dir's `traces/`).
+    pub dir: Option<PathBuf>,
+    /// Traces older than this many days are removed (0: kept for ever).
+    pub keep_days: u32,
+    /// At most this many traces are kept; the oldest go first (0: no cap).
+    pub max_traces: usize,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        Self {
+            traces: true,
+            dir: None,
+            keep_days: 30,
+            max_traces: 20_000,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -173,6 +223,8 @@ impl Default for EngineConfig {
             models_dir: None,
             electricity_usd_per_kwh: 0.15,
             embed_model: None,
+            lora: Vec::new(),
+            learned_adapter: true,
         }
     }
 }
@@ -585,8 +637,8 @@ fn default_file() -> Option<PathBuf> {
 /// anything else is a top-level key (`HEARTH_NATS_URL` → `nats`).
 /// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
 fn env_provider() -> Env {
-    const SECTIONS: [&str; 7] = [
-        "engine", "gateway", "toolhost", "agents", "tools", "mcp", "memory",
+    const SECTIONS: [&str; 8] = [
+        "engine", "gateway", "toolhost", "agents", "tools", "mcp", "memory", "learning",
     ];
     // Tables inside sections: `HEARTH_TOOLS_FILES_ROOT` → `tools.files.root`.
     const SUBSECTIONS: [(&str, &str); 3] = [

@@ -22,6 +22,8 @@ pub enum Service {
     Operative,
     /// The vector store.
     Memory,
+    /// Traces, evaluation, datasets.
+    Learning,
 }
 
 impl Service {
@@ -33,6 +35,7 @@ impl Service {
             Service::Orchestrator => "orchestrator",
             Service::Operative => "operative",
             Service::Memory => "memory",
+            Service::Learning => "learning",
         }
     }
 }

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
-use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, ToolSpec, Usage};
+use hearth_proto::v1::{
+    GenerateChunk, GenerateRequest, RenderResponse, ToolCall, ToolSpec, Usage,
+};
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend as Llama;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -58,6 +60,8 @@ pub struct LlamaOptions {
     pub max_tokens: u32,
     /// Sampling seed.
     pub seed: u32,
+    /// A LoRA adapter (GGUF) applied over the model, and its scale.
+    pub lora: Option<(PathBuf, f32)>,
 }
 
 /// The embedded llama.cpp backend.
@@ -66,6 +70,7 @@ pub struct LlamaCppBackend {
     template: LlamaChatTemplate,
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     opts: LlamaOptions,
+    adapter: Option<crate::adapters::Chosen>,
 }
 
 impl std::fmt::Debug for LlamaCppBackend {
@@ -102,8 +107,30 @@ impl LlamaCppBackend {
             return Err(load_error(&opts.path, "no such file"));
         }
         let backend = llama()?;
-        let model = LlamaModel::load_from_file(backend, &opts.path, &LlamaModelParams::default())
-            .map_err(|e| load_error(&opts.path, e))?;
+        let mut model =
+            LlamaModel::load_from_file(backend, &opts.path, &LlamaModelParams::default())
+                .map_err(|e| load_error(&opts.path, e))?;
+        let mut adapter = match &opts.lora {
+            None => None,
+            Some((path, scale)) => {
+                if !path.is_file() {
+                    return Err(load_error(
+                        path,
+                        "no such file (the LoRA adapter in [engine] lora)",
+                    ));
+                }
+                let a = model.lora_adapter_init(path).map_err(|e| {
+                    load_error(
+                        path,
+                        format!(
+                            "llama.cpp refused the LoRA adapter ({e}): not a GGUF LoRA file, \
+                             or made for another base model"
+                        ),
+                    )
+                })?;
+                Some((a, *scale))
+            }
+        };
         let template = match model.chat_template(None) {
             Ok(t) => t,
             Err(_) => {
@@ -187,7 +214,13 @@ impl LlamaCppBackend {
             .spawn(move || {
                 // The context borrows the model, so both live on this thread.
                 let ctx = match worker_model.new_context(backend, params) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        if let Some((a, scale)) = adapter.as_mut()
+                            && let Err(e) = c.lora_adapter_set(a, *scale)
+                        {
+                            let _ = ready_tx.send(Err(format!("applying the LoRA adapter: {e}")));
+                            return;
+                        }
                         let _ = ready_tx.send(Ok(()));
                         c
                     }
@@ -210,6 +243,7 @@ impl LlamaCppBackend {
             slots,
             slot_context,
             threads,
+            lora = ?opts.lora.as_ref().map(|(p, _)| p.display().to_string()),
             "llama.cpp model loaded"
         );
         Ok(Self {
@@ -217,7 +251,19 @@ impl LlamaCppBackend {
             template,
             jobs: Mutex::new(tx),
             opts,
+            adapter: None,
         })
+    }
+
+    /// Records which adapter (and from where) this backend runs with.
+    pub fn with_adapter(mut self, adapter: Option<crate::adapters::Chosen>) -> Self {
+        self.adapter = adapter;
+        self
+    }
+
+    /// The adapter applied over the model, if any.
+    pub fn adapter(&self) -> Option<&crate::adapters::Chosen> {
+        self.adapter.as_ref()
     }
 
     /// Parameters of the loaded model.
@@ -225,16 +271,75 @@ impl LlamaCppBackend {
         self.model.n_params()
     }
 
-    fn render(&self, req: &GenerateRequest) -> Result<String, EngineError> {
-        let folded = prompt::fold_messages(&req.messages, &req.tools);
+    /// The prompt text for a request: exactly what [`Backend::generate`]
+    /// tokenizes and decodes.
+    pub fn render_prompt(&self, req: &GenerateRequest) -> Result<String, EngineError> {
+        self.template_messages(prompt::fold_messages(&req.messages, &req.tools), true)
+    }
+
+    fn template_messages(
+        &self,
+        folded: Vec<prompt::TemplateMessage>,
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
         let chat = folded
             .into_iter()
             .map(|m| LlamaChatMessage::new(m.role.to_string(), m.content))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| EngineError::InvalidRequest(format!("a message holds a NUL byte: {e}")))?;
         self.model
-            .apply_chat_template(&self.template, &chat, true)
+            .apply_chat_template(&self.template, &chat, add_generation_prompt)
             .map_err(|e| EngineError::InvalidRequest(format!("applying the chat template: {e}")))
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> Vec<llama_cpp_2::token::LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), add_bos, true)
+    }
+
+    /// The prompt and, when the request's last message is the assistant's,
+    /// that reply as the model writes it (the constrained JSON when tools
+    /// are offered) followed by the template's end-of-turn marker.
+    pub fn render_row(&self, req: &GenerateRequest) -> Result<RenderResponse, EngineError> {
+        let (history, reply) = match req.messages.split_last() {
+            Some((last, rest)) if last.role == "assistant" => (rest, Some(last)),
+            _ => (req.messages.as_slice(), None),
+        };
+        let mut prompt_req = req.clone();
+        prompt_req.messages = history.to_vec();
+        let prompt_text = self.render_prompt(&prompt_req)?;
+        let mut out = RenderResponse {
+            prompt_ids: self.tokenize(&prompt_text, true).into_iter().map(|t| t.0).collect(),
+            ..Default::default()
+        };
+        if let Some(reply) = reply {
+            let written = prompt::written_reply(reply, &req.tools)?;
+            let mut folded = prompt::fold_messages(history, &req.tools);
+            folded.push(prompt::TemplateMessage {
+                role: "assistant",
+                content: written.clone(),
+            });
+            let whole = self.template_messages(folded, false)?;
+            // The template's own rendering of the finished turn, after the
+            // prompt: the reply and its end-of-turn marker.
+            let completion = match whole.strip_prefix(prompt_text.as_str()) {
+                Some(rest) => rest.trim_end().to_string(),
+                None => {
+                    return Err(EngineError::InvalidRequest(
+                        "the chat template renders a finished turn differently from a prompt; \
+                         its replies cannot be made into training rows"
+                            .into(),
+                    ));
+                }
+            };
+            out.completion_ids = self
+                .tokenize(&completion, false)
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            out.completion = completion;
+        }
+        out.prompt = prompt_text;
+        Ok(out)
     }
 
     /// The grammar a reply must follow when tools are offered.
@@ -315,6 +420,13 @@ impl Backend for LlamaCppBackend {
         &self.opts.name
     }
 
+    fn render(&self, req: GenerateRequest) -> Result<RenderResponse, EngineError> {
+        if req.messages.is_empty() {
+            return Err(EngineError::InvalidRequest("no messages".into()));
+        }
+        self.render_row(&req)
+    }
+
     async fn generate(&self, req: GenerateRequest) -> Result<ChunkStream, EngineError> {
         if req.messages.is_empty() {
             return Err(EngineError::InvalidRequest("no messages".into()));
@@ -324,8 +436,8 @@ impl Backend for LlamaCppBackend {
         } else {
             req.max_tokens.min(self.opts.context)
         } as usize;
-        let text = self.render(&req)?;
-        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        let text = self.render_prompt(&req)?;
+        let tokens = self.tokenize(&text, true);
         let grammar = self.grammar(&req, max_tokens)?;
         let sampler = self.sampler(&req);
         let (out, rx) = mpsc::unbounded_channel();

@@ -299,6 +299,97 @@ fn sorted(map: serde_json::Map<String, Value>) -> serde_json::Map<String, Value>
     entries.into_iter().collect()
 }
 
+/// An assistant message as the model writes it under the grammar of
+/// [`reply_schema`]: `{"tool":…,"arguments":…}` with the arguments' keys in
+/// the order the grammar lets them come (required ones first, then the
+/// rest, each group in the schema's sorted order), or `{"answer":…}`; plain
+/// text when no tools are offered. Training rows are made of exactly this.
+pub fn written_reply(reply: &ChatMessage, tools: &[ToolSpec]) -> Result<String, EngineError> {
+    if tools.is_empty() {
+        return Ok(reply.content.clone());
+    }
+    match reply.tool_calls.as_slice() {
+        [] => Ok(format!(
+            r#"{{"answer":{}}}"#,
+            Value::String(reply.content.trim().to_string())
+        )),
+        [call] => {
+            let tool = tools.iter().find(|t| t.name == call.name).ok_or_else(|| {
+                EngineError::InvalidRequest(format!("the reply calls `{}`, which is not offered", call.name))
+            })?;
+            let args: Value = serde_json::from_str(if call.arguments_json.trim().is_empty() {
+                "{}"
+            } else {
+                &call.arguments_json
+            })
+            .map_err(|e| EngineError::InvalidRequest(format!("the call's arguments are not JSON: {e}")))?;
+            let schema: Value = serde_json::from_str(&tool.input_schema_json)
+                .unwrap_or_else(|_| serde_json::json!({"type": "object"}));
+            let schema = clean_schema(
+                inline_refs(&schema, &schema, 0),
+                &Clean {
+                    drop_descriptions: true,
+                    max_string: None,
+                },
+            );
+            Ok(format!(
+                r#"{{"tool":{},"arguments":{}}}"#,
+                Value::String(call.name.clone()),
+                in_grammar_order(&args, &schema)
+            ))
+        }
+        _ => Err(EngineError::InvalidRequest(
+            "a constrained reply holds one tool call; this one has several".into(),
+        )),
+    }
+}
+
+/// `value` as compact JSON, object keys in the order llama.cpp's grammar for
+/// `schema` makes the model write them: required properties, then optional
+/// ones, each in the schema's order; keys the schema does not name last.
+fn in_grammar_order(value: &Value, schema: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut keys: Vec<&String> = map.keys().collect();
+            let rank = |k: &str| -> (u8, usize) {
+                match props.and_then(|p| p.keys().position(|x| x == k)) {
+                    Some(i) if required.contains(&k) => (0, i),
+                    Some(i) => (1, i),
+                    None => (2, 0),
+                }
+            };
+            keys.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    let sub = props
+                        .and_then(|p| p.get(k))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    format!(
+                        "{}:{}",
+                        Value::String(k.clone()),
+                        in_grammar_order(&map[k], &sub)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(items) => {
+            let sub = schema.get("items").cloned().unwrap_or(Value::Null);
+            let parts: Vec<String> = items.iter().map(|v| in_grammar_order(v, &sub)).collect();
+            format!("[{}]", parts.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The longest string argument a constrained call may hold, unless the
 /// tool's schema sets its own bound.
 pub const MAX_ARGUMENT_CHARS: usize = 400;
