@@ -28,6 +28,7 @@ pub fn add(a: &mut Usage, b: &Usage) {
         }
     }
     a.tokens_in += b.tokens_in;
+    a.tokens_cached += b.tokens_cached;
     a.tokens_out += b.tokens_out;
     a.calls += b.calls.max(1);
 }

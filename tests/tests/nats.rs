@@ -166,7 +166,7 @@ async fn calculator_question_across_processes_over_nats() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["answer"].as_str().unwrap().contains("395"), "{v}");
-    assert_eq!(v["usage"]["model_calls"], 4);
+    assert_eq!(v["usage"]["model_calls"], 3);
 
     // The same task through the gateway's A2A JSON-RPC endpoint.
     let body = serde_json::json!({

@@ -35,7 +35,12 @@ pub fn shipped() -> &'static [Shipped] {
     &SHIPPED
 }
 
-static SHIPPED: [Shipped; 0] = [];
+static SHIPPED: [Shipped; 1] = [Shipped {
+    name: "gemma-3-270m-hearth",
+    bytes: include_bytes!("../../learning/adapters/gemma-3-270m-hearth.gguf"),
+    sha256: include_str!("../../learning/adapters/gemma-3-270m-hearth.gguf.sha256"),
+    base_sha256: include_str!("../../learning/adapters/gemma-3-270m-hearth.base.sha256"),
+}];
 
 /// Where an adapter came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,7 @@ pub fn load_llama(
         max_tokens: cfg.max_tokens,
         seed: 42,
         lora: chosen.as_ref().map(|c| (c.path.clone(), c.scale)),
+        temperature: cfg.temperature,
     };
     match LlamaCppBackend::load(opts.clone()) {
         Ok(b) => {

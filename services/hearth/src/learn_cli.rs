@@ -211,6 +211,7 @@ impl Runner for MeshRunner {
             task_id: a.task_id,
             latency_ms: a.usage.latency_ms,
             tokens_in: a.usage.tokens_in,
+            tokens_cached: a.usage.tokens_cached,
             tokens_out: a.usage.tokens_out,
             model_calls: a.usage.model_calls,
             energy_joules: a.usage.energy_joules,
@@ -243,7 +244,9 @@ impl Runner for MeshRunner {
                     .iter()
                     .filter(|n| n.as_str() == hearth_orchestrator::DELEGATE_TOOL)
                     .count();
-                if !r.traces.is_empty() && r.traces.len() > delegations {
+                // The task's own trace is there, and one per delegation.
+                let own = r.traces.iter().any(|t| t.task_id == task_id);
+                if own && r.traces.len() > delegations {
                     return names;
                 }
             }
@@ -277,6 +280,18 @@ fn describe(config: &Config) -> serde_json::Value {
 
 /// Evaluates `suites` on a mesh of its own under `config`.
 async fn evaluate(config: &Config, suites: &[Suite], label: &str, quiet: bool) -> Result<Report> {
+    evaluate_keeping(config, suites, label, quiet, None).await
+}
+
+/// The same, keeping the trajectories of passing cases in `keep` (marked as
+/// rejection-sampled: the checker verified them).
+async fn evaluate_keeping(
+    config: &Config,
+    suites: &[Suite],
+    label: &str,
+    quiet: bool,
+    keep: Option<&Path>,
+) -> Result<Report> {
     let iso = Isolated::new(config)?;
     let bus: SharedBus = Arc::new(LocalBus::default());
     let mesh = start(
@@ -314,6 +329,19 @@ async fn evaluate(config: &Config, suites: &[Suite], label: &str, quiet: bool) -
     };
     let report = eval::run(&runner, suites, describe(config), &progress).await;
     bar.finish_and_clear();
+    if let Some(keep) = keep {
+        // Let the last traces land.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let from = TraceStore::open(iso.dir.path().join("traces"));
+        let to = TraceStore::open(keep);
+        for r in report.results.iter().filter(|r| r.passed) {
+            for mut doc in from.tree(&r.task_id)? {
+                doc.source = Source::Rejection;
+                doc.id = doc.id.split('.').next().unwrap_or_default().to_string();
+                to.put(doc)?;
+            }
+        }
+    }
     mesh.shutdown().await;
     Ok(report)
 }
@@ -362,9 +390,10 @@ fn print_report(report: &Report) {
     println!("{t}");
     let fmt = |x: Option<f64>, unit: &str| x.map_or("n/a".into(), |v| format!("{v:.1}{unit}"));
     println!(
-        "median per case: {} · {} tokens in · {} out · energy {} · cost {}",
+        "median per case: {} · {} tokens in ({} computed, the rest from the prompt cache) · {} out · energy {} · cost {}",
         fmt(report.median_latency_ms, " ms"),
         fmt(report.median_tokens_in, ""),
+        fmt(report.median_tokens_computed, ""),
         fmt(report.median_tokens_out, ""),
         fmt(report.median_energy_joules, " J"),
         report
@@ -461,6 +490,65 @@ fn corpus_topics(dir: &Path) -> Vec<String> {
         .collect();
     topics.sort();
     topics
+}
+
+/// `hearth learn sample`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct SampleArgs {
+    /// Suites to sample (default: every shipped training split).
+    pub suites: Vec<String>,
+    /// Trajectories drawn per case.
+    #[arg(long, default_value_t = 4)]
+    pub samples: u32,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Where the verified trajectories go (default: the data dir's
+    /// learning/rejection/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn rejection_dir() -> PathBuf {
+    data_dir().join("learning").join("rejection")
+}
+
+/// `hearth learn sample`: rejection sampling. The current model draws
+/// several trajectories per training case at a raised temperature; only
+/// those the checker verifies are kept, as training data.
+pub async fn sample_cmd(config: &Config, args: SampleArgs) -> Result<()> {
+    let specs: Vec<String> = if args.suites.is_empty() {
+        eval::SHIPPED
+            .iter()
+            .filter(|(n, _)| n.ends_with(".train"))
+            .map(|(n, _)| n.to_string())
+            .collect()
+    } else {
+        args.suites.clone()
+    };
+    let suites = load_suites(&specs)?;
+    if suites.iter().any(|s| eval::HELD_OUT.contains(&s.name.as_str())) {
+        bail!("held-out suites are never sampled for training");
+    }
+    let out = args.out.clone().unwrap_or_else(rejection_dir);
+    let mut cfg = config.clone();
+    cfg.engine.temperature = Some(args.temperature);
+    let (mut drawn, mut kept) = (0usize, 0usize);
+    for i in 0..args.samples {
+        let r = evaluate_keeping(&cfg, &suites, &format!("sample {}", i + 1), args.json, Some(&out)).await?;
+        drawn += r.cases;
+        kept += r.passed;
+    }
+    let summary = serde_json::json!({"drawn": drawn, "verified": kept, "out": out, "temperature": args.temperature});
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{kept} of {drawn} sampled trajectories verified and kept in {}", out.display());
+    }
+    Ok(())
 }
 
 /// `hearth learn synth`'s arguments.
@@ -695,7 +783,11 @@ pub struct ExportSummary {
 
 fn gather(config: &Config, dirs: &[PathBuf]) -> Result<Vec<TraceDoc>> {
     let dirs = if dirs.is_empty() {
-        vec![hearth_learning::traces_dir(config, &data_dir()), synth_dir()]
+        vec![
+            hearth_learning::traces_dir(config, &data_dir()),
+            synth_dir(),
+            rejection_dir(),
+        ]
     } else {
         dirs.to_vec()
     };

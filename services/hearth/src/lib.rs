@@ -209,6 +209,8 @@ pub struct UsageReport {
     pub ttft_ms: f64,
     /// Prompt tokens, all model calls.
     pub tokens_in: u64,
+    /// Of those, found in the engine's prompt cache (not computed again).
+    pub tokens_cached: u64,
     /// Completion tokens, all model calls.
     pub tokens_out: u64,
     /// Completion tokens per second of wall time.
@@ -237,7 +239,10 @@ impl UsageReport {
     pub fn summary(&self) -> String {
         let mut parts = vec![
             format!("{:.1} ms", self.latency_ms),
-            format!("{} tokens in / {} out", self.tokens_in, self.tokens_out),
+            format!(
+                "{} tokens in ({} cached) / {} out",
+                self.tokens_in, self.tokens_cached, self.tokens_out
+            ),
             format!("{} model call(s)", self.model_calls),
             if self.model.is_empty() {
                 "?".to_string()
@@ -269,6 +274,7 @@ impl UsageReport {
             latency_ms,
             ttft_ms: u.ttft_ms,
             tokens_in: u.tokens_in,
+            tokens_cached: u.tokens_cached,
             tokens_out: u.tokens_out,
             tokens_per_s: (u.tokens_out > 0 && latency_ms > 0.0)
                 .then(|| u.tokens_out as f64 / (latency_ms / 1e3)),

@@ -217,6 +217,9 @@ enum LearnCommand {
     /// plain questions) through the real mesh, a teacher playing the model
     /// and the real tools answering; keeps the trajectories.
     Synth(hearth::learn_cli::SynthArgs),
+    /// Rejection sampling: the current model draws several trajectories per
+    /// training case at a raised temperature; the checker keeps the right ones.
+    Sample(hearth::learn_cli::SampleArgs),
     /// Write a dataset from traces with good feedback and synthesised ones
     /// (held-out cases never appear).
     Export {
@@ -564,6 +567,7 @@ async fn run(cli: Cli) -> Result<()> {
             use hearth::learn_cli as l;
             match what {
                 LearnCommand::Synth(a) => l::synth_cmd(&config, a).await,
+                LearnCommand::Sample(a) => l::sample_cmd(&config, a).await,
                 LearnCommand::Export { args, json } => l::export_cmd(&config, args, json).await,
                 LearnCommand::Finetune(a) => l::finetune(&config, a).await,
                 LearnCommand::Deploy {

@@ -279,6 +279,8 @@ pub struct Asked {
     pub latency_ms: f64,
     /// Prompt tokens.
     pub tokens_in: u64,
+    /// Of those, found in the engine's prompt cache.
+    pub tokens_cached: u64,
     /// Reply tokens.
     pub tokens_out: u64,
     /// Model calls.
@@ -328,6 +330,9 @@ pub struct CaseResult {
     pub latency_ms: f64,
     /// Prompt tokens.
     pub tokens_in: u64,
+    /// Of those, found in the engine's prompt cache (not computed again).
+    #[serde(default)]
+    pub tokens_cached: u64,
     /// Reply tokens.
     pub tokens_out: u64,
     /// Model calls.
@@ -370,6 +375,10 @@ pub struct Report {
     pub median_latency_ms: Option<f64>,
     /// Median prompt tokens per case.
     pub median_tokens_in: Option<f64>,
+    /// Median prompt tokens per case that were computed (not found in the
+    /// engine's prompt cache).
+    #[serde(default)]
+    pub median_tokens_computed: Option<f64>,
     /// Median reply tokens per case.
     pub median_tokens_out: Option<f64>,
     /// Median energy per case (null when unmeasured).
@@ -430,6 +439,7 @@ pub async fn run(
                     tools_called: Vec::new(),
                     latency_ms: 0.0,
                     tokens_in: 0,
+                    tokens_cached: 0,
                     tokens_out: 0,
                     model_calls: 0,
                     energy_joules: None,
@@ -460,6 +470,7 @@ pub async fn run(
                         tools_called,
                         latency_ms: a.latency_ms,
                         tokens_in: a.tokens_in,
+                        tokens_cached: a.tokens_cached,
                         tokens_out: a.tokens_out,
                         model_calls: a.model_calls,
                         energy_joules: a.energy_joules,
@@ -502,6 +513,10 @@ pub fn report(config: serde_json::Value, suites: &[Suite], results: Vec<CaseResu
         suites: totals,
         median_latency_ms: median(ran.iter().map(|r| r.latency_ms)),
         median_tokens_in: median(ran.iter().map(|r| r.tokens_in as f64)),
+        median_tokens_computed: median(
+            ran.iter()
+                .map(|r| r.tokens_in.saturating_sub(r.tokens_cached) as f64),
+        ),
         median_tokens_out: median(ran.iter().map(|r| r.tokens_out as f64)),
         median_energy_joules: median(ran.iter().filter_map(|r| r.energy_joules)),
         median_cost_usd: median(ran.iter().filter_map(|r| r.cost_usd)),
@@ -722,6 +737,7 @@ mod tests {
                     tools_called: vec![],
                     latency_ms: 1.0,
                     tokens_in: 0,
+                    tokens_cached: 0,
                     tokens_out: 0,
                     model_calls: 0,
                     energy_joules: None,

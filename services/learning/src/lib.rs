@@ -170,6 +170,8 @@ mod tests {
             task_id: id.into(),
             parent_task_id: parent.into(),
             agent: "operative".into(),
+            // Retention runs on the first write: a trace from 1970 would go.
+            started_unix_ms: store::now_ms(),
             messages: vec![ChatMessage {
                 role: "user".into(),
                 content: "my key is sk-test-0123456789abcdefXYZ, use it".into(),

@@ -161,6 +161,10 @@ pub struct EngineConfig {
     /// `llama`: LoRA adapters (GGUF) applied over the model, highest
     /// precedence: when set, neither a deployed nor the shipped adapter is.
     pub lora: Vec<LoraAdapter>,
+    /// `llama`: the sampling temperature of requests that set none (unset:
+    /// greedy, the default; `hearth learn sample` raises it to draw varied
+    /// trajectories).
+    pub temperature: Option<f32>,
     /// `llama`: apply the adapter `hearth learn` deployed for this model, or
     /// else the one Hearth ships for it (each bound to its base model's
     /// SHA-256, so neither applies to another model).
@@ -224,6 +228,7 @@ impl Default for EngineConfig {
             electricity_usd_per_kwh: 0.15,
             embed_model: None,
             lora: Vec::new(),
+            temperature: None,
             learned_adapter: true,
         }
     }

@@ -62,6 +62,8 @@ pub struct LlamaOptions {
     pub seed: u32,
     /// A LoRA adapter (GGUF) applied over the model, and its scale.
     pub lora: Option<(PathBuf, f32)>,
+    /// Sampling temperature for requests that set none (None: greedy).
+    pub temperature: Option<f32>,
 }
 
 /// The embedded llama.cpp backend.
@@ -389,7 +391,7 @@ impl LlamaCppBackend {
     /// top-k/top-p/temperature; DRY ("don't repeat yourself", llama.cpp's
     /// defaults) first, against the loops small models fall into.
     fn sampler(&self, req: &GenerateRequest) -> LlamaSampler {
-        let temperature = req.temperature.unwrap_or(0.0);
+        let temperature = req.temperature.or(self.opts.temperature).unwrap_or(0.0);
         let mut chain = vec![LlamaSampler::dry(
             &self.model,
             0.8,
@@ -489,6 +491,7 @@ impl Backend for LlamaCppBackend {
                 } => {
                     let usage = Usage {
                         tokens_in,
+                        tokens_cached,
                         tokens_out,
                         model: model_name.clone(),
                         backend: "llama.cpp".into(),
