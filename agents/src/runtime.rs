@@ -416,7 +416,8 @@ impl AgentLoop {
                 answer,
                 error,
                 usage,
-            });
+            })
+            .await;
         }
         result
     }
@@ -763,7 +764,10 @@ mod tests {
         // then what this task recalled, then the task.
         let msgs = &seen[0].messages;
         assert_eq!(msgs[0].content, "sys");
-        assert_eq!((msgs[1].role.as_str(), msgs[2].role.as_str()), ("system", "user"));
+        assert_eq!(
+            (msgs[1].role.as_str(), msgs[2].role.as_str()),
+            ("system", "user")
+        );
         let recalled = &msgs[1].content;
         assert!(
             recalled.contains("The user prefers metric units."),
@@ -805,8 +809,9 @@ mod tests {
     #[derive(Default)]
     struct Keep(Mutex<Vec<Trace>>);
 
+    #[async_trait::async_trait]
     impl TraceSink for Keep {
-        fn record(&self, trace: Trace) {
+        async fn record(&self, trace: Trace) {
             self.0.lock().unwrap().push(trace);
         }
     }
@@ -820,7 +825,8 @@ mod tests {
         let mut s = (*spec(4)).clone();
         s.return_direct = vec!["t.echo".into()];
         let keep = Arc::new(Keep::default());
-        let agent = AgentLoop::new(Arc::new(s), model.clone(), Arc::new(Echo)).with_traces(keep.clone());
+        let agent =
+            AgentLoop::new(Arc::new(s), model.clone(), Arc::new(Echo)).with_traces(keep.clone());
         let ctx = CallContext {
             task_id: "t1".into(),
             parent_task_id: "p1".into(),
@@ -832,7 +838,10 @@ mod tests {
         let traces = keep.0.lock().unwrap();
         assert_eq!(traces.len(), 1);
         let t = &traces[0];
-        assert_eq!((t.task_id.as_str(), t.parent_task_id.as_str()), ("t1", "p1"));
+        assert_eq!(
+            (t.task_id.as_str(), t.parent_task_id.as_str()),
+            ("t1", "p1")
+        );
         assert_eq!(t.model_calls.len(), 1);
         assert_eq!(t.tool_runs.len(), 1);
         assert_eq!(t.tool_runs[0].arguments_json, r#"{"x":1}"#);

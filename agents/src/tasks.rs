@@ -226,7 +226,11 @@ impl TaskHost {
             .message
             .ok_or_else(|| Status::invalid_argument("the task has no message"))?;
         let text = convert::text_of(&message);
-        let parent_task_id = message.reference_task_ids.first().cloned().unwrap_or_default();
+        let parent_task_id = message
+            .reference_task_ids
+            .first()
+            .cloned()
+            .unwrap_or_default();
         if text.trim().is_empty() {
             return Err(Status::invalid_argument("the task's message has no text"));
         }

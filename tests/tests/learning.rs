@@ -31,7 +31,10 @@ fn data_dir() -> tempfile::TempDir {
     let real = hearth_engine::catalog::data_dir();
     std::fs::create_dir_all(d.path().join("models")).unwrap();
     for (from, to) in [
-        (real.join("models/all-MiniLM-L6-v2-f16.gguf"), d.path().join("models/all-MiniLM-L6-v2-f16.gguf")),
+        (
+            real.join("models/all-MiniLM-L6-v2-f16.gguf"),
+            d.path().join("models/all-MiniLM-L6-v2-f16.gguf"),
+        ),
         (real.join("python"), d.path().join("python")),
     ] {
         if from.exists() {
@@ -63,10 +66,18 @@ async fn the_main_job_answers_right_and_leaves_a_redacted_trace() {
         v["answer"].as_str().unwrap().contains("144"),
         "the README's main job answers right: {v}"
     );
-    assert!(!err.contains("MULTI_MMAP"), "library warnings stay out: {err}");
+    let right = v["task_id"].as_str().unwrap().to_string();
+    assert!(
+        !err.contains("MULTI_MMAP"),
+        "library warnings stay out: {err}"
+    );
     // A secret in a request never reaches a trace file.
     let (code, out, err) = run(
-        &["ask", &format!("My API key is {key}. What is 2+3?"), "--json"],
+        &[
+            "ask",
+            &format!("My API key is {key}. What is 2+3?"),
+            "--json",
+        ],
         &e,
         300,
     )
@@ -79,7 +90,10 @@ async fn the_main_job_answers_right_and_leaves_a_redacted_trace() {
         assert!(!text.contains(key), "a trace holds the key: {text}");
         seen += 1;
     }
-    assert!(seen >= 4, "orchestrator and operative traces of both tasks: {seen}");
+    assert!(
+        seen >= 4,
+        "orchestrator and operative traces of both tasks: {seen}"
+    );
     let id = task["task_id"].as_str().unwrap();
     let (code, shown, err) = run(&["traces", "show", id, "--json"], &e, 30).await;
     assert_eq!(code, 0, "{err}");
@@ -87,13 +101,23 @@ async fn the_main_job_answers_right_and_leaves_a_redacted_trace() {
     assert!(shown.contains("[REDACTED]"), "{shown}");
     assert_eq!(t["agent"], "orchestrator");
     assert!(!t["model_calls"].as_array().unwrap().is_empty());
-    let (code, _, err) = run(&["traces", "feedback", id, "good"], &e, 30).await;
+    // The right answer is rated good (the other one's tools may have failed:
+    // a 270M model is not steady on a prompt holding a key).
+    let (code, _, err) = run(&["traces", "feedback", &right, "good"], &e, 30).await;
     assert_eq!(code, 0, "{err}");
     // The rated task (and its subtask) exports in the OpenAI chat format,
     // which datasets loads and TRL takes as conversational data.
     let export = d.path().join("sft.jsonl");
     let (code, out, err) = run(
-        &["learn", "export", "--format", "sft", "--out", export.to_str().unwrap(), "--json"],
+        &[
+            "learn",
+            "export",
+            "--format",
+            "sft",
+            "--out",
+            export.to_str().unwrap(),
+            "--json",
+        ],
         &e,
         60,
     )
@@ -169,7 +193,10 @@ async fn eval_scores_wrong_expectations_and_uncalled_tools_as_failed() {
     );
     assert_eq!(r["passed"], 1);
     assert!(r["median_latency_ms"].as_f64().unwrap() > 0.0);
-    let kept = d.path().join("eval").join(format!("{}.json", r["run_id"].as_str().unwrap()));
+    let kept = d
+        .path()
+        .join("eval")
+        .join(format!("{}.json", r["run_id"].as_str().unwrap()));
     assert!(kept.is_file(), "the run is kept");
 }
 
@@ -191,7 +218,11 @@ fn foreign_adapter(dir: &Path) -> PathBuf {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
@@ -203,7 +234,17 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
     // real tools answer.
     let synth = d.path().join("synth");
     let (code, out, err) = run(
-        &["learn", "synth", "--count", "24", "--seed", "3", "--out", synth.to_str().unwrap(), "--json"],
+        &[
+            "learn",
+            "synth",
+            "--count",
+            "24",
+            "--seed",
+            "3",
+            "--out",
+            synth.to_str().unwrap(),
+            "--json",
+        ],
         &e,
         600,
     )
@@ -216,8 +257,15 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
     let rows = d.path().join("rows.jsonl");
     let (code, out, err) = run(
         &[
-            "learn", "export", "--format", "rendered", "--out", rows.to_str().unwrap(),
-            "--traces", synth.to_str().unwrap(), "--json",
+            "learn",
+            "export",
+            "--format",
+            "rendered",
+            "--out",
+            rows.to_str().unwrap(),
+            "--traces",
+            synth.to_str().unwrap(),
+            "--json",
         ],
         &e,
         300,
@@ -226,7 +274,13 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
     assert_eq!(code, 0, "{out}{err}");
     let text = std::fs::read_to_string(&rows).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert!(first["completion"].as_str().unwrap().ends_with("<end_of_turn>"), "{first}");
+    assert!(
+        first["completion"]
+            .as_str()
+            .unwrap()
+            .ends_with("<end_of_turn>"),
+        "{first}"
+    );
     assert!(!first["prompt_ids"].as_array().unwrap().is_empty());
     // Held-out prompts never appear in training data.
     for suite in ["calculator", "files", "python", "plain", "newcomer"] {
@@ -234,7 +288,10 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
         for line in std::fs::read_to_string(path).unwrap().lines() {
             let case: serde_json::Value = serde_json::from_str(line).unwrap();
             let prompt = case["prompt"].as_str().unwrap();
-            assert!(!text.contains(&format!("\n{prompt}<end_of_turn>")), "held-out {prompt} exported");
+            assert!(
+                !text.contains(&format!("\n{prompt}<end_of_turn>")),
+                "held-out {prompt} exported"
+            );
         }
     }
     // A few steps of the real trainer on the CPU, then the GGUF LoRA.
@@ -249,7 +306,18 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
         .args(["--model", model.to_str().unwrap()])
         .args(["--data", rows.to_str().unwrap()])
         .args(["--out", adapter.to_str().unwrap()])
-        .args(["--max-steps", "2", "--batch", "2", "--rank", "4", "--device", "cpu", "--max-len", "1024"])
+        .args([
+            "--max-steps",
+            "2",
+            "--batch",
+            "2",
+            "--rank",
+            "4",
+            "--device",
+            "cpu",
+            "--max-len",
+            "1024",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -260,7 +328,10 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
     );
     assert!(adapter.is_file());
     // llama.cpp loads base + adapter and generates.
-    let lora = format!("[engine]\nlora = [{{ path = \"{}\", scale = 1.0 }}]\n", adapter.display());
+    let lora = format!(
+        "[engine]\nlora = [{{ path = \"{}\", scale = 1.0 }}]\n",
+        adapter.display()
+    );
     let cfg = d.path().join("hearth.toml");
     std::fs::write(&cfg, lora).unwrap();
     let mut with_cfg = e.clone();
@@ -273,7 +344,11 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
     let corrupt = d.path().join("corrupt.gguf");
     std::fs::write(&corrupt, b"GGUF this is not an adapter").unwrap();
     for bad in [corrupt, foreign_adapter(d.path())] {
-        std::fs::write(&cfg, format!("[engine]\nlora = [{{ path = \"{}\" }}]\n", bad.display())).unwrap();
+        std::fs::write(
+            &cfg,
+            format!("[engine]\nlora = [{{ path = \"{}\" }}]\n", bad.display()),
+        )
+        .unwrap();
         let (code, out, err) = run(&["ask", "What is 2+2?"], &with_cfg, 120).await;
         assert_ne!(code, 0, "{out}");
         assert!(err.contains("refused the LoRA adapter"), "{err}");
@@ -300,7 +375,11 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
         .arg(&harmful)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let gate_suite = d.path().join("gate.jsonl");
     let cases: Vec<String> = [(7, 8), (12, 12), (9, 9), (6, 7), (11, 3), (15, 4), (8, 8), (5, 9)]
         .iter()
@@ -314,7 +393,15 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
         .collect();
     std::fs::write(&gate_suite, cases.join("\n")).unwrap();
     let (code, out, err) = run(
-        &["learn", "deploy", "--adapter", harmful.to_str().unwrap(), "--suite", gate_suite.to_str().unwrap(), "--json"],
+        &[
+            "learn",
+            "deploy",
+            "--adapter",
+            harmful.to_str().unwrap(),
+            "--suite",
+            gate_suite.to_str().unwrap(),
+            "--json",
+        ],
         &e,
         600,
     )

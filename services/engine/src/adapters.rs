@@ -355,7 +355,10 @@ mod tests {
         )
         .unwrap();
         let c = choose(&cfg, &model, data.path()).unwrap().unwrap();
-        assert_eq!((c.source, c.path.clone()), (Source::Deployed, adapter.clone()));
+        assert_eq!(
+            (c.source, c.path.clone()),
+            (Source::Deployed, adapter.clone())
+        );
         // Turned off: none.
         cfg.learned_adapter = false;
         assert_eq!(choose(&cfg, &model, data.path()).unwrap(), None);

@@ -508,7 +508,11 @@ pub async fn serve(
         Some(Service::Engine.name().to_string()),
         move |req: GenerateRequest| {
             let svc = render_svc.clone();
-            async move { svc.render(Request::new(req)).await.map(Response::into_inner) }
+            async move {
+                svc.render(Request::new(req))
+                    .await
+                    .map(Response::into_inner)
+            }
         },
     )
     .await?;

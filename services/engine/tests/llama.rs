@@ -276,7 +276,7 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
     let prompt_req = GenerateRequest {
         messages: history,
         tools: tools.clone(),
-        max_tokens: 8,
+        max_tokens: 64,
         ..Default::default()
     };
     let engine_prompt = e.render_prompt(&prompt_req).unwrap();
@@ -287,7 +287,11 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
         row.prompt_ids.len(),
         "the engine decodes exactly the rendered tokens"
     );
-    assert!(row.prompt.contains("files.write") && row.prompt.ends_with("model\n"), "{}", row.prompt);
+    assert!(
+        row.prompt.contains("files.write") && row.prompt.ends_with("model\n"),
+        "{}",
+        row.prompt
+    );
     assert_eq!(
         row.completion,
         r#"{"tool":"files.write","arguments":{"content":"144","path":"a.txt"}}<end_of_turn>"#
@@ -308,5 +312,8 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(answer.completion, r#"{"answer":"Hi \"there\""}<end_of_turn>"#);
+    assert_eq!(
+        answer.completion,
+        r#"{"answer":"Hi \"there\""}<end_of_turn>"#
+    );
 }

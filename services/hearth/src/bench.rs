@@ -188,6 +188,8 @@ pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     let mut config = base.clone();
     let _state = isolate(&mut config)?;
     config.engine.backend = "scripted".into();
+    // The mesh is measured, not the trace store (no learning service runs here).
+    config.learning.traces = false;
     // The mesh's own hops are measured: no memory service, no recall.
     config.memory.agent_memory = false;
     let parts = [

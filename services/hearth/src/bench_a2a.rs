@@ -98,6 +98,8 @@ pub async fn a2a(config: &Config, args: A2aArgs) -> Result<()> {
     let mut config = config.clone();
     let _state = crate::bench::isolate(&mut config)?;
     config.engine.backend = "scripted".into();
+    // The mesh is measured, not the trace store (no learning service runs here).
+    config.learning.traces = false;
     config.nats_url = None;
     config.gateway.addr = "127.0.0.1:0".into();
     config.gateway.grpc_addr = String::new();

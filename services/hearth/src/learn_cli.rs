@@ -55,7 +55,9 @@ pub fn traces_list(config: &Config, limit: usize, json: bool) -> Result<()> {
         return Ok(());
     }
     if shown.is_empty() {
-        println!("no traces yet (every `hearth ask` records one; [learning] traces = false turns that off)");
+        println!(
+            "no traces yet (every `hearth ask` records one; [learning] traces = false turns that off)"
+        );
         return Ok(());
     }
     let mut t = Table::new();
@@ -256,7 +258,11 @@ impl Runner for MeshRunner {
     }
 
     async fn ingest(&self, dir: &Path) -> Result<(), String> {
-        let client = MemoryClient::new(self.bus.clone(), self.config.subjects(), Duration::from_secs(600));
+        let client = MemoryClient::new(
+            self.bus.clone(),
+            self.config.subjects(),
+            Duration::from_secs(600),
+        );
         hearth_memory::ingest::ingest(&client, crate::builtins::DOCUMENTS, dir, &|_, _| {})
             .await
             .map(|_| ())
@@ -530,7 +536,10 @@ pub async fn sample_cmd(config: &Config, args: SampleArgs) -> Result<()> {
         args.suites.clone()
     };
     let suites = load_suites(&specs)?;
-    if suites.iter().any(|s| eval::HELD_OUT.contains(&s.name.as_str())) {
+    if suites
+        .iter()
+        .any(|s| eval::HELD_OUT.contains(&s.name.as_str()))
+    {
         bail!("held-out suites are never sampled for training");
     }
     let out = args.out.clone().unwrap_or_else(rejection_dir);
@@ -538,7 +547,14 @@ pub async fn sample_cmd(config: &Config, args: SampleArgs) -> Result<()> {
     cfg.engine.temperature = Some(args.temperature);
     let (mut drawn, mut kept) = (0usize, 0usize);
     for i in 0..args.samples {
-        let r = evaluate_keeping(&cfg, &suites, &format!("sample {}", i + 1), args.json, Some(&out)).await?;
+        let r = evaluate_keeping(
+            &cfg,
+            &suites,
+            &format!("sample {}", i + 1),
+            args.json,
+            Some(&out),
+        )
+        .await?;
         drawn += r.cases;
         kept += r.passed;
     }
@@ -546,7 +562,10 @@ pub async fn sample_cmd(config: &Config, args: SampleArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("{kept} of {drawn} sampled trajectories verified and kept in {}", out.display());
+        println!(
+            "{kept} of {drawn} sampled trajectories verified and kept in {}",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -634,8 +653,9 @@ async fn synthesize(
     // The real engine for embeddings (agent memory, retrieval); the teacher
     // for generation.
     let engine_cfg = cfg.engine.clone();
-    let backend = tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&engine_cfg))
-        .await??;
+    let backend =
+        tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&engine_cfg))
+            .await??;
     let svc = hearth_engine::EngineService::new(
         backend,
         hearth_engine::service::Metering::none("synthesis"),
@@ -678,7 +698,12 @@ async fn synthesize(
     let mut mesh: Mesh = start(
         &cfg,
         bus.clone(),
-        &[Part::Memory, Part::Toolhost, Part::Operative, Part::Orchestrator],
+        &[
+            Part::Memory,
+            Part::Toolhost,
+            Part::Operative,
+            Part::Orchestrator,
+        ],
     )
     .await?;
     mesh.handles_mut()
@@ -686,7 +711,8 @@ async fn synthesize(
     mesh.handles_mut().extend(handles);
     let memory = MemoryClient::new(bus.clone(), subjects.clone(), Duration::from_secs(600));
     if let Err(e) =
-        hearth_memory::ingest::ingest(&memory, crate::builtins::DOCUMENTS, &corpus, &|_, _| {}).await
+        hearth_memory::ingest::ingest(&memory, crate::builtins::DOCUMENTS, &corpus, &|_, _| {})
+            .await
     {
         tracing::warn!(error = %e, "the notes for retrieval tasks were not ingested");
     }
@@ -835,9 +861,10 @@ pub async fn export(config: &Config, args: &ExportArgs) -> Result<ExportSummary>
             let engine = EngineClient::new(bus, cfg.subjects(), cfg.engine_timeout());
             for d in &picked {
                 for req in hearth_learning::export::render_requests(d) {
-                    let r = engine.render(&req).await.map_err(|s| {
-                        anyhow::anyhow!("rendering {}: {}", d.id, s.message())
-                    })?;
+                    let r = engine
+                        .render(&req)
+                        .await
+                        .map_err(|s| anyhow::anyhow!("rendering {}: {}", d.id, s.message()))?;
                     writeln!(
                         w,
                         "{}",
@@ -967,7 +994,10 @@ pub async fn finetune(config: &Config, args: FinetuneArgs) -> Result<()> {
     if args.synth > 0 {
         eprintln!("== synthesising {} tasks through the mesh", args.synth);
         let s = synthesize(config, args.synth, 1, &synth_dir(), false).await?;
-        eprintln!("   {} traces ({} tasks completed) in {:.0} s", s.traces, s.completed, s.seconds);
+        eprintln!(
+            "   {} traces ({} tasks completed) in {:.0} s",
+            s.traces, s.completed, s.seconds
+        );
     }
     let data = run_dir.join("train.jsonl");
     let e = export(
@@ -983,7 +1013,9 @@ pub async fn finetune(config: &Config, args: FinetuneArgs) -> Result<()> {
     .await?;
     eprintln!("== {} training rows from {} traces", e.rows, e.traces);
     if e.rows == 0 {
-        bail!("no training data: run `hearth learn synth`, or rate some answers good with `hearth traces feedback`");
+        bail!(
+            "no training data: run `hearth learn synth`, or rate some answers good with `hearth traces feedback`"
+        );
     }
     let model = base_model(config)?;
     let base_sha = adapters::model_sha256(&model, &data_dir())?;
@@ -1061,9 +1093,14 @@ pub async fn gate(config: &Config, adapter: &Path, suites: &[String], json: bool
     eprintln!("== the base model alone, on {}", suites.join(", "));
     let baseline = evaluate(&with_adapter(config, None, true), &loaded, "base", json).await?;
     eprintln!("== base + adapter");
-    let candidate = evaluate(&with_adapter(config, Some(adapter), false), &loaded, "base+adapter", json)
-        .await
-        .context("evaluating with the adapter (llama.cpp may have refused it)")?;
+    let candidate = evaluate(
+        &with_adapter(config, Some(adapter), false),
+        &loaded,
+        "base+adapter",
+        json,
+    )
+    .await
+    .context("evaluating with the adapter (llama.cpp may have refused it)")?;
     let comparison = eval::compare(&baseline, &candidate, 10_000, 17);
     let dir = data_dir().join("learning");
     let adapters_dir = dir.join("adapters");
@@ -1110,7 +1147,11 @@ pub async fn gate(config: &Config, adapter: &Path, suites: &[String], json: bool
         c.ci95.1 * 100.0
     );
     if deployed {
-        println!("deployed: {} (report {})", kept.display(), report_path.display());
+        println!(
+            "deployed: {} (report {})",
+            kept.display(),
+            report_path.display()
+        );
     } else {
         println!(
             "not deployed: the interval does not lie above zero (report {})",
@@ -1125,7 +1166,9 @@ pub fn rollback() -> Result<()> {
     let path = adapters::deployment_path(&data_dir());
     match std::fs::remove_file(&path) {
         Ok(()) => {
-            println!("the deployed adapter is no longer applied (its file stays in the data dir's learning/adapters/)");
+            println!(
+                "the deployed adapter is no longer applied (its file stays in the data dir's learning/adapters/)"
+            );
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

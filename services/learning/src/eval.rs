@@ -110,19 +110,40 @@ pub fn shipped_dir() -> PathBuf {
 /// The shipped suites: `(name, file text)`, held-out splits and training
 /// splits of each capability.
 pub const SHIPPED: [(&str, &str); 13] = [
-    ("calculator.train", include_str!("../suites/calculator.train.jsonl")),
-    ("calculator.test", include_str!("../suites/calculator.test.jsonl")),
+    (
+        "calculator.train",
+        include_str!("../suites/calculator.train.jsonl"),
+    ),
+    (
+        "calculator.test",
+        include_str!("../suites/calculator.test.jsonl"),
+    ),
     ("files.train", include_str!("../suites/files.train.jsonl")),
     ("files.test", include_str!("../suites/files.test.jsonl")),
     ("python.train", include_str!("../suites/python.train.jsonl")),
     ("python.test", include_str!("../suites/python.test.jsonl")),
-    ("retrieval.train", include_str!("../suites/retrieval.train.jsonl")),
-    ("retrieval.test", include_str!("../suites/retrieval.test.jsonl")),
-    ("delegation.train", include_str!("../suites/delegation.train.jsonl")),
-    ("delegation.test", include_str!("../suites/delegation.test.jsonl")),
+    (
+        "retrieval.train",
+        include_str!("../suites/retrieval.train.jsonl"),
+    ),
+    (
+        "retrieval.test",
+        include_str!("../suites/retrieval.test.jsonl"),
+    ),
+    (
+        "delegation.train",
+        include_str!("../suites/delegation.train.jsonl"),
+    ),
+    (
+        "delegation.test",
+        include_str!("../suites/delegation.test.jsonl"),
+    ),
     ("plain.train", include_str!("../suites/plain.train.jsonl")),
     ("plain.test", include_str!("../suites/plain.test.jsonl")),
-    ("newcomer.test", include_str!("../suites/newcomer.test.jsonl")),
+    (
+        "newcomer.test",
+        include_str!("../suites/newcomer.test.jsonl"),
+    ),
 ];
 
 /// The held-out split of every shipped capability (the gate's suites).
@@ -194,7 +215,11 @@ pub fn load(spec: &str) -> Result<Vec<Suite>, SuiteError> {
     Ok(vec![shipped(&name).map_err(|_| {
         SuiteError::Unknown(
             spec.to_string(),
-            SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            SHIPPED
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     })?])
 }
@@ -619,7 +644,11 @@ mod tests {
         }
         for name in HELD_OUT {
             for c in &shipped(name).unwrap().cases {
-                assert!(!train_prompts.contains(&c.prompt), "{} is in a training split", c.id);
+                assert!(
+                    !train_prompts.contains(&c.prompt),
+                    "{} is in a training split",
+                    c.id
+                );
             }
         }
     }
@@ -711,8 +740,17 @@ mod tests {
             .iter()
             .map(|r| (r.id.as_str(), r.passed))
             .collect();
-        assert_eq!(passed, [("a", true), ("b", false), ("c", true), ("d", false)]);
-        assert!(report.results[1].reason.as_deref().unwrap().contains("not called"));
+        assert_eq!(
+            passed,
+            [("a", true), ("b", false), ("c", true), ("d", false)]
+        );
+        assert!(
+            report.results[1]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("not called")
+        );
         assert_eq!((report.cases, report.passed), (4, 2));
         assert_eq!(report.accuracy, 0.5);
         assert_eq!(report.median_latency_ms, Some(10.0));
@@ -752,7 +790,10 @@ mod tests {
         let base = scored(&[false; 30]);
         let better = scored(&[true; 30]);
         let c = compare(&base, &better, 2000, 7);
-        assert!(c.wins && c.ci95.0 > 0.0 && (c.difference - 1.0).abs() < 1e-12, "{c:?}");
+        assert!(
+            c.wins && c.ci95.0 > 0.0 && (c.difference - 1.0).abs() < 1e-12,
+            "{c:?}"
+        );
         // Worse: no win.
         assert!(!compare(&better, &base, 2000, 7).wins);
         // One case of thirty better is within the noise.

@@ -54,9 +54,7 @@ pub fn select(all: &[TraceDoc], filter: &Filter) -> Vec<TraceDoc> {
     loop {
         let more: Vec<String> = all
             .iter()
-            .filter(|d| {
-                tainted.contains(&d.parent_task_id) && !tainted.contains(task_of(d))
-            })
+            .filter(|d| tainted.contains(&d.parent_task_id) && !tainted.contains(task_of(d)))
             .map(|d| task_of(d).to_string())
             .collect();
         if more.is_empty() {
@@ -117,19 +115,21 @@ pub fn select(all: &[TraceDoc], filter: &Filter) -> Vec<TraceDoc> {
                 let (_, correction, root_answer) = &rated[i];
                 let mut doc = d.clone();
                 if let Some(c) = correction {
-                    let Some(last) = doc.messages.iter_mut().rev().find(|m| m.role == "assistant")
+                    let Some(last) = doc
+                        .messages
+                        .iter_mut()
+                        .rev()
+                        .find(|m| m.role == "assistant")
                     else {
                         continue;
                     };
-                    if last.tool_calls.is_empty() && last.content == *root_answer {
-                        last.content.clone_from(c);
-                        doc.answer.clone_from(c);
-                    } else if !d.parent_task_id.is_empty() {
-                        // A subtask whose answer is not the one corrected.
-                        continue;
-                    } else {
+                    // Only the run whose answer is the one corrected (a
+                    // subtask's other answers are not known to be wrong).
+                    if !(last.tool_calls.is_empty() && last.content == *root_answer) {
                         continue;
                     }
+                    last.content.clone_from(c);
+                    doc.answer.clone_from(c);
                 } else if !d.succeeded() || tool_failed {
                     continue;
                 }
@@ -243,7 +243,13 @@ mod tests {
             worker: String::new(),
             started_unix_ms: 1,
             duration_ms: 1.0,
-            messages: vec![m("system", "sys"), m("user", prompt), call, result, m("assistant", answer)],
+            messages: vec![
+                m("system", "sys"),
+                m("user", prompt),
+                call,
+                result,
+                m("assistant", answer),
+            ],
             tools: vec![],
             model_calls: vec![],
             tool_runs: vec![ToolRunDoc {
@@ -281,7 +287,9 @@ mod tests {
         let held = trace("s2", "", Source::Synth, "HELD OUT prompt", "x");
         let held_child = trace("s3", "s2", Source::Synth, "restated", "x");
         let eval = trace("e1", "", Source::Eval, "What is 9+9?", "18");
-        let all = vec![good, good_child, unrated, corrected, synth, held, held_child, eval];
+        let all = vec![
+            good, good_child, unrated, corrected, synth, held, held_child, eval,
+        ];
         let picked = select(
             &all,
             &Filter {

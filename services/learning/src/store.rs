@@ -234,11 +234,8 @@ impl TraceStore {
 
     /// The traces of `task_id` and of every task it delegated, depth first.
     pub fn tree(&self, task_id: &str) -> Result<Vec<TraceDoc>, StoreError> {
-        let indexed: Option<Vec<String>> = self
-            .index
-            .lock()
-            .ok()
-            .and_then(|i| i.get(task_id).cloned());
+        let indexed: Option<Vec<String>> =
+            self.index.lock().ok().and_then(|i| i.get(task_id).cloned());
         let mut out = Vec::new();
         match indexed {
             Some(ids) => {
@@ -262,9 +259,12 @@ impl TraceStore {
                 while let Some(t) = frontier.pop() {
                     for d in &all {
                         let own = d.id.split('.').next() == Some(t.as_str());
-                        if (own || d.parent_task_id == t) && !out.iter().any(|o: &TraceDoc| o.id == d.id) {
+                        if (own || d.parent_task_id == t)
+                            && !out.iter().any(|o: &TraceDoc| o.id == d.id)
+                        {
                             if !own {
-                                frontier.push(d.id.split('.').next().unwrap_or_default().to_string());
+                                frontier
+                                    .push(d.id.split('.').next().unwrap_or_default().to_string());
                             }
                             out.push(d.clone());
                         }
@@ -369,18 +369,33 @@ mod tests {
         assert_eq!(store.put(doc("root", "", now + 1)).unwrap(), "root.2");
         store.put(doc("child", "root", now + 2)).unwrap();
         store.put(doc("other", "", now + 3)).unwrap();
-        let tree: Vec<String> = store.tree("root").unwrap().into_iter().map(|d| d.id).collect();
+        let tree: Vec<String> = store
+            .tree("root")
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         assert_eq!(tree.len(), 3, "{tree:?}");
         assert!(tree.contains(&"child".to_string()));
         // Without the in-memory index (another process), the same tree.
         let cold = TraceStore::open(dir.path().join("traces"));
         assert_eq!(cold.tree("root").unwrap().len(), 3);
-        store.feedback("child", Rating::Good, Some("four".into())).unwrap();
-        assert_eq!(store.get("child").unwrap().feedback.unwrap().rating, Rating::Good);
-        assert!(matches!(store.get("../etc/passwd"), Err(StoreError::BadId(_))));
+        store
+            .feedback("child", Rating::Good, Some("four".into()))
+            .unwrap();
+        assert_eq!(
+            store.get("child").unwrap().feedback.unwrap().rating,
+            Rating::Good
+        );
+        assert!(matches!(
+            store.get("../etc/passwd"),
+            Err(StoreError::BadId(_))
+        ));
         assert!(matches!(store.get("nope"), Err(StoreError::NotFound(_))));
         // An old trace goes by age; then the cap removes the oldest.
-        store.put(doc("ancient", "", now - 40 * 86_400_000)).unwrap();
+        store
+            .put(doc("ancient", "", now - 40 * 86_400_000))
+            .unwrap();
         assert_eq!(store.prune(30, 0).unwrap(), 1);
         assert_eq!(store.prune(0, 2).unwrap(), 2);
         assert_eq!(store.list().unwrap().len(), 2);

@@ -292,7 +292,9 @@ fn units<R: Rng>(rng: &mut R) -> Plan {
         _ => {
             let (a, b) = (rng.gen_range(1..20u64), rng.gen_range(1..20u64));
             calc(
-                format!("I walked {a} miles on Monday and {b} miles on Tuesday. How many miles in total?"),
+                format!(
+                    "I walked {a} miles on Monday and {b} miles on Tuesday. How many miles in total?"
+                ),
                 format!("{a}+{b}"),
             )
         }
@@ -336,7 +338,9 @@ fn powers_and_lists<R: Rng>(rng: &mut R) -> Plan {
             )
         }
         3 => {
-            let xs: Vec<u64> = (0..rng.gen_range(3..6)).map(|_| rng.gen_range(1..500)).collect();
+            let xs: Vec<u64> = (0..rng.gen_range(3..6))
+                .map(|_| rng.gen_range(1..500))
+                .collect();
             let list = xs.iter().map(u64::to_string).collect::<Vec<_>>();
             let tpl = pick(
                 rng,
@@ -363,18 +367,36 @@ fn powers_and_lists<R: Rng>(rng: &mut R) -> Plan {
                 rng.gen_range(2..30u64),
                 rng.gen_range(2..30u64),
             );
-            calc(
-                format!("What is {a} + {b} * {c}?"),
-                format!("{a}+{b}*{c}"),
-            )
+            calc(format!("What is {a} + {b} * {c}?"), format!("{a}+{b}*{c}"))
         }
     }
 }
 
 const FILE_WORDS: [&str; 24] = [
-    "todo", "notes", "shopping", "ideas", "plan", "draft", "reminder", "list", "journal", "log",
-    "summary", "groceries", "tasks", "memo", "letter", "recipe", "agenda", "birthday", "trip",
-    "books", "movies", "hello", "report", "budget",
+    "todo",
+    "notes",
+    "shopping",
+    "ideas",
+    "plan",
+    "draft",
+    "reminder",
+    "list",
+    "journal",
+    "log",
+    "summary",
+    "groceries",
+    "tasks",
+    "memo",
+    "letter",
+    "recipe",
+    "agenda",
+    "birthday",
+    "trip",
+    "books",
+    "movies",
+    "hello",
+    "report",
+    "budget",
 ];
 const FILE_TEXTS: [&str; 24] = [
     "buy milk",
@@ -442,7 +464,12 @@ fn files<R: Rng>(rng: &mut R, n: usize) -> Plan {
         prompt: fill(tpl, &[("t", text.clone()), ("f", file.clone())]),
         capability: Capability::Files,
         call: Some((
-            if append { "files.append" } else { "files.write" }.into(),
+            if append {
+                "files.append"
+            } else {
+                "files.write"
+            }
+            .into(),
             json!({ "path": file, "content": text }),
         )),
         answer_from: Some(AnswerFrom::Wrote(file)),
@@ -483,7 +510,14 @@ fn python<R: Rng>(rng: &mut R) -> Plan {
             let code = format!("print(sum(range({n})))");
             (
                 fill(
-                    pick(rng, &["Run this Python: {c}", "Execute: {c}", "Please run {c} in Python."]),
+                    pick(
+                        rng,
+                        &[
+                            "Run this Python: {c}",
+                            "Execute: {c}",
+                            "Please run {c} in Python.",
+                        ],
+                    ),
                     &[("c", code.clone())],
                 ),
                 code,
@@ -530,7 +564,10 @@ fn python<R: Rng>(rng: &mut R) -> Plan {
             format!("for i in range(1, {}):\n    print(i)", n.min(9) + 1),
         ),
         _ => (
-            format!("Use Python to check whether {} is a prime number.", n * 7 + 2),
+            format!(
+                "Use Python to check whether {} is a prime number.",
+                n * 7 + 2
+            ),
             format!(
                 "n = {}\nprint(n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1)))",
                 n * 7 + 2
@@ -569,9 +606,15 @@ const PLAIN: [(&str, &str); 60] = [
     ("Good morning", "Good morning! How can I help?"),
     ("Thank you!", "You're welcome!"),
     ("Thanks a lot", "You're welcome!"),
-    ("Who are you?", "I am Hearth, an assistant running on your own machine."),
+    (
+        "Who are you?",
+        "I am Hearth, an assistant running on your own machine.",
+    ),
     ("What is your name?", "My name is Hearth."),
-    ("What can you do?", "I can do arithmetic, run Python, write files, search your notes and answer questions."),
+    (
+        "What can you do?",
+        "I can do arithmetic, run Python, write files, search your notes and answer questions.",
+    ),
     ("What is the opposite of up?", "Down."),
     ("What is the opposite of big?", "Small."),
     ("What is the opposite of day?", "Night."),
@@ -585,14 +628,26 @@ const PLAIN: [(&str, &str); 60] = [
     ("What animal says moo?", "A cow."),
     ("What animal barks?", "A dog."),
     ("What animal says meow?", "A cat."),
-    ("Which animal is known as the king of the jungle?", "The lion."),
-    ("What is the largest planet in the solar system?", "Jupiter."),
+    (
+        "Which animal is known as the king of the jungle?",
+        "The lion.",
+    ),
+    (
+        "What is the largest planet in the solar system?",
+        "Jupiter.",
+    ),
     ("Which planet is known as the red planet?", "Mars."),
-    ("What star is at the center of our solar system?", "The Sun."),
+    (
+        "What star is at the center of our solar system?",
+        "The Sun.",
+    ),
     ("What language is spoken in France?", "French."),
     ("What language is spoken in Germany?", "German."),
     ("What do bees make?", "Honey."),
-    ("What gas do plants take in from the air?", "Carbon dioxide."),
+    (
+        "What gas do plants take in from the air?",
+        "Carbon dioxide.",
+    ),
     ("What do we call frozen water?", "Ice."),
     ("What is the largest ocean on Earth?", "The Pacific Ocean."),
     ("Which season comes after winter?", "Spring."),
@@ -641,7 +696,10 @@ fn retrieval<R: Rng>(rng: &mut R, topics: &[String]) -> Option<Plan> {
     let prompt = fill(tpl, &[("t", topic.to_lowercase())]);
     Some(Plan {
         capability: Capability::Retrieval,
-        call: Some(("retrieval.search".into(), json!({ "query": topic.to_lowercase() }))),
+        call: Some((
+            "retrieval.search".into(),
+            json!({ "query": topic.to_lowercase() }),
+        )),
         answer_from: Some(AnswerFrom::BestSentence),
         direct: None,
         prompt,
@@ -766,7 +824,10 @@ fn best_sentence(result: &str, task: &str) -> String {
                 continue;
             }
             let low = s.to_lowercase();
-            let score = task_words.iter().filter(|w| low.contains(w.as_str())).count();
+            let score = task_words
+                .iter()
+                .filter(|w| low.contains(w.as_str()))
+                .count();
             if score > best.0 || best.1.is_empty() {
                 best = (score, s.to_string());
             }
@@ -845,7 +906,11 @@ impl Teacher {
                 Some(AnswerFrom::Wrote(f)) => format!("Done: {f} is saved."),
                 Some(AnswerFrom::BestSentence) => best_sentence(&r, task),
             }),
-            _ => answer(plan.direct.clone().unwrap_or_else(|| "I cannot do that.".into())),
+            _ => answer(
+                plan.direct
+                    .clone()
+                    .unwrap_or_else(|| "I cannot do that.".into()),
+            ),
         }
     }
 }
@@ -860,7 +925,10 @@ mod tests {
         assert_eq!(words(23), "twenty-three");
         assert_eq!(words(140), "one hundred and forty");
         assert_eq!(words(2_005), "two thousand and five");
-        assert_eq!(words(12_345), "twelve thousand three hundred and forty-five");
+        assert_eq!(
+            words(12_345),
+            "twelve thousand three hundred and forty-five"
+        );
     }
 
     #[test]

@@ -22,9 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::StreamExt;
-use hearth_proto::v1::{
-    GenerateChunk, GenerateRequest, RenderResponse, ToolCall, ToolSpec, Usage,
-};
+use hearth_proto::v1::{GenerateChunk, GenerateRequest, RenderResponse, ToolCall, ToolSpec, Usage};
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend as Llama;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -310,7 +308,11 @@ impl LlamaCppBackend {
         prompt_req.messages = history.to_vec();
         let prompt_text = self.render_prompt(&prompt_req)?;
         let mut out = RenderResponse {
-            prompt_ids: self.tokenize(&prompt_text, true).into_iter().map(|t| t.0).collect(),
+            prompt_ids: self
+                .tokenize(&prompt_text, true)
+                .into_iter()
+                .map(|t| t.0)
+                .collect(),
             ..Default::default()
         };
         if let Some(reply) = reply {

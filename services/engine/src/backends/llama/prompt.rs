@@ -315,14 +315,19 @@ pub fn written_reply(reply: &ChatMessage, tools: &[ToolSpec]) -> Result<String, 
         )),
         [call] => {
             let tool = tools.iter().find(|t| t.name == call.name).ok_or_else(|| {
-                EngineError::InvalidRequest(format!("the reply calls `{}`, which is not offered", call.name))
+                EngineError::InvalidRequest(format!(
+                    "the reply calls `{}`, which is not offered",
+                    call.name
+                ))
             })?;
             let args: Value = serde_json::from_str(if call.arguments_json.trim().is_empty() {
                 "{}"
             } else {
                 &call.arguments_json
             })
-            .map_err(|e| EngineError::InvalidRequest(format!("the call's arguments are not JSON: {e}")))?;
+            .map_err(|e| {
+                EngineError::InvalidRequest(format!("the call's arguments are not JSON: {e}"))
+            })?;
             let schema: Value = serde_json::from_str(&tool.input_schema_json)
                 .unwrap_or_else(|_| serde_json::json!({"type": "object"}));
             let schema = clean_schema(
@@ -368,10 +373,7 @@ fn in_grammar_order(value: &Value, schema: &Value) -> String {
             let parts: Vec<String> = keys
                 .into_iter()
                 .map(|k| {
-                    let sub = props
-                        .and_then(|p| p.get(k))
-                        .cloned()
-                        .unwrap_or(Value::Null);
+                    let sub = props.and_then(|p| p.get(k)).cloned().unwrap_or(Value::Null);
                     format!(
                         "{}:{}",
                         Value::String(k.clone()),
