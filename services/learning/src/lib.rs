@@ -96,7 +96,10 @@ impl LearningService {
                 .store
                 .put(doc)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            if me.written.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0
+            if me
+                .written
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(PRUNE_EVERY)
                 && let Err(e) = me.store.prune(me.keep_days, me.max_traces)
             {
                 tracing::warn!(error = %e, "trace retention failed");
