@@ -16,9 +16,14 @@ use hearth_mesh::config::EngineConfig;
 use hearth_proto::v1::{ChatMessage, GenerateChunk, GenerateRequest, ToolSpec};
 
 fn load(slots: u32) -> LlamaCppBackend {
+    load_with(slots, EngineConfig::default().draft_tokens)
+}
+
+fn load_with(slots: u32, draft_tokens: u32) -> LlamaCppBackend {
     let cfg = EngineConfig {
         slots,
         context: 2048,
+        draft_tokens,
         ..Default::default()
     };
     hearth_engine::service::load_llama(&cfg)
@@ -316,4 +321,42 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
         answer.completion,
         r#"{"answer":"Hi \"there\""}<end_of_turn>"#
     );
+}
+
+#[tokio::test]
+async fn prompt_lookup_drafts_leave_the_reply_as_it_was() {
+    // The same greedy requests with drafting off and on: the replies (text
+    // and tool calls) must be identical, drafts or not.
+    let plain = load_with(1, 0);
+    let drafting = load_with(1, 8);
+    let copy = "Repeat this line exactly, twice: the quick brown fox jumps over the lazy dog.";
+    let requests = [
+        GenerateRequest {
+            messages: vec![user(copy)],
+            max_tokens: 48,
+            ..Default::default()
+        },
+        GenerateRequest {
+            messages: vec![user("Write 'meeting moved to friday at 10' into notes.txt")],
+            tools: vec![ToolSpec {
+                name: "files.write".into(),
+                description: "Writes a file.".into(),
+                input_schema_json: r#"{"type":"object","properties":{"path":{"type":"string"},"content":{"type":"string"}},"required":["path","content"]}"#.into(),
+            }],
+            max_tokens: 64,
+            ..Default::default()
+        },
+    ];
+    for req in requests {
+        let (a, last_a) = run_on(&plain, req.clone()).await.unwrap();
+        let (b, last_b) = run_on(&drafting, req.clone()).await.unwrap();
+        assert_eq!(a, b, "the text differs with drafts");
+        assert_eq!(last_a.tool_calls.len(), last_b.tool_calls.len());
+        for (x, y) in last_a.tool_calls.iter().zip(&last_b.tool_calls) {
+            assert_eq!((&x.name, &x.arguments_json), (&y.name, &y.arguments_json));
+        }
+        let (ua, ub) = (last_a.usage.unwrap(), last_b.usage.unwrap());
+        assert_eq!(ua.tokens_out, ub.tokens_out);
+        assert!(ua.tokens_out > 0);
+    }
 }

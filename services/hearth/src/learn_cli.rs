@@ -472,6 +472,9 @@ pub async fn eval_run(config: &Config, args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// How many made-up notes synthesis writes for its retrieval tasks.
+const NOTES: usize = 60;
+
 /// Held-out prompts: never in training data.
 fn held_out_prompts() -> Vec<String> {
     eval::HELD_OUT
@@ -642,8 +645,22 @@ async fn synthesize(
 ) -> Result<SynthSummary> {
     let t0 = Instant::now();
     let corpus = eval::shipped_dir().join("corpus");
-    let plans = synth::generate(count, seed, &corpus_topics(&corpus), &held_out_prompts());
+    let notes = synth::notes(NOTES, seed);
+    let plans = synth::generate(
+        count,
+        seed,
+        &corpus_topics(&corpus),
+        &notes,
+        &held_out_prompts(),
+    );
     let iso = Isolated::new(config)?;
+    // The made-up notes the retrieval tasks ask about, beside the shipped corpus.
+    let notes_dir = iso.dir.path().join("notes");
+    std::fs::create_dir_all(&notes_dir)?;
+    for n in &notes {
+        std::fs::write(notes_dir.join(&n.file), &n.text)
+            .with_context(|| format!("writing {}", n.file))?;
+    }
     let mut cfg = iso.config.clone();
     cfg.learning.dir = Some(out.to_path_buf());
     if out.exists() {
@@ -710,11 +727,13 @@ async fn synthesize(
         .extend(hearth_learning::serve(learning, bus.clone(), &cfg).await?);
     mesh.handles_mut().extend(handles);
     let memory = MemoryClient::new(bus.clone(), subjects.clone(), Duration::from_secs(600));
-    if let Err(e) =
-        hearth_memory::ingest::ingest(&memory, crate::builtins::DOCUMENTS, &corpus, &|_, _| {})
-            .await
-    {
-        tracing::warn!(error = %e, "the notes for retrieval tasks were not ingested");
+    for dir in [&corpus, &notes_dir] {
+        if let Err(e) =
+            hearth_memory::ingest::ingest(&memory, crate::builtins::DOCUMENTS, dir, &|_, _| {})
+                .await
+        {
+            tracing::warn!(error = %e, "the notes for retrieval tasks were not ingested");
+        }
     }
     let bar = progress_bar(plans.len() as u64, quiet, "synth");
     let shared = Arc::new(cfg.clone());

@@ -109,7 +109,7 @@ pub fn shipped_dir() -> PathBuf {
 
 /// The shipped suites: `(name, file text)`, held-out splits and training
 /// splits of each capability.
-pub const SHIPPED: [(&str, &str); 13] = [
+pub const SHIPPED: [(&str, &str); 14] = [
     (
         "calculator.train",
         include_str!("../suites/calculator.train.jsonl"),
@@ -144,10 +144,14 @@ pub const SHIPPED: [(&str, &str); 13] = [
         "newcomer.test",
         include_str!("../suites/newcomer.test.jsonl"),
     ),
+    // Ten requests written blind (by a helper that saw no suite and no
+    // generator) after the first adapter shipped: the honest measure of
+    // generalisation for the second.
+    ("fresh.test", include_str!("../suites/fresh.test.jsonl")),
 ];
 
 /// The held-out split of every shipped capability (the gate's suites).
-pub const HELD_OUT: [&str; 7] = [
+pub const HELD_OUT: [&str; 8] = [
     "calculator.test",
     "files.test",
     "python.test",
@@ -155,6 +159,7 @@ pub const HELD_OUT: [&str; 7] = [
     "delegation.test",
     "plain.test",
     "newcomer.test",
+    "fresh.test",
 ];
 
 /// Parses suite text.

@@ -27,8 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hearth_mesh::clients::methods;
-use hearth_mesh::rpc;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus};
 use hearth_proto::v1::{RecordResponse, Trace, TracesRequest, TracesResponse};
@@ -126,36 +124,35 @@ impl LearningService {
     }
 }
 
+#[tonic::async_trait]
+impl hearth_proto::v1::learning_server::Learning for LearningService {
+    async fn record(
+        &self,
+        request: tonic::Request<Trace>,
+    ) -> Result<tonic::Response<RecordResponse>, Status> {
+        LearningService::record(self, request.into_inner())
+            .await
+            .map(|_| tonic::Response::new(RecordResponse {}))
+    }
+
+    async fn traces(
+        &self,
+        request: tonic::Request<TracesRequest>,
+    ) -> Result<tonic::Response<TracesResponse>, Status> {
+        LearningService::traces(self, request.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+}
+
 /// Serves `svc` on the bus (queue group `learning`).
 pub async fn serve(
     svc: LearningService,
     bus: SharedBus,
     config: &Config,
 ) -> Result<Vec<JoinHandle<()>>, BusError> {
-    let subjects = config.subjects();
-    let queue = Some(Service::Learning.name().to_string());
-    let rec = svc.clone();
-    let record = rpc::serve_unary(
-        bus.clone(),
-        subjects.method(Service::Learning, methods::RECORD),
-        queue.clone(),
-        move |t: Trace| {
-            let svc = rec.clone();
-            async move { svc.record(t).await.map(|_| RecordResponse {}) }
-        },
-    )
-    .await?;
-    let traces = rpc::serve_unary(
-        bus,
-        subjects.method(Service::Learning, methods::TRACES),
-        queue,
-        move |r: TracesRequest| {
-            let svc = svc.clone();
-            async move { svc.traces(r).await }
-        },
-    )
-    .await?;
-    Ok(vec![record, traces])
+    let at = hearth_mesh::rpc::ServeAt::role(bus, config.subjects(), Service::Learning);
+    hearth_mesh::bindings::learning_bus::serve(std::sync::Arc::new(svc), &at).await
 }
 
 #[cfg(test)]

@@ -69,6 +69,9 @@ pub enum AnswerFrom {
     Wrote(String),
     /// The sentence of the result that shares most words with the task.
     BestSentence,
+    /// The sentence of the result that holds this answer (a fact of the
+    /// synthesised notes); the best sentence when none does.
+    SentenceWith(String),
 }
 
 /// One generated task and what an ideal agent does with it.
@@ -170,6 +173,112 @@ fn calc(prompt: String, expression: String) -> Plan {
     }
 }
 
+/// `n` with thousands separators (`7,200`).
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A number as a person might write it: digits, digits with separators, or
+/// words.
+fn spoken<R: Rng>(rng: &mut R, n: u64) -> String {
+    match rng.gen_range(0..10) {
+        0..=2 => words(n),
+        3..=4 if n >= 1000 => grouped(n),
+        _ => n.to_string(),
+    }
+}
+
+/// Subtraction, division and multiplication phrased with the operands the
+/// other way round or as a story ("take 275 away from 1,000", "share 1,260
+/// among 15 people"): the expression must put them in the right order.
+fn phrased_operations<R: Rng>(rng: &mut R) -> Plan {
+    match rng.gen_range(0..5) {
+        0 => {
+            let (a, b) = (rng.gen_range(100..9000u64), rng.gen_range(1..99u64) * 5);
+            let (sa, sb) = (spoken(rng, a), spoken(rng, b));
+            let tpl = pick(
+                rng,
+                &[
+                    "Subtract {b} from {a}.",
+                    "What do I get if I subtract {b} from {a}?",
+                    "What's left when you take {b} from {a}?",
+                    "Deduct {b} from {a}.",
+                    "If I had {a} and spent {b}, how much is left?",
+                ],
+            );
+            calc(fill(tpl, &[("a", sa), ("b", sb)]), format!("{a}-{b}"))
+        }
+        1 => {
+            let b = rng.gen_range(2..25u64);
+            let a = b * rng.gen_range(3..120u64);
+            let (sa, sb) = (spoken(rng, a), spoken(rng, b));
+            let tpl = pick(
+                rng,
+                &[
+                    "Split {a} evenly between {b} people. How much each?",
+                    "Divide {a} equally among {b} friends. What does each one get?",
+                    "{b} people share a bill of {a}. How much does each pay?",
+                    "If {a} sweets are shared by {b} children, how many does each child get?",
+                    "How many times does {b} go into {a}?",
+                ],
+            );
+            calc(fill(tpl, &[("a", sa), ("b", sb)]), format!("{a}/{b}"))
+        }
+        2 => {
+            let (a, b) = (rng.gen_range(2..40u64), rng.gen_range(2..60u64));
+            let (sa, sb) = (spoken(rng, a), spoken(rng, b));
+            let tpl = pick(
+                rng,
+                &[
+                    "Multiply {a} by {b}.",
+                    "{a} boxes hold {b} items each. How many items in all?",
+                    "I buy {a} tickets at {b} dollars each. What is the total?",
+                    "What is the product of {a} and {b}?",
+                    "{a} lots of {b}?",
+                ],
+            );
+            calc(fill(tpl, &[("a", sa), ("b", sb)]), format!("{a}*{b}"))
+        }
+        3 => {
+            let (a, b) = (rng.gen_range(10..9000u64), rng.gen_range(10..9000u64));
+            let (sa, sb) = (spoken(rng, a), spoken(rng, b));
+            let tpl = pick(
+                rng,
+                &[
+                    "Could you add {a} and {b}?",
+                    "What do you get when you add {a} to {b}?",
+                    "Give me the sum of {a} and {b}.",
+                    "I had {a} and got {b} more. How many now?",
+                ],
+            );
+            calc(fill(tpl, &[("a", sa), ("b", sb)]), format!("{a}+{b}"))
+        }
+        _ => {
+            let a = rng.gen_range(2..30u64);
+            let sa = spoken(rng, a);
+            let tpl = pick(
+                rng,
+                &[
+                    "What is {a} cubed?",
+                    "{a} cubed?",
+                    "Cube {a}.",
+                    "what's {a} to the third power",
+                    "How much is {a} cubed?",
+                ],
+            );
+            calc(fill(tpl, &[("a", sa)]), format!("{a}^3"))
+        }
+    }
+}
+
 fn arithmetic<R: Rng>(rng: &mut R) -> Plan {
     // (words, symbol)
     let ops: [(&[&str], &str); 4] = [
@@ -190,6 +299,8 @@ fn arithmetic<R: Rng>(rng: &mut R) -> Plan {
     let word_numbers = rng.gen_bool(0.3);
     let (sa, sb) = if word_numbers {
         (words(a), words(b))
+    } else if rng.gen_bool(0.3) {
+        (grouped(a), grouped(b))
     } else {
         (a.to_string(), b.to_string())
     };
@@ -227,9 +338,22 @@ fn percentage<R: Rng>(rng: &mut R) -> Plan {
         .choose(rng)
         .unwrap_or(&10);
     let n = rng.gen_range(2..400u64) * 10;
+    let (sp, sn) = (
+        if rng.gen_bool(0.3) {
+            words(p)
+        } else {
+            p.to_string()
+        },
+        spoken(rng, n),
+    );
     let tpl = pick(
         rng,
         &[
+            "{p} percent of {n}, please.",
+            "What's {p} per cent of {n}?",
+            "Work out {p} percent of {n}",
+            "{p}% of {n} is how much?",
+            "I got {p}% off {n}. How much did I save?",
             "What is {p}% of {n}?",
             "What's {p} percent of {n}?",
             "Calculate {p}% of {n}.",
@@ -240,14 +364,82 @@ fn percentage<R: Rng>(rng: &mut R) -> Plan {
             "A {n} dollar item is {p}% off. How much is the discount?",
         ],
     );
-    calc(
-        fill(tpl, &[("p", p.to_string()), ("n", n.to_string())]),
-        format!("{n}*{p}/100"),
-    )
+    calc(fill(tpl, &[("p", sp), ("n", sn)]), format!("{n}*{p}/100"))
 }
 
 fn units<R: Rng>(rng: &mut R) -> Plan {
-    match rng.gen_range(0..5) {
+    match rng.gen_range(0..9) {
+        5 | 6 => {
+            // Two durations, hours and minutes each, summed in minutes.
+            let (h1, m1, h2, m2) = (
+                rng.gen_range(1..6u64),
+                rng.gen_range(5..59u64),
+                rng.gen_range(1..6u64),
+                rng.gen_range(5..59u64),
+            );
+            let hours = |h: u64| if h == 1 { "hour" } else { "hours" };
+            let d1 = format!("{h1} {} {m1} minutes", hours(h1));
+            let d2 = format!("{h2} {} {m2} minutes", hours(h2));
+            let tpl = pick(
+                rng,
+                &[
+                    "The first film runs {d1} and the second {d2}. How many minutes in total?",
+                    "I studied {d1} on Saturday and {d2} on Sunday. Total minutes?",
+                    "Add {d1} to {d2} and give me the answer in minutes.",
+                    "How many minutes is {d1} plus {d2}?",
+                    "My train takes {d1} and the bus after it {d2}. How long is the trip in minutes?",
+                    "Sum {d1} and {d2} in minutes.",
+                ],
+            );
+            calc(
+                fill(tpl, &[("d1", d1), ("d2", d2)]),
+                format!("{h1}*60+{m1}+{h2}*60+{m2}"),
+            )
+        }
+        7 => {
+            let (km, tenths, m) = (
+                rng.gen_range(0..9u64),
+                rng.gen_range(1..10u64),
+                rng.gen_range(50..999u64),
+            );
+            let metre = pick(rng, &["metres", "meters"]);
+            let tpl = pick(
+                rng,
+                &[
+                    "I ran {k} km and then {m} m more. How many {u} is that?",
+                    "A path of {k} km joins one of {m} m. Total length in {u}?",
+                    "What is {k} kilometres plus {m} {u}, in {u}?",
+                    "We hiked {k} km in the morning and {m} m after lunch. How far in {u}?",
+                ],
+            );
+            calc(
+                fill(
+                    tpl,
+                    &[
+                        ("k", format!("{km}.{tenths}")),
+                        ("m", m.to_string()),
+                        ("u", metre.to_string()),
+                    ],
+                ),
+                format!("{km}.{tenths}*1000+{m}"),
+            )
+        }
+        8 => {
+            let (h, m) = (rng.gen_range(1..24u64), rng.gen_range(1..59u64));
+            calc(
+                fill(
+                    pick(
+                        rng,
+                        &[
+                            "How many seconds are there in {h} hours and {m} minutes?",
+                            "Convert {h} h {m} min to seconds.",
+                        ],
+                    ),
+                    &[("h", h.to_string()), ("m", m.to_string())],
+                ),
+                format!("({h}*60+{m})*60"),
+            )
+        }
         0 => {
             let (h, m, m2) = (
                 rng.gen_range(1..9u64),
@@ -433,7 +625,50 @@ fn files<R: Rng>(rng: &mut R, n: usize) -> Plan {
     } else {
         format!("{stem}-{n}{ext}")
     };
-    let text = pick(rng, &FILE_TEXTS).to_string();
+    let text = if rng.gen_bool(0.5) {
+        pick(rng, &FILE_TEXTS).to_string()
+    } else {
+        // A fresh line, so the model learns to copy the text, not recall it.
+        let verb = pick(
+            rng,
+            &[
+                "call", "buy", "email", "book", "pay", "fix", "return", "clean", "water", "pack",
+                "renew", "check", "order", "visit", "print",
+            ],
+        );
+        let object = pick(
+            rng,
+            &[
+                "the plumber",
+                "oat milk",
+                "the dentist",
+                "the car insurance",
+                "library books",
+                "the plants",
+                "the garage door",
+                "my passport",
+                "invoice 2211",
+                "grandma",
+                "new batteries",
+                "the train tickets",
+                "the bike tyres",
+                "the quarterly report",
+            ],
+        );
+        let when = pick(
+            rng,
+            &[
+                "",
+                " on monday",
+                " before friday",
+                " tomorrow",
+                " at 6 pm",
+                " this weekend",
+                " next week",
+            ],
+        );
+        format!("{verb} {object}{when}")
+    };
     let append = rng.gen_bool(0.25);
     let tpl = if append {
         pick(
@@ -442,6 +677,10 @@ fn files<R: Rng>(rng: &mut R, n: usize) -> Plan {
                 "Append '{t}' to {f}",
                 "Add the line '{t}' to {f}.",
                 "Add \"{t}\" to the end of {f}",
+                "Stick '{t}' on the end of {f}.",
+                "append the line '{t}' to {f}",
+                "Add '{t}' to {f} without overwriting it.",
+                "At the bottom of {f}, add '{t}'",
             ],
         )
     } else {
@@ -457,6 +696,13 @@ fn files<R: Rng>(rng: &mut R, n: usize) -> Plan {
                 "Please write \"{t}\" into {f}.",
                 "Save '{t}' to a file {f}",
                 "Write a note in {f}: {t}",
+                "Could you note '{t}' in {f}?",
+                "{f} should contain '{t}'. Please write it.",
+                "Keep '{t}' in {f}",
+                "Create a new file, {f}, and put '{t}' in it.",
+                "Put down '{t}' in {f}, thanks.",
+                "Can you save '{t}' as {f}?",
+                "new file {f}: '{t}'",
             ],
         )
     };
@@ -482,10 +728,147 @@ const WORDS: [&str; 16] = [
     "mountain", "river", "pizza", "galaxy", "window", "dragon", "coffee", "library",
 ];
 
+/// A made-up word (so the model copies it rather than recalls it).
+fn made_up_word<R: Rng>(rng: &mut R) -> String {
+    const SYLLABLES: [&str; 24] = [
+        "ka", "lo", "mi", "ter", "zu", "pra", "vel", "on", "shi", "dra", "ne", "qui", "bor", "la",
+        "fen", "tis", "ro", "gal", "ex", "mun", "cha", "pi", "dor", "ly",
+    ];
+    (0..rng.gen_range(2..6))
+        .map(|_| pick(rng, &SYLLABLES))
+        .collect()
+}
+
+/// A one-line Python snippet a user pastes to be run as it is.
+fn snippet<R: Rng>(rng: &mut R) -> String {
+    let w = made_up_word(rng);
+    let (a, b) = (rng.gen_range(2..60u64), rng.gen_range(2..12u64));
+    match rng.gen_range(0..16) {
+        0 => format!("print([n for n in range(1, {}) if n % {b} == 0])", a + 10),
+        1 => format!("print(len('{w}') * {b})"),
+        2 => format!("print(sum([{a}, {b}, {}]))", a + b),
+        3 => format!("print(max([{a}, {b}, {}, {}]))", a * 2, b + 7),
+        4 => format!("print('{w}'.upper())"),
+        5 => format!("print({a} ** {})", b.min(6)),
+        6 => format!("print({} // {b}, {} % {b})", a * 7, a * 7),
+        7 => format!("print(sorted('{w}'))"),
+        8 => format!("print(list(range({b}, {}, {})))", a + 20, b.min(5)),
+        9 => format!("print('-'.join(['{w}', '{}']))", made_up_word(rng)),
+        10 => format!("print(round({a} / {b}, 2))"),
+        11 => format!("print([x * x for x in range({})])", b.min(8)),
+        12 => format!("print('{w}' * {})", b.min(4)),
+        13 => format!("print(str({})[::-1])", a * 1000 + b),
+        14 => format!("print('{w}'.count('{}'))", w.chars().next().unwrap_or('a')),
+        _ => format!("print({a} * {b} - {})", a + b),
+    }
+}
+
 fn python<R: Rng>(rng: &mut R) -> Plan {
     let w = pick(rng, &WORDS);
     let n = rng.gen_range(5..25u64);
-    let (prompt, code) = match rng.gen_range(0..12) {
+    let (prompt, code) = match rng.gen_range(0..20) {
+        12..=15 => {
+            // Code to run as the user wrote it: copied, never rewritten.
+            let code = snippet(rng);
+            (
+                fill(
+                    pick(
+                        rng,
+                        &[
+                            "run the following python: {c}",
+                            "could you run {c} with python?",
+                            "Please execute {c}",
+                            "Python: {c}",
+                            "What is the output of {c}? Run it.",
+                            "Run {c} and tell me what it prints.",
+                            "execute this snippet in python: {c}",
+                            "Try running {c} for me.",
+                            "I'd like to see what {c} prints.",
+                            "{c} - run that in Python please",
+                        ],
+                    ),
+                    &[("c", code.clone())],
+                ),
+                code,
+            )
+        }
+        16 => {
+            let k = rng.gen_range(3..11u64);
+            (
+                fill(
+                    pick(
+                        rng,
+                        &[
+                            "With Python, multiply together every whole number from 1 to {k}.",
+                            "Use Python to print the product 1 x 2 x ... x {k}.",
+                            "In Python, what do you get multiplying all the numbers from 1 up to {k}?",
+                        ],
+                    ),
+                    &[("k", k.to_string())],
+                ),
+                format!("import math\nprint(math.prod(range(1, {})))", k + 1),
+            )
+        }
+        17 => {
+            let (what, code) = *[
+                ("minutes in a week", "print(7 * 24 * 60)"),
+                ("seconds in an hour", "print(60 * 60)"),
+                ("hours in a year", "print(365 * 24)"),
+                ("minutes in a year", "print(365 * 24 * 60)"),
+                ("seconds in a week", "print(7 * 24 * 60 * 60)"),
+                ("days in ten years", "print(10 * 365)"),
+            ]
+            .choose(rng)
+            .unwrap_or(&("seconds in an hour", "print(60 * 60)"));
+            (
+                fill(
+                    pick(
+                        rng,
+                        &[
+                            "Use Python to print how many {w} there are.",
+                            "python please: how many {w}?",
+                            "Have Python work out the number of {w}.",
+                        ],
+                    ),
+                    &[("w", what.to_string())],
+                ),
+                code.to_string(),
+            )
+        }
+        18 => {
+            let m = made_up_word(rng);
+            (
+                fill(
+                    pick(
+                        rng,
+                        &[
+                            "Get Python to print how many letters '{m}' has.",
+                            "In Python, print the length of '{m}'.",
+                            "Using python, how long is the word '{m}'?",
+                        ],
+                    ),
+                    &[("m", m.clone())],
+                ),
+                format!("print(len('{m}'))"),
+            )
+        }
+        19 => {
+            let m = made_up_word(rng);
+            (
+                fill(
+                    pick(
+                        rng,
+                        &[
+                            "Have Python print '{m}' backwards.",
+                            "Python: reverse '{m}' and print it.",
+                            "Use python to print the string '{m}' reversed.",
+                        ],
+                    ),
+                    &[("m", m.clone())],
+                ),
+                format!("print('{m}'[::-1])"),
+            )
+        }
         0 => {
             let (a, b) = (rng.gen_range(2..999u64), rng.gen_range(2..99u64));
             let code = format!("print({a} * {b} + 1)");
@@ -584,11 +967,8 @@ fn python<R: Rng>(rng: &mut R) -> Plan {
 }
 
 /// Plain questions and their answers (the orchestrator answers itself).
-const PLAIN: [(&str, &str); 60] = [
-    ("What is the capital of Italy?", "Rome."),
+const PLAIN: &[(&str, &str)] = &[
     ("What is the capital of Spain?", "Madrid."),
-    ("What is the capital of Germany?", "Berlin."),
-    ("What is the capital of Japan?", "Tokyo."),
     ("What is the capital of England?", "London."),
     ("What is the capital of Russia?", "Moscow."),
     ("What is the capital of China?", "Beijing."),
@@ -620,13 +1000,11 @@ const PLAIN: [(&str, &str); 60] = [
     ("What is the opposite of day?", "Night."),
     ("What is the opposite of fast?", "Slow."),
     ("What is the opposite of open?", "Closed."),
-    ("What color is grass?", "Green."),
     ("What color is snow?", "White."),
     ("What color are bananas?", "Yellow."),
     ("What color is a ripe tomato?", "Red."),
     ("What colour is coal?", "Black."),
     ("What animal says moo?", "A cow."),
-    ("What animal barks?", "A dog."),
     ("What animal says meow?", "A cat."),
     (
         "Which animal is known as the king of the jungle?",
@@ -636,7 +1014,6 @@ const PLAIN: [(&str, &str); 60] = [
         "What is the largest planet in the solar system?",
         "Jupiter.",
     ),
-    ("Which planet is known as the red planet?", "Mars."),
     (
         "What star is at the center of our solar system?",
         "The Sun.",
@@ -655,7 +1032,6 @@ const PLAIN: [(&str, &str); 60] = [
     ("What day comes after Monday?", "Tuesday."),
     ("Who wrote Romeo and Juliet?", "William Shakespeare."),
     ("Who painted the Mona Lisa?", "Leonardo da Vinci."),
-    ("What is the chemical symbol for water?", "H2O."),
     ("What is the tallest animal?", "The giraffe."),
     ("What do you call a baby dog?", "A puppy."),
     ("What do you call a baby cat?", "A kitten."),
@@ -663,6 +1039,110 @@ const PLAIN: [(&str, &str); 60] = [
     ("How do you say thank you in French?", "Merci."),
     ("What is the main ingredient of guacamole?", "Avocado."),
     ("Is the Earth round or flat?", "Round."),
+    ("What is the capital of France?", "Paris."),
+    ("What is the capital of Poland?", "Warsaw."),
+    ("What is the capital of Hungary?", "Budapest."),
+    ("Which city is the capital of Finland?", "Helsinki."),
+    ("What is the capital of Denmark?", "Copenhagen."),
+    ("Name the capital of Belgium.", "Brussels."),
+    ("What is the capital of Australia?", "Canberra."),
+    ("What is the capital of Kenya?", "Nairobi."),
+    ("What is the capital of Argentina?", "Buenos Aires."),
+    ("What is the capital of Peru?", "Lima."),
+    ("Which city is the capital of India?", "New Delhi."),
+    ("What is the capital of Thailand?", "Bangkok."),
+    ("What is the capital of South Korea?", "Seoul."),
+    ("What is the capital of Turkey?", "Ankara."),
+    (
+        "How many days are in a week?",
+        "There are 7 days in a week.",
+    ),
+    (
+        "How many months are in a year?",
+        "There are 12 months in a year.",
+    ),
+    (
+        "How many minutes are in an hour?",
+        "There are 60 minutes in an hour.",
+    ),
+    (
+        "How many seconds are in a minute?",
+        "There are 60 seconds in a minute.",
+    ),
+    (
+        "How many legs does an insect have?",
+        "An insect has 6 legs.",
+    ),
+    (
+        "How many sides does a triangle have?",
+        "A triangle has 3 sides.",
+    ),
+    (
+        "How many sides does a hexagon have?",
+        "A hexagon has 6 sides.",
+    ),
+    ("How many continents are there?", "There are 7 continents."),
+    (
+        "How many players are on a football team on the pitch?",
+        "11 players.",
+    ),
+    (
+        "How many wheels does a bicycle have?",
+        "A bicycle has 2 wheels.",
+    ),
+    (
+        "How many weeks are in a year?",
+        "There are 52 weeks in a year.",
+    ),
+    (
+        "How many days does a leap year have?",
+        "A leap year has 366 days.",
+    ),
+    (
+        "How many zeros are in one million?",
+        "One million has 6 zeros.",
+    ),
+    (
+        "At what temperature does water boil, in Celsius?",
+        "100 degrees Celsius.",
+    ),
+    ("What is the opposite of hot?", "Cold."),
+    ("What is the opposite of happy?", "Sad."),
+    ("What is the opposite of full?", "Empty."),
+    ("What is the opposite of early?", "Late."),
+    ("What is the opposite of light?", "Dark."),
+    ("What color is the sky on a clear day?", "Blue."),
+    ("What colour is milk?", "White."),
+    ("What animal has a trunk?", "An elephant."),
+    ("Which bird hoots at night?", "The owl."),
+    ("What animal quacks?", "A duck."),
+    ("What is the fastest land animal?", "The cheetah."),
+    ("Who wrote Hamlet?", "William Shakespeare."),
+    (
+        "Who discovered gravity when an apple fell?",
+        "Isaac Newton.",
+    ),
+    ("What is the largest continent?", "Asia."),
+    ("What is the longest river in Africa?", "The Nile."),
+    (
+        "Which ocean lies between Europe and America?",
+        "The Atlantic Ocean.",
+    ),
+    ("What language is spoken in Italy?", "Italian."),
+    ("What language is spoken in Brazil?", "Portuguese."),
+    ("What currency is used in Japan?", "The yen."),
+    (
+        "What is the currency of the United Kingdom?",
+        "The pound sterling.",
+    ),
+    ("What do caterpillars turn into?", "Butterflies."),
+    ("What is the hardest natural substance?", "Diamond."),
+    ("Which planet is closest to the Sun?", "Mercury."),
+    ("What is the nearest star to Earth?", "The Sun."),
+    ("How do you say goodbye in Spanish?", "Adiós."),
+    ("What instrument has 88 keys?", "The piano."),
+    ("Good evening!", "Good evening! What can I do for you?"),
+    ("Hey there", "Hi! How can I help?"),
 ];
 
 fn plain<R: Rng>(rng: &mut R) -> Plan {
@@ -706,22 +1186,366 @@ fn retrieval<R: Rng>(rng: &mut R, topics: &[String]) -> Option<Plan> {
     })
 }
 
+/// A note synthesised for retrieval tasks: a file the mesh ingests, and the
+/// questions its facts answer. The facts are made up, so a model can only
+/// answer them by searching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    /// File name (markdown).
+    pub file: String,
+    /// The note's text.
+    pub text: String,
+    /// `(question, answer)`: the answer appears word for word in the text.
+    pub facts: Vec<(String, String)>,
+}
+
+const CITIES: [&str; 16] = [
+    "Porto", "Ghent", "Tampere", "Graz", "Bergen", "Utrecht", "Lyon", "Krakow", "Aarhus", "Bilbao",
+    "Turin", "Leeds", "Cork", "Brno", "Malmo", "Basel",
+];
+const CODES: [&str; 12] = [
+    "Kestrel", "Juniper", "Osprey", "Quartz", "Marlin", "Tundra", "Saffron", "Falcon", "Cobalt",
+    "Willow", "Heron", "Basalt",
+];
+const PEOPLE: [&str; 12] = [
+    "Amara Okafor",
+    "Tomas Lindqvist",
+    "Priya Raman",
+    "Jonas Weber",
+    "Lucia Moretti",
+    "Kenji Sato",
+    "Elena Petrova",
+    "Samir Haddad",
+    "Ingrid Dahl",
+    "Mateo Ruiz",
+    "Nadia Kowalski",
+    "Owen Gallagher",
+];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 5] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"];
+
+fn ordinal(n: u64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// `count` made-up notes (offices, projects, people, clubs, recipes), from `seed`.
+pub fn notes(count: usize, seed: u64) -> Vec<Note> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6e6f_7465);
+    let rng = &mut rng;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let city = CITIES[i % CITIES.len()];
+        let code = CODES[i % CODES.len()];
+        let person = PEOPLE[(i * 5 + 3) % PEOPLE.len()];
+        let first = person.split(' ').next().unwrap_or(person);
+        let other = PEOPLE[(i * 7 + 1) % PEOPLE.len()];
+        let n = |rng: &mut rand::rngs::StdRng, lo: u64, hi: u64| rng.gen_range(lo..hi);
+        let (title, body, facts): (String, String, Vec<(String, String)>) = match i % 5 {
+            0 => {
+                let (floor, num, open, close, desks) = (
+                    n(rng, 1, 9),
+                    n(rng, 2, 180),
+                    n(rng, 7, 10),
+                    n(rng, 17, 21),
+                    n(rng, 12, 90),
+                );
+                let street = pick(
+                    rng,
+                    &["Oak Street", "Harbour Road", "Mill Lane", "Station Square"],
+                );
+                (
+                    format!("The {city} office"),
+                    format!(
+                        "The {city} office is on the {} floor of {street} {num}. It opens at \
+                         0{open}:00 and closes at {close}:00 on weekdays. The office has {desks} \
+                         desks and a small kitchen. Visitors sign in with {person} at the front desk.",
+                        ordinal(floor)
+                    ),
+                    vec![
+                        (
+                            format!("What is the closing time of the {city} office on weekdays?"),
+                            format!("{close}:00"),
+                        ),
+                        (
+                            format!("When does the {city} office open?"),
+                            format!("0{open}:00"),
+                        ),
+                        (
+                            format!("How many desks does the {city} office have?"),
+                            desks.to_string(),
+                        ),
+                        (
+                            format!("Who do visitors sign in with at the {city} office?"),
+                            person.to_string(),
+                        ),
+                        (
+                            format!("Which floor is the {city} office on?"),
+                            ordinal(floor),
+                        ),
+                    ],
+                )
+            }
+            1 => {
+                let (year, day, budget, hour) = (
+                    n(rng, 2019, 2027),
+                    n(rng, 1, 29),
+                    n(rng, 10, 900) * 1000,
+                    n(rng, 9, 17),
+                );
+                let (month, weekday) = (pick(rng, &MONTHS), pick(rng, &WEEKDAYS));
+                (
+                    format!("Project {code}"),
+                    format!(
+                        "Project {code} is led by {person}. It started in {year} and is due to \
+                         ship on {month} {day}. Its budget is {} euros. The team meets every \
+                         {weekday} at {hour}:00.",
+                        grouped(budget)
+                    ),
+                    vec![
+                        (format!("Who leads project {code}?"), person.to_string()),
+                        (
+                            format!("When is project {code} due to ship?"),
+                            format!("{month} {day}"),
+                        ),
+                        (
+                            format!("What is the budget of project {code}?"),
+                            grouped(budget),
+                        ),
+                        (
+                            format!("On which day does the project {code} team meet?"),
+                            weekday.to_string(),
+                        ),
+                        (
+                            format!("In what year did project {code} start?"),
+                            year.to_string(),
+                        ),
+                    ],
+                )
+            }
+            2 => {
+                let (year, km, ext) = (n(rng, 2008, 2026), n(rng, 2, 25), n(rng, 200, 999));
+                let role = pick(
+                    rng,
+                    &["designer", "engineer", "accountant", "nurse", "teacher"],
+                );
+                (
+                    format!("About {person}"),
+                    format!(
+                        "{person} joined the company in {year} as a {role}. {first} lives in \
+                         {city} and cycles {km} kilometres to work. {first}'s phone extension is \
+                         {ext}, and {first} shares a desk with {other}."
+                    ),
+                    vec![
+                        (
+                            format!("In which year did {person} join the company?"),
+                            year.to_string(),
+                        ),
+                        (format!("Where does {person} live?"), city.to_string()),
+                        (
+                            format!("How far does {first} cycle to work?"),
+                            format!("{km} kilometres"),
+                        ),
+                        (
+                            format!("What is {person}'s phone extension?"),
+                            ext.to_string(),
+                        ),
+                        (
+                            format!("Who shares a desk with {person}?"),
+                            other.to_string(),
+                        ),
+                    ],
+                )
+            }
+            3 => {
+                let club = pick(
+                    rng,
+                    &[
+                        "chess", "running", "book", "choir", "pottery", "cycling", "film", "garden",
+                    ],
+                );
+                let (hour, fee, year, members) = (
+                    n(rng, 5, 9),
+                    n(rng, 12, 99),
+                    n(rng, 1950, 2020),
+                    n(rng, 9, 140),
+                );
+                let weekday = pick(rng, &WEEKDAYS);
+                (
+                    format!("The {city} {club} club"),
+                    format!(
+                        "The {city} {club} club meets every {weekday} at {hour} pm. Membership \
+                         costs {fee} euros a year. The club was founded in {year} and now has \
+                         {members} members; {person} is its secretary."
+                    ),
+                    vec![
+                        (
+                            format!("When does the {city} {club} club meet?"),
+                            weekday.to_string(),
+                        ),
+                        (
+                            format!("How much is membership of the {city} {club} club?"),
+                            format!("{fee} euros"),
+                        ),
+                        (
+                            format!("When was the {city} {club} club founded?"),
+                            year.to_string(),
+                        ),
+                        (
+                            format!("How many members does the {city} {club} club have?"),
+                            members.to_string(),
+                        ),
+                        (
+                            format!("Who is the secretary of the {city} {club} club?"),
+                            person.to_string(),
+                        ),
+                    ],
+                )
+            }
+            _ => {
+                let dish = pick(
+                    rng,
+                    &[
+                        "banana bread",
+                        "apple cake",
+                        "pancakes",
+                        "scones",
+                        "flatbread",
+                        "lemon tart",
+                    ],
+                );
+                let (flour, eggs, temp, mins, serves) = (
+                    n(rng, 12, 60) * 10,
+                    n(rng, 1, 6),
+                    n(rng, 16, 23) * 10,
+                    n(rng, 12, 70),
+                    n(rng, 2, 12),
+                );
+                (
+                    format!("{first}'s {dish}"),
+                    format!(
+                        "{first}'s {dish} needs {flour} grams of flour and {eggs} eggs. Bake it \
+                         at {temp} degrees for {mins} minutes. It serves {serves} people."
+                    ),
+                    vec![
+                        (
+                            format!("How much flour goes into {first}'s {dish}?"),
+                            format!("{flour} grams"),
+                        ),
+                        (
+                            format!("How many eggs does {first}'s {dish} need?"),
+                            format!("{eggs} eggs"),
+                        ),
+                        (
+                            format!("At what temperature is {first}'s {dish} baked?"),
+                            format!("{temp} degrees"),
+                        ),
+                        (
+                            format!("How long does {first}'s {dish} bake?"),
+                            format!("{mins} minutes"),
+                        ),
+                        (
+                            format!("How many people does {first}'s {dish} serve?"),
+                            format!("{serves} people"),
+                        ),
+                    ],
+                )
+            }
+        };
+        out.push(Note {
+            file: format!("note-{i:03}.md"),
+            text: format!("# {title}\n\n{body}\n"),
+            facts,
+        });
+    }
+    out
+}
+
+/// A question about a synthesised note, asked as a person asks about their
+/// own notes.
+fn retrieval_fact<R: Rng>(rng: &mut R, notes: &[Note]) -> Option<Plan> {
+    let note = notes.choose(rng)?;
+    let (question, answer) = note.facts.choose(rng)?;
+    let lower = {
+        let mut c = question.chars();
+        c.next()
+            .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
+    };
+    let tpl = pick(
+        rng,
+        &[
+            "According to my notes, {q}",
+            "{Q} Check my notes.",
+            "Look in my notes: {q}",
+            "Search my notes: {q}",
+            "{Q} It should be in my documents.",
+            "Using my notes, {q}",
+            "I wrote this down somewhere. {Q}",
+            "From what I saved: {q}",
+            "{Q} (look it up in my notes)",
+            "In my notes, {q}",
+            "Can you find this in my files? {Q}",
+            "Go through my notes. {Q}",
+        ],
+    );
+    Some(Plan {
+        prompt: fill(tpl, &[("q", lower), ("Q", question.clone())]),
+        capability: Capability::Retrieval,
+        call: Some((
+            "retrieval.search".into(),
+            json!({ "query": question.trim_end_matches('?') }),
+        )),
+        answer_from: Some(AnswerFrom::SentenceWith(answer.clone())),
+        direct: None,
+    })
+}
+
 /// How many tasks of each capability to make, out of 100.
 pub const MIX: [(Capability, usize); 5] = [
-    (Capability::Calculator, 38),
-    (Capability::Files, 16),
+    (Capability::Calculator, 34),
+    (Capability::Files, 14),
     (Capability::Python, 20),
-    (Capability::Retrieval, 8),
+    (Capability::Retrieval, 14),
     (Capability::Plain, 18),
 ];
 
 /// `count` tasks, mixed as [`MIX`] says, from `seed`; prompts are unique.
-/// `topics` are the titles of the notes retrieval tasks search (none: no
-/// retrieval tasks). Prompts in `exclude` (held-out cases) are never made.
-pub fn generate(count: usize, seed: u64, topics: &[String], exclude: &[String]) -> Vec<Plan> {
+/// `topics` are the titles of the notes retrieval tasks search, `notes` the
+/// synthesised notes whose facts they ask about (neither: no retrieval
+/// tasks). Prompts in `exclude` (held-out cases) are never made, however
+/// they are capitalised or punctuated.
+pub fn generate(
+    count: usize,
+    seed: u64,
+    topics: &[String],
+    notes: &[Note],
+    exclude: &[String],
+) -> Vec<Plan> {
     use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut seen: std::collections::HashSet<String> = exclude.iter().cloned().collect();
+    let excluded: std::collections::HashSet<String> = exclude.iter().map(|p| normal(p)).collect();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(count);
     let mut tries = 0;
     while out.len() < count && tries < count * 50 {
@@ -737,33 +1561,67 @@ pub fn generate(count: usize, seed: u64, topics: &[String], exclude: &[String]) 
             }
         }
         let plan = match cap {
-            Capability::Calculator => match rng.gen_range(0..10) {
-                0..=4 => arithmetic(&mut rng),
-                5..=6 => percentage(&mut rng),
-                7 => units(&mut rng),
+            Capability::Calculator => match rng.gen_range(0..12) {
+                0..=3 => arithmetic(&mut rng),
+                4..=5 => percentage(&mut rng),
+                6..=7 => units(&mut rng),
+                8..=9 => phrased_operations(&mut rng),
                 _ => powers_and_lists(&mut rng),
             },
             Capability::Files => files(&mut rng, out.len()),
             Capability::Python => python(&mut rng),
-            Capability::Retrieval => match retrieval(&mut rng, topics) {
-                Some(p) => p,
-                None => continue,
-            },
+            Capability::Retrieval => {
+                let plan = if rng.gen_bool(0.75) {
+                    retrieval_fact(&mut rng, notes)
+                } else {
+                    retrieval(&mut rng, topics)
+                };
+                match plan.or_else(|| retrieval_fact(&mut rng, notes)) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
             // Plain questions repeat (there are few); allow each a few times.
             Capability::Plain => {
                 let p = plain(&mut rng);
-                if exclude.contains(&p.prompt) {
+                if excluded.contains(&normal(&p.prompt)) {
                     continue;
                 }
                 out.push(p);
                 continue;
             }
         };
+        if excluded.contains(&normal(&plan.prompt)) {
+            continue;
+        }
         if seen.insert(plan.prompt.clone()) {
             out.push(plan);
         }
     }
     out
+}
+
+/// A prompt reduced to its lower-case words, for comparing prompts that
+/// differ only in case and punctuation.
+pub fn normal(prompt: &str) -> String {
+    prompt
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The sentence of a search result that holds `answer`.
+fn sentence_with(result: &str, answer: &str, task: &str) -> String {
+    let found = result
+        .split_inclusive(['.', '!', '?', '\n'])
+        .map(|s| s.trim().trim_start_matches('#').trim())
+        .find(|s| s.contains(answer) && s.split_whitespace().count() >= 3);
+    match found {
+        Some(s) => s.to_string(),
+        None => best_sentence(result, task),
+    }
 }
 
 /// The teacher: answers each model request of a generated task as an ideal
@@ -905,6 +1763,7 @@ impl Teacher {
                 }
                 Some(AnswerFrom::Wrote(f)) => format!("Done: {f} is saved."),
                 Some(AnswerFrom::BestSentence) => best_sentence(&r, task),
+                Some(AnswerFrom::SentenceWith(a)) => sentence_with(&r, a, task),
             }),
             _ => answer(
                 plan.direct
@@ -934,15 +1793,68 @@ mod tests {
     #[test]
     fn generation_is_seeded_mixed_unique_and_leaves_held_out_prompts_out() {
         let topics = vec!["sourdough starter".to_string()];
-        let a = generate(300, 1, &topics, &[]);
-        assert_eq!(a, generate(300, 1, &topics, &[]));
+        let notes = notes(10, 1);
+        let a = generate(300, 1, &topics, &notes, &[]);
+        assert_eq!(a, generate(300, 1, &topics, &notes, &[]));
         assert_eq!(a.len(), 300);
         for c in Capability::ALL {
             assert!(a.iter().any(|p| p.capability == c), "{c:?}");
         }
-        let excluded = vec![a[0].prompt.clone()];
-        let b = generate(300, 1, &topics, &excluded);
-        assert!(!b.iter().any(|p| p.prompt == a[0].prompt));
+        // Excluded however it is cased or punctuated.
+        let first = a
+            .iter()
+            .find(|p| p.capability != Capability::Plain)
+            .unwrap()
+            .prompt
+            .clone();
+        let excluded = vec![format!("{}!!", first.to_uppercase())];
+        let b = generate(300, 1, &topics, &notes, &excluded);
+        assert!(!b.iter().any(|p| normal(&p.prompt) == normal(&first)));
+    }
+
+    #[test]
+    fn every_made_up_fact_is_in_its_note_and_the_teacher_answers_with_its_sentence() {
+        let notes = notes(25, 7);
+        assert_eq!(notes.len(), 25);
+        for n in &notes {
+            assert_eq!(n.facts.len(), 5, "{}", n.file);
+            for (q, a) in &n.facts {
+                assert!(n.text.contains(a.as_str()), "{q}: {a} not in {}", n.text);
+            }
+        }
+        let (q, a) = &notes[0].facts[0];
+        let result = format!("[1] {} — note-000.md (score 0.8)\n{}", q, notes[0].text);
+        let s = sentence_with(&result, a, q);
+        assert!(s.contains(a.as_str()) && s.ends_with('.'), "{s}");
+    }
+
+    #[test]
+    fn held_out_questions_are_not_answered_by_the_plain_training_facts() {
+        // A plain fact whose answer passes a held-out case about the same
+        // thing would leak the held-out answer into training.
+        let root = tempfile::tempdir().unwrap();
+        let content = |t: &str| -> Vec<String> {
+            normal(t)
+                .split(' ')
+                .filter(|w| w.len() > 3)
+                .map(str::to_string)
+                .collect()
+        };
+        for name in crate::eval::HELD_OUT {
+            for suite in crate::eval::load(name).unwrap() {
+                for case in suite.cases.iter().filter(|c| c.tool.is_none()) {
+                    let words = content(&case.prompt);
+                    for (q, a) in PLAIN {
+                        let shared = content(q).iter().any(|w| words.contains(w));
+                        assert!(
+                            !(shared && crate::eval::check(&case.expect, a, root.path()).is_ok()),
+                            "the training fact {q:?} → {a:?} answers held-out {}",
+                            case.id
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -162,7 +162,7 @@ plain_train = [
  ("What animal says moo?", c("cow")),
  ("What is frozen water called?", r(r"(?i)\bice\b")),
  ("What is the largest planet in our solar system?", c("Jupiter")),
- ("How many legs does a spider have?", n(8)),
+ ("How many wings does a bird have?", n(2)),
  ("What color are ripe bananas?", c("yellow")),
  ("What is the opposite of up?", c("down")),
  ("Which ocean is the largest?", c("Pacific")),

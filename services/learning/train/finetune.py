@@ -143,13 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also save the adapter in PEFT's own format (safetensors) to DIR")
 
     lo = p.add_argument_group("LoRA")
-    lo.add_argument("--rank", type=int, default=16, help="LoRA rank r (default 16)")
-    lo.add_argument("--alpha", type=float, default=32.0,
-                    help="LoRA alpha; the update is scaled by alpha/r (default 32)")
+    lo.add_argument("--rank", type=int, default=32, help="LoRA rank r (default 32)")
+    lo.add_argument("--alpha", type=float, default=64.0,
+                    help="LoRA alpha; the update is scaled by alpha/r (default 64)")
     lo.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
-    lo.add_argument("--targets", default="q,k,v,o,gate,up,down",
+    lo.add_argument("--targets", default="q,k,v,o",
                     help="modules to adapt, comma-separated from q,k,v,o,gate,up,down or 'all' "
-                    "(default: all seven)")
+                    "(default: the attention projections q,k,v,o — in llama.cpp every adapted "
+                    "matrix adds graph nodes to each decoded token, and on a 2-core CPU all seven "
+                    "cost ~13%% of decode speed, attention alone ~2%%)")
 
     tr = p.add_argument_group("training")
     tr.add_argument("--epochs", type=float, default=2, help="passes over the data (default 2)")

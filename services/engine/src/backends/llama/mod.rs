@@ -62,6 +62,8 @@ pub struct LlamaOptions {
     pub lora: Option<(PathBuf, f32)>,
     /// Sampling temperature for requests that set none (None: greedy).
     pub temperature: Option<f32>,
+    /// Most draft tokens one decode step verifies by prompt lookup (0: none).
+    pub draft_tokens: u32,
 }
 
 /// The embedded llama.cpp backend.
@@ -205,6 +207,7 @@ impl LlamaCppBackend {
             slot_context: slot_context as usize,
             n_batch: n_batch as usize,
             n_swa,
+            draft: opts.draft_tokens as usize,
         };
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();

@@ -10,6 +10,16 @@
 //! samples each slot that asked for logits. Requests beyond the slots wait in
 //! the channel; a caller that goes away frees its slot at the next step.
 //!
+//! Replies that copy from their prompt (a task restated for an operative,
+//! code or text the user gave, a sentence of a search result) decode
+//! several tokens a step by prompt lookup: when the last tokens of a slot
+//! also occur earlier in its context, the tokens that followed them there
+//! go into the batch as a draft, each with its own logits. The sampler then
+//! runs on each position in order exactly as it would one token at a time,
+//! and the draft is kept up to the first token it did not choose; the rest
+//! leave the cache. The reply is the one sequential decoding gives — only
+//! faster when the draft is right.
+//!
 //! Everything that would make llama.cpp abort (a batch over `n_batch`, a
 //! sequence over its share of the context, a sequence id out of range) is
 //! checked here first and answered as an error.
@@ -73,6 +83,8 @@ pub struct Limits {
     pub n_batch: usize,
     /// The model's attention window in its sliding-window layers (0: none).
     pub n_swa: usize,
+    /// Most draft tokens a step verifies by prompt lookup (0: none).
+    pub draft: usize,
 }
 
 struct Active {
@@ -81,6 +93,11 @@ struct Active {
     pending: Vec<LlamaToken>,
     /// Batch index whose logits this slot samples next, if any.
     logits_at: Option<i32>,
+    /// Draft tokens in this step's batch after the last sampled token (with
+    /// logits at the indices after `logits_at`).
+    draft: Vec<LlamaToken>,
+    /// Draft tokens proposed and kept, over the whole generation.
+    drafted: (u64, u64),
     tokens_cached: u64,
     generated: usize,
     /// Undecoded UTF-8 bytes (a character split across tokens).
@@ -144,6 +161,7 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
                 continue;
             };
             a.logits_at = None;
+            a.draft.clear();
             if !a.pending.is_empty() || room == 0 {
                 continue;
             }
@@ -155,6 +173,21 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
             if batch.add(last, pos as i32, &[i as i32], true).is_ok() {
                 a.logits_at = Some(batch.n_tokens() - 1);
                 room -= 1;
+                let most = limits
+                    .draft
+                    .min(room)
+                    .min(a.job.max_tokens.saturating_sub(a.generated + 1))
+                    .min(limits.slot_context.saturating_sub(slot.cached.len() + 1));
+                for (k, d) in lookup(&slot.cached, most).into_iter().enumerate() {
+                    if batch
+                        .add(d, (pos + 1 + k) as i32, &[i as i32], true)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    a.draft.push(d);
+                    room -= 1;
+                }
             }
         }
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -194,45 +227,87 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
             continue;
         }
 
-        // Sample every slot that has logits in this batch.
+        // Sample every slot that has logits in this batch: the position
+        // after its last token, then each draft token while the sampler
+        // chooses the draft.
         let vocab = model.vocab();
-        for slot in &mut slots {
+        for (i, slot) in slots.iter_mut().enumerate() {
             let Some(a) = slot.active.as_mut() else {
                 continue;
             };
-            let Some(at) = a.logits_at else { continue };
-            let Some(token) = sample(&ctx, at, &mut a.job) else {
-                let _ = a.job.out.send(Event::Error(
-                    "the grammar allowed no token (the constrained reply cannot continue)".into(),
-                ));
-                slot.active = None;
-                continue;
-            };
-            // A sampled token joins `cached` now and is decoded in the next
-            // batch; if the generation ends first it is taken out again.
-            let finish = if vocab.is_eog(token) {
-                Some("stop")
-            } else {
+            let Some(mut at) = a.logits_at else { continue };
+            let draft = std::mem::take(&mut a.draft);
+            // Tokens whose keys and values are in the cache now: those in
+            // `cached` (its last was decoded in this batch) and the draft.
+            let decoded = slot.cached.len();
+            let mut kept = 0usize;
+            let mut finish = None;
+            loop {
+                let Some(token) = sample(&ctx, at, &mut a.job) else {
+                    let _ = a.job.out.send(Event::Error(
+                        "the grammar allowed no token (the constrained reply cannot continue)"
+                            .into(),
+                    ));
+                    finish = Some("error");
+                    break;
+                };
+                // A sampled token joins `cached` now and is decoded in the
+                // next batch (unless it is the draft's, decoded already); if
+                // the generation ends first it is taken out again.
+                if vocab.is_eog(token) {
+                    finish = Some("stop");
+                    break;
+                }
                 a.generated += 1;
                 a.utf8
                     .extend_from_slice(&vocab.token_to_piece(token, false, None));
                 take_utf8(&mut a.utf8, &mut a.text);
                 slot.cached.push(token);
-                let finish = if let Some(cut) = stop_at(&a.text, &a.job.stop) {
+                if let Some(cut) = stop_at(&a.text, &a.job.stop) {
                     a.text.truncate(cut);
-                    Some("stop")
+                    finish = Some("stop");
                 } else if a.generated >= a.job.max_tokens
                     || slot.cached.len() >= limits.slot_context
                 {
-                    Some("length")
-                } else {
-                    None
-                };
+                    finish = Some("length");
+                }
                 if finish.is_some() {
                     slot.cached.pop();
+                    break;
                 }
-                finish
+                if draft.get(kept) == Some(&token) {
+                    kept += 1;
+                    at += 1;
+                    continue;
+                }
+                break;
+            }
+            a.drafted.0 += draft.len() as u64;
+            a.drafted.1 += kept as u64;
+            // Draft tokens the sampler did not choose leave the cache.
+            let valid = slot.cached.len().min(decoded + kept);
+            if decoded + draft.len() > valid
+                && ctx
+                    .kv_cache_seq_rm(i as i32, Some(valid as u32), None)
+                    .is_err()
+            {
+                forget(&mut ctx, slot, i);
+                let Some(a) = slot.active.take() else {
+                    continue;
+                };
+                let _ = a.job.out.send(Event::Error(
+                    "this model's cache cannot drop a rejected draft (set engine.draft_tokens = 0)"
+                        .into(),
+                ));
+                continue;
+            }
+            let Some(a) = slot.active.as_mut() else {
+                continue;
             };
+            if finish == Some("error") {
+                slot.active = None;
+                continue;
+            }
             // Send what can no longer turn into a stop sequence.
             let safe = if finish.is_some() {
                 a.text.len()
@@ -245,6 +320,13 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
                 let _ = a.job.out.send(Event::Piece(piece));
             }
             if let Some(finish) = finish {
+                if a.drafted.0 > 0 {
+                    tracing::debug!(
+                        drafted = a.drafted.0,
+                        kept = a.drafted.1,
+                        "prompt-lookup drafts"
+                    );
+                }
                 let _ = a.job.out.send(Event::Done {
                     tokens_in: a.job.prompt.len() as u64,
                     tokens_cached: a.tokens_cached,
@@ -255,6 +337,35 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
             }
         }
     }
+}
+
+/// The shortest run of last tokens looked up, and the longest.
+const LOOKUP_NGRAM: (usize, usize) = (2, 4);
+
+/// Up to `most` tokens that followed the most recent earlier occurrence of
+/// the last few tokens of `tokens` (the longest run that occurs, 4 to 2
+/// tokens; shorter runs draft fewer tokens, being likelier wrong).
+fn lookup(tokens: &[LlamaToken], most: usize) -> Vec<LlamaToken> {
+    if most == 0 {
+        return Vec::new();
+    }
+    let len = tokens.len();
+    for n in (LOOKUP_NGRAM.0..=LOOKUP_NGRAM.1).rev() {
+        if len <= n {
+            continue;
+        }
+        let key = &tokens[len - n..];
+        let found = (0..len - n).rev().find(|&s| &tokens[s..s + n] == key);
+        if let Some(start) = found {
+            let from = start + n;
+            let want = if n >= 3 { most } else { most.div_ceil(2) };
+            let to = (from + want).min(len);
+            if from < to {
+                return tokens[from..to].to_vec();
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// Candidates kept from the logits before the sampler chain runs.
@@ -405,6 +516,8 @@ fn admit(ctx: &mut LlamaContext<'_>, slots: &mut [Slot], job: Job, limits: Limit
         tokens_cached: common as u64,
         job,
         logits_at: None,
+        draft: Vec::new(),
+        drafted: (0, 0),
         generated: 0,
         utf8: Vec::new(),
         text: String::new(),
@@ -509,6 +622,20 @@ mod tests {
         got.sort_by(|a, b| b.total_cmp(a));
         assert_eq!(got, [999.0, 998.0, 997.0, 996.0, 995.0]);
         assert_eq!(top_k(&[1.0, 3.0], 5).data.len(), 2);
+    }
+
+    #[test]
+    fn lookup_drafts_what_followed_the_last_tokens_before() {
+        let t = |xs: &[i32]| xs.iter().map(|&x| LlamaToken(x)).collect::<Vec<_>>();
+        // "… 5 6 7 8 9 … 5 6 7" → 8 9 …
+        let seq = t(&[1, 5, 6, 7, 8, 9, 10, 2, 3, 5, 6, 7]);
+        assert_eq!(lookup(&seq, 3), t(&[8, 9, 10]));
+        assert_eq!(lookup(&seq, 0), t(&[]));
+        // The most recent occurrence wins; a draft stops at the end.
+        let seq = t(&[4, 5, 1, 4, 5, 2, 4, 5]);
+        assert_eq!(lookup(&seq, 4), t(&[2, 4]));
+        // Nothing repeats: no draft.
+        assert!(lookup(&t(&[1, 2, 3, 4]), 4).is_empty());
     }
 
     #[test]
