@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_mesh::clients::methods;
-use hearth_mesh::rpc::{self, ReplyStream};
+use hearth_mesh::bindings::agent_bus;
+use hearth_mesh::rpc::{ReplyStream, ServeAt};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, SharedBus, Subjects};
 use hearth_proto::a2a::{ListTasksRequest, ListTasksResponse, SubscribeToTaskRequest};
@@ -216,107 +216,20 @@ impl Agent for AgentService {
     }
 }
 
-/// Serves `service` on the bus as `kind` (orchestrator or operative).
+/// Serves `service` on the bus as `kind` (orchestrator or operative): on
+/// the role's subjects in its queue group, and on this instance's own
+/// subjects (a task's lookups and cancels go to the instance that runs it).
 pub async fn serve(
     service: AgentService,
     kind: Service,
     bus: SharedBus,
     subjects: &Subjects,
 ) -> Result<Vec<JoinHandle<()>>, BusError> {
-    let queue = Some(kind.name().to_string());
-    let mut handles = Vec::new();
-    let svc = service.clone();
-    handles.push(
-        rpc::serve_stream(
-            bus.clone(),
-            subjects.method(kind, methods::SEND_TASK),
-            queue.clone(),
-            move |req: SendTaskRequest| {
-                let svc = svc.clone();
-                async move {
-                    svc.send_task(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            },
-        )
-        .await?,
-    );
-    let worker = service.worker().to_string();
-    for (subject, q) in [
-        (
-            subjects.instance_method(kind, &worker, methods::GET_TASK),
-            None,
-        ),
-        (subjects.method(kind, methods::GET_TASK), queue.clone()),
-    ] {
-        let svc = service.clone();
-        handles.push(
-            rpc::serve_unary(bus.clone(), subject, q, move |req: GetTaskRequest| {
-                let svc = svc.clone();
-                async move {
-                    svc.get_task(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            })
-            .await?,
-        );
-    }
-    for (subject, q) in [
-        (
-            subjects.instance_method(kind, &worker, methods::CANCEL_TASK),
-            None,
-        ),
-        (subjects.method(kind, methods::CANCEL_TASK), queue.clone()),
-    ] {
-        let svc = service.clone();
-        handles.push(
-            rpc::serve_unary(bus.clone(), subject, q, move |req: CancelTaskRequest| {
-                let svc = svc.clone();
-                async move {
-                    svc.cancel_task(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            })
-            .await?,
-        );
-    }
-    let svc = service.clone();
-    handles.push(
-        rpc::serve_unary(
-            bus.clone(),
-            subjects.method(kind, methods::LIST_TASKS),
-            queue.clone(),
-            move |req: ListTasksRequest| {
-                let svc = svc.clone();
-                async move {
-                    svc.list_tasks(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            },
-        )
-        .await?,
-    );
-    let svc = service.clone();
-    handles.push(
-        rpc::serve_stream(
-            bus.clone(),
-            subjects.method(kind, methods::SUBSCRIBE_TASK),
-            queue.clone(),
-            move |req: SubscribeToTaskRequest| {
-                let svc = svc.clone();
-                async move {
-                    svc.subscribe_task(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            },
-        )
-        .await?,
-    );
+    let at = ServeAt::role(bus, subjects.clone(), kind);
+    let mine = at.clone().instance(service.worker());
+    let service = Arc::new(service);
+    let mut handles = agent_bus::serve(service.clone(), &at).await?;
+    handles.extend(agent_bus::serve(service, &mine).await?);
     Ok(handles)
 }
 

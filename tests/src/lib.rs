@@ -306,7 +306,7 @@ pub async fn hearth(
 /// a directory of the test's own, nothing read from the environment.
 pub fn test_config(prefix: &str) -> hearth_mesh::Config {
     let mut c = hearth_mesh::Config::default();
-    c.engine.backend = "scripted".into();
+    c.engine.backend = hearth_mesh::config::BackendKind::Scripted;
     c.subject_prefix = prefix.to_string();
     c.tools.files.enabled = false;
     c.tools.web.enabled = false;

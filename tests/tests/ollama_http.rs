@@ -15,7 +15,7 @@ use hearth_mesh::{LocalBus, SharedBus};
 async fn ollama_backend_answers_with_tool_calls_over_ndjson() {
     let double = OpenAiDouble::start(Mode::Normal).await.unwrap();
     let mut config = test_config(&unique_prefix("ollama"));
-    config.engine.backend = "ollama".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Ollama;
     config.engine.url = Some(double.root_url.clone());
     config.engine.model = "llama3.2".into();
     let bus: SharedBus = Arc::new(LocalBus::default());
@@ -63,7 +63,7 @@ async fn ollama_backend_answers_with_tool_calls_over_ndjson() {
 #[tokio::test]
 async fn an_ollama_that_is_not_there_is_a_clear_error() {
     let mut config = test_config(&unique_prefix("ollama-dead"));
-    config.engine.backend = "ollama".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Ollama;
     config.engine.url = Some(format!("http://127.0.0.1:{}", hearth_e2e::free_port()));
     config.engine.model = "llama3.2".into();
     let bus: SharedBus = Arc::new(LocalBus::default());

@@ -22,7 +22,7 @@ const MOST: [Part; 4] = [
 async fn openai_backend_streams_and_parses_tool_calls() {
     let double = OpenAiDouble::start(Mode::Normal).await.unwrap();
     let mut config = test_config(&unique_prefix("openai"));
-    config.engine.backend = "openai".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Openai;
     config.engine.url = Some(double.base_url.clone());
     config.engine.model = "double-model".into();
     let bus: SharedBus = Arc::new(LocalBus::default());
@@ -93,7 +93,7 @@ async fn hearth_ask_against_an_openai_server_from_the_cli() {
 async fn an_engine_that_never_answers_fails_the_task_at_its_deadline() {
     let double = OpenAiDouble::start(Mode::Hang).await.unwrap();
     let mut config = test_config(&unique_prefix("hang"));
-    config.engine.backend = "openai".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Openai;
     config.engine.url = Some(double.base_url.clone());
     config.engine.timeout_ms = 500;
     let bus: SharedBus = Arc::new(LocalBus::default());
@@ -115,7 +115,7 @@ async fn an_engine_that_never_answers_fails_the_task_at_its_deadline() {
 #[tokio::test]
 async fn an_engine_that_is_not_there_fails_the_task_clearly() {
     let mut config = test_config(&unique_prefix("noengine"));
-    config.engine.backend = "openai".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Openai;
     config.engine.url = Some(format!("http://127.0.0.1:{}/v1", hearth_e2e::free_port()));
     let bus: SharedBus = Arc::new(LocalBus::default());
     let mesh = start(&config, bus.clone(), &MOST).await.unwrap();

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hearth_mesh::clients::methods;
-use hearth_mesh::config::EngineConfig;
+use hearth_mesh::config::{BackendKind, EngineConfig};
+use hearth_mesh::rpc::ServeAt;
 use hearth_mesh::subjects::Service;
-use hearth_mesh::{SharedBus, Subjects, rpc};
+use hearth_mesh::{SharedBus, Subjects};
 use hearth_proto::v1::engine_server::Engine;
 use hearth_proto::v1::{
     EmbedRequest, EmbedResponse, GenerateChunk, GenerateRequest, RenderResponse,
@@ -31,8 +31,8 @@ use crate::meter::{Energy, EnergyMeter};
 
 /// Builds the configured backend.
 pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, EngineError> {
-    match cfg.backend.as_str() {
-        "openai" => {
+    match cfg.backend {
+        BackendKind::Openai => {
             let url = cfg.url.as_deref().ok_or_else(|| {
                 EngineError::NotConfigured(
                     "the openai backend needs a server: set HEARTH_ENGINE_URL (or engine.url in hearth.toml) \
@@ -49,24 +49,21 @@ pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, Engin
                 cfg.max_tokens,
             )?))
         }
-        "ollama" => Ok(Arc::new(OllamaBackend::new(
+        BackendKind::Ollama => Ok(Arc::new(OllamaBackend::new(
             cfg.url.as_deref().unwrap_or("http://127.0.0.1:11434"),
             &cfg.model,
             Duration::from_millis(cfg.timeout_ms),
             cfg.max_tokens,
         )?)),
-        "scripted" => Ok(Arc::new(ScriptedBackend)),
+        BackendKind::Scripted => Ok(Arc::new(ScriptedBackend)),
         #[cfg(feature = "llama")]
-        "llama" => Ok(Arc::new(load_llama(cfg)?)),
+        BackendKind::Llama => Ok(Arc::new(load_llama(cfg)?)),
         #[cfg(not(feature = "llama"))]
-        "llama" => Err(EngineError::NotConfigured(
+        BackendKind::Llama => Err(EngineError::NotConfigured(
             "this build has no embedded engine (built without the `llama` feature): \
              set HEARTH_ENGINE_BACKEND=openai and HEARTH_ENGINE_URL"
                 .into(),
         )),
-        other => Err(EngineError::NotConfigured(format!(
-            "unknown engine backend `{other}` (known: llama, openai, ollama, scripted)"
-        ))),
     }
 }
 
@@ -110,6 +107,7 @@ pub fn load_llama(
         seed: 42,
         lora: chosen.as_ref().map(|c| (c.path.clone(), c.scale)),
         temperature: cfg.temperature,
+        draft_tokens: cfg.draft_tokens,
     };
     match LlamaCppBackend::load(opts.clone()) {
         Ok(b) => {
@@ -203,13 +201,13 @@ pub fn metering_for(cfg: &EngineConfig, model: &str) -> Metering {
     let local = Price::Local {
         usd_per_kwh: cfg.electricity_usd_per_kwh,
     };
-    match cfg.backend.as_str() {
-        "llama" => Metering {
+    match cfg.backend {
+        BackendKind::Llama => Metering {
             meter: Arc::new(EnergyMeter::for_cpu()),
             price: local,
             params,
         },
-        "openai" | "ollama" => {
+        BackendKind::Openai | BackendKind::Ollama => {
             let url = cfg.url.as_deref().unwrap_or("http://127.0.0.1:11434");
             let cloud = catalog.as_ref().and_then(|c| c.cloud_model(model));
             if let Some(c) = cloud {
@@ -240,7 +238,7 @@ pub fn metering_for(cfg: &EngineConfig, model: &str) -> Metering {
                 }
             }
         }
-        _ => Metering::none("the scripted test engine runs no model"),
+        BackendKind::Scripted => Metering::none("the scripted test engine runs no model"),
     }
 }
 
@@ -308,7 +306,7 @@ pub fn embeddings_for(cfg: &EngineConfig) -> Embeddings {
         .as_deref()
         .is_some_and(|m| m.to_ascii_lowercase().ends_with(".gguf"));
     #[cfg(feature = "llama")]
-    if cfg.backend == "llama" || local_file {
+    if cfg.backend == BackendKind::Llama || local_file {
         let path = cfg.embed_model.clone().map_or_else(
             || {
                 crate::backends::llama::embed::default_embed_model(&crate::catalog::models_dir(
@@ -475,48 +473,8 @@ pub async fn serve(
     bus: SharedBus,
     subjects: &Subjects,
 ) -> Result<Vec<JoinHandle<()>>, hearth_mesh::BusError> {
-    let queue = Some(Service::Engine.name().to_string());
-    let gen_svc = service.clone();
-    let generate = rpc::serve_stream(
-        bus.clone(),
-        subjects.method(Service::Engine, methods::GENERATE),
-        queue.clone(),
-        move |req: GenerateRequest| {
-            let svc = gen_svc.clone();
-            async move {
-                svc.generate(Request::new(req))
-                    .await
-                    .map(Response::into_inner)
-            }
-        },
-    )
-    .await?;
-    let render_svc = service.clone();
-    let embed = rpc::serve_unary(
-        bus.clone(),
-        subjects.method(Service::Engine, methods::EMBED),
-        queue,
-        move |req: EmbedRequest| {
-            let svc = service.clone();
-            async move { svc.embed(Request::new(req)).await.map(Response::into_inner) }
-        },
-    )
-    .await?;
-    let render = rpc::serve_unary(
-        bus,
-        subjects.method(Service::Engine, methods::RENDER),
-        Some(Service::Engine.name().to_string()),
-        move |req: GenerateRequest| {
-            let svc = render_svc.clone();
-            async move {
-                svc.render(Request::new(req))
-                    .await
-                    .map(Response::into_inner)
-            }
-        },
-    )
-    .await?;
-    Ok(vec![generate, embed, render])
+    let at = ServeAt::role(bus, subjects.clone(), Service::Engine);
+    hearth_mesh::bindings::engine_bus::serve(Arc::new(service), &at).await
 }
 
 #[cfg(test)]
@@ -541,7 +499,7 @@ mod tests {
     #[test]
     fn cloud_models_are_priced_from_the_catalog_and_remote_servers_are_not_metered() {
         let cfg = EngineConfig {
-            backend: "openai".into(),
+            backend: BackendKind::Openai,
             url: Some("https://api.openai.com/v1".into()),
             ..Default::default()
         };

@@ -187,7 +187,7 @@ pub(crate) fn isolate(config: &mut Config) -> Result<tempfile::TempDir> {
 pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     let mut config = base.clone();
     let _state = isolate(&mut config)?;
-    config.engine.backend = "scripted".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Scripted;
     // The mesh is measured, not the trace store (no learning service runs here).
     config.learning.traces = false;
     // The mesh's own hops are measured: no memory service, no recall.

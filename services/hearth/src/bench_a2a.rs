@@ -97,7 +97,7 @@ pub async fn a2a(config: &Config, args: A2aArgs) -> Result<()> {
     }
     let mut config = config.clone();
     let _state = crate::bench::isolate(&mut config)?;
-    config.engine.backend = "scripted".into();
+    config.engine.backend = hearth_mesh::config::BackendKind::Scripted;
     // The mesh is measured, not the trace store (no learning service runs here).
     config.learning.traces = false;
     config.nats_url = None;

@@ -208,7 +208,7 @@ pub async fn engine(config: &Config, args: EngineArgs) -> Result<()> {
         .context("loading the engine")?
         .context("loading the engine")?;
     let load_s = t0.elapsed().as_secs_f64();
-    let model_size = if config.engine.backend == "llama" {
+    let model_size = if config.engine.backend == hearth_mesh::config::BackendKind::Llama {
         hearth_engine::catalog::Catalog::builtin()
             .ok()
             .and_then(|c| {

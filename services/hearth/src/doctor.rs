@@ -226,11 +226,11 @@ async fn weights_check(config: &Config, w: &Weights) -> Check {
 async fn engine_check(config: &Config) -> Check {
     let cfg = config.engine.clone();
     let started = Instant::now();
-    let fix = match config.engine.backend.as_str() {
-        "llama" => {
+    let fix = match config.engine.backend {
+        hearth_mesh::config::BackendKind::Llama => {
             "hearth models list (is the model on disk?), then hearth doctor again".to_string()
         }
-        "ollama" => format!(
+        hearth_mesh::config::BackendKind::Ollama => format!(
             "start Ollama (ollama serve) and pull the model (ollama pull {})",
             config.engine.model
         ),
@@ -478,7 +478,7 @@ async fn memory_checks(config: &Config) -> Vec<Check> {
         .embed_model
         .as_deref()
         .is_some_and(|m| m.to_ascii_lowercase().ends_with(".gguf"));
-    if e.backend == "llama" || local_file {
+    if e.backend == hearth_mesh::config::BackendKind::Llama || local_file {
         let path = e.embed_model.clone().map_or_else(
             || models_dir(e.models_dir.as_deref()).join("all-MiniLM-L6-v2-f16.gguf"),
             PathBuf::from,
@@ -592,7 +592,7 @@ pub async fn run(config: &Config, args: &DoctorArgs) -> Result<Vec<Check>> {
     let catalog = Catalog::builtin()?;
     let mut checks = Vec::new();
     let hw = hardware::probe(&models_dir(config.engine.models_dir.as_deref()));
-    let local = config.engine.backend == "llama";
+    let local = config.engine.backend == hearth_mesh::config::BackendKind::Llama;
     let w = weights(config, &catalog);
     let gpus = if hw.gpus.is_empty() {
         "no GPU".to_string()

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_mesh::clients::{EngineClient, methods};
+use hearth_mesh::clients::EngineClient;
+use hearth_mesh::rpc::ServeAt;
 use hearth_mesh::subjects::Service;
-use hearth_mesh::{BusError, SharedBus, Subjects, rpc};
+use hearth_mesh::{BusError, SharedBus, Subjects};
 use hearth_proto::v1::memory_server::Memory;
 use hearth_proto::v1::{
     CollectionInfo, DeleteRequest, DeleteResponse, EmbedRequest, Hit as WireHit, InfoRequest,
@@ -299,31 +300,8 @@ pub async fn serve(
     bus: SharedBus,
     subjects: &Subjects,
 ) -> Result<Vec<JoinHandle<()>>, BusError> {
-    let queue = Some(Service::Memory.name().to_string());
-    let mut handles = Vec::new();
-    macro_rules! route {
-        ($method:expr, $req:ty, $call:ident) => {{
-            let s = svc.clone();
-            handles.push(
-                rpc::serve_unary(
-                    bus.clone(),
-                    subjects.method(Service::Memory, $method),
-                    queue.clone(),
-                    move |req: $req| {
-                        let s = s.clone();
-                        async move { s.$call(Request::new(req)).await.map(Response::into_inner) }
-                    },
-                )
-                .await?,
-            );
-        }};
-    }
-    route!(methods::UPSERT, UpsertRequest, upsert);
-    route!(methods::SEARCH, SearchRequest, search);
-    route!(methods::DELETE, DeleteRequest, delete);
-    route!(methods::SOURCES, SourcesRequest, sources);
-    route!(methods::INFO, InfoRequest, info);
-    Ok(handles)
+    let at = ServeAt::role(bus, subjects.clone(), Service::Memory);
+    hearth_mesh::bindings::memory_bus::serve(Arc::new(svc), &at).await
 }
 
 /// How long an upsert may take (it embeds its chunks first).

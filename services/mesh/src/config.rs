@@ -124,7 +124,7 @@ pub struct EngineConfig {
     /// llama-server, LM Studio, Ollama's /v1, cloud APIs) or `ollama`
     /// (Ollama's native /api/chat). `scripted` is a test double for mesh
     /// tests and is never chosen by default.
-    pub backend: String,
+    pub backend: BackendKind,
     /// Base URL of the server: an OpenAI-compatible one ends in `/v1`;
     /// Ollama's is its root (`http://127.0.0.1:11434`).
     pub url: Option<String>,
@@ -169,6 +169,45 @@ pub struct EngineConfig {
     /// else the one Hearth ships for it (each bound to its base model's
     /// SHA-256, so neither applies to another model).
     pub learned_adapter: bool,
+    /// `llama`: most tokens one decode step drafts by prompt lookup and
+    /// verifies at once (replies that copy from the prompt — a restated
+    /// task, code, a quoted text — decode several tokens a step; the reply
+    /// is unchanged). 0 turns it off.
+    pub draft_tokens: u32,
+}
+
+/// Which engine backend runs the model. An unknown name in the
+/// configuration is refused at load, with these listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Embedded llama.cpp (a GGUF model in this process): the default.
+    #[default]
+    Llama,
+    /// Any OpenAI-compatible server.
+    Openai,
+    /// Ollama's native API.
+    Ollama,
+    /// The scripted test double (mesh tests only).
+    Scripted,
+}
+
+impl BackendKind {
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Llama => "llama",
+            BackendKind::Openai => "openai",
+            BackendKind::Ollama => "ollama",
+            BackendKind::Scripted => "scripted",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A LoRA adapter to apply over the local model.
@@ -214,7 +253,7 @@ impl Default for LearningConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            backend: "llama".into(),
+            backend: BackendKind::Llama,
             url: None,
             model: String::new(),
             api_key: Secret::default(),
@@ -230,6 +269,7 @@ impl Default for EngineConfig {
             lora: Vec::new(),
             temperature: None,
             learned_adapter: true,
+            draft_tokens: 6,
         }
     }
 }
@@ -701,6 +741,26 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("sk-very-secret"), "{shown}");
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn an_unknown_backend_is_refused_with_the_valid_ones_listed() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hearth.toml", "[engine]\nbackend = \"lama\"\n")?;
+            let e = Config::load_from(Some(Path::new("hearth.toml")))
+                .expect_err("`lama` is no backend")
+                .to_string();
+            for name in ["lama", "llama", "openai", "ollama", "scripted"] {
+                assert!(e.contains(&format!("`{name}`")), "{e}");
+            }
+            jail.create_file("hearth.toml", "[engine]\nbackend = \"ollama\"\n")?;
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.engine.backend, BackendKind::Ollama);
+            jail.set_env("HEARTH_ENGINE_BACKEND", "openai");
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.engine.backend, BackendKind::Openai);
+            Ok(())
+        });
     }
 
     #[test]

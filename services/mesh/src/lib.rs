@@ -5,16 +5,38 @@
 //!   tokio channels). Both carry the same subjects and the same bytes.
 //! - [`rpc`]: protobuf request/reply and streamed replies on top of a bus,
 //!   with deadlines and gRPC status codes as the error model.
-//! - [`clients`]: typed clients for each service's subjects, so a service can
-//!   call another without depending on its crate.
+//! - [`bindings`]: generated at build time from `proto/` — for each service a
+//!   typed client and a server adapter over the bus (`engine_bus::EngineClient`,
+//!   `engine_bus::serve`, …) and the method names; no method is wired by hand.
+//! - [`clients`]: the generated clients under their usual names, so a service
+//!   can call another without depending on its crate.
 //! - [`config`]: the one configuration struct (`hearth.toml` + `HEARTH_*`).
 //! - [`telemetry`]: tracing set-up.
 //! - [`json`]: JSON in canonical form (keys sorted), for comparisons and digests.
 //!
 //! Not for service logic: services live in their own crates and meet only here.
 
+// The generated bindings name this crate by its path, as any user does.
+extern crate self as hearth_mesh;
+
 pub mod bus;
 pub mod clients;
+
+/// Generated from `proto/hearth/v1/*.proto` by this crate's build script:
+/// per service, `<service>_bus::{<Service>Client, serve, methods}`; and
+/// `methods`, every method name of the package.
+pub mod bindings {
+    include!(concat!(env!("OUT_DIR"), "/bindings/hearth.v1.rs"));
+}
+
+/// The generator's test service (`tests/echo.proto`): its messages, its
+/// tonic trait and its generated bus bindings, for the tests that check
+/// the generator.
+#[cfg(feature = "echo")]
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod echo {
+    include!(concat!(env!("OUT_DIR"), "/echo/hearth.test.rs"));
+}
 pub mod config;
 pub mod json;
 pub mod rpc;

@@ -20,6 +20,58 @@ use tokio::task::JoinHandle;
 use tonic::{Code, Status};
 
 use crate::bus::{BusError, IncomingRequest, SharedBus};
+use crate::subjects::{Service, Subjects};
+
+/// Where a service is served: its role on the bus, one instance of it or
+/// the role as a whole, and the queue group that shares the role's work.
+#[derive(Clone)]
+pub struct ServeAt {
+    bus: SharedBus,
+    subjects: Subjects,
+    role: Service,
+    instance: Option<String>,
+    queue: Option<String>,
+}
+
+impl ServeAt {
+    /// The role's own subjects, in the role's queue group (its instances
+    /// share the work).
+    pub fn role(bus: SharedBus, subjects: Subjects, role: Service) -> Self {
+        Self {
+            bus,
+            subjects,
+            role,
+            instance: None,
+            queue: Some(role.name().to_string()),
+        }
+    }
+
+    /// The subjects of one instance of the role (no queue group: only it
+    /// answers).
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self.queue = None;
+        self
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &SharedBus {
+        &self.bus
+    }
+
+    /// The subject of `method` here.
+    pub fn subject(&self, method: &str) -> String {
+        match &self.instance {
+            Some(i) => self.subjects.instance_method(self.role, i, method),
+            None => self.subjects.method(self.role, method),
+        }
+    }
+
+    /// The queue group, if any.
+    pub fn queue(&self) -> Option<String> {
+        self.queue.clone()
+    }
+}
 
 /// A stream of typed replies.
 pub type ReplyStream<T> = BoxStream<'static, Result<T, Status>>;

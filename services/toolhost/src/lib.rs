@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_agents::Specs;
-use hearth_mesh::clients::methods;
 use hearth_mesh::config::McpServer;
+use hearth_mesh::rpc::ServeAt;
 use hearth_mesh::subjects::Service;
-use hearth_mesh::{BusError, Config, SharedBus, rpc};
+use hearth_mesh::{BusError, Config, SharedBus};
 use hearth_proto::v1::toolhost_server::Toolhost;
 use hearth_proto::v1::{
     ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse, ListToolsRequest,
@@ -253,58 +253,8 @@ pub async fn run(
         AuditLog::open(Some(audit_path(config, data_dir))),
     );
     let subjects = config.subjects();
-    let queue = Some(Service::Toolhost.name().to_string());
-    let mut handles = Vec::new();
-    let s = svc.clone();
-    handles.push(
-        rpc::serve_unary(
-            bus.clone(),
-            subjects.method(Service::Toolhost, methods::LIST_TOOLS),
-            queue.clone(),
-            move |req: ListToolsRequest| {
-                let svc = s.clone();
-                async move {
-                    svc.list_tools(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            },
-        )
-        .await?,
-    );
-    let s = svc.clone();
-    handles.push(
-        rpc::serve_unary(
-            bus.clone(),
-            subjects.method(Service::Toolhost, methods::CALL_TOOL),
-            queue.clone(),
-            move |req: CallToolRequest| {
-                let svc = s.clone();
-                async move {
-                    svc.call_tool(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            },
-        )
-        .await?,
-    );
-    handles.push(
-        rpc::serve_unary(
-            bus,
-            subjects.method(Service::Toolhost, methods::APPROVE_TOOLS),
-            queue,
-            move |req: ApproveToolsRequest| {
-                let svc = svc.clone();
-                async move {
-                    svc.approve_tools(Request::new(req))
-                        .await
-                        .map(Response::into_inner)
-                }
-            },
-        )
-        .await?,
-    );
+    let at = ServeAt::role(bus, subjects, Service::Toolhost);
+    let handles = hearth_mesh::bindings::toolhost_bus::serve(Arc::new(svc), &at).await?;
     tracing::info!(tools = pool.tools(false).len(), "toolhost ready");
     Ok((pool, handles))
 }
