@@ -89,21 +89,25 @@ impl Retrieval {
                 CallToolResult::success(vec![ContentBlock::text("nothing relevant was found")])
             }
             Ok(found) => {
-                let text = found
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        format!(
-                            "[{}] {} — {} (score {:.3})\n{}",
-                            i + 1,
-                            f.title,
-                            f.source,
-                            f.score,
-                            f.text
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n\n");
+                let best = best_sentence(&p.query, &found);
+                let text = best
+                    .map(|b| format!("Best match: {b}\n\n"))
+                    .unwrap_or_default()
+                    + &found
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| {
+                            format!(
+                                "[{}] {} — {} (score {:.3})\n{}",
+                                i + 1,
+                                f.title,
+                                f.source,
+                                f.score,
+                                f.text
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n\n");
                 let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
                 r.structured_content =
                     serde_json::to_value(serde_json::json!({ "passages": found })).ok();
@@ -112,6 +116,108 @@ impl Retrieval {
             Err(e) => CallToolResult::error(vec![ContentBlock::text(e)]),
         }
     }
+}
+
+/// Words too common to say what a sentence is about.
+const STOPWORDS: [&str; 48] = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "in",
+    "on",
+    "at",
+    "for",
+    "and",
+    "or",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "by",
+    "with",
+    "what",
+    "which",
+    "who",
+    "when",
+    "where",
+    "how",
+    "many",
+    "much",
+    "does",
+    "do",
+    "did",
+    "it",
+    "its",
+    "my",
+    "me",
+    "i",
+    "you",
+    "that",
+    "this",
+    "from",
+    "as",
+    "into",
+    "about",
+    "notes",
+    "note",
+    "tell",
+    "say",
+    "according",
+    "documents",
+    "find",
+];
+
+/// A word reduced to a rough stem (`closes` and `close` meet).
+fn stem(word: &str) -> String {
+    let w = word.to_lowercase();
+    for suffix in ["ing", "ed", "s"] {
+        if w.len() > suffix.len() + 3
+            && let Some(s) = w.strip_suffix(suffix)
+        {
+            return s.to_string();
+        }
+    }
+    w
+}
+
+fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.to_lowercase().as_str()))
+        .map(stem)
+        .collect()
+}
+
+/// The sentence of the passages that shares the query's rarest words most
+/// (each shared word weighs by how few sentences hold it), like the
+/// snippet a search engine shows; none when no sentence shares a word.
+pub fn best_sentence(query: &str, passages: &[Passage]) -> Option<String> {
+    let wanted: std::collections::HashSet<String> = terms(query).into_iter().collect();
+    let sentences: Vec<&str> = passages
+        .iter()
+        .flat_map(|p| p.text.split_inclusive(['.', '!', '?', '\n']))
+        .map(str::trim)
+        .filter(|s| s.split_whitespace().count() >= 4 && !s.starts_with('#'))
+        .collect();
+    let bags: Vec<std::collections::HashSet<String>> = sentences
+        .iter()
+        .map(|s| terms(s).into_iter().collect())
+        .collect();
+    let n = sentences.len() as f32;
+    let weight = |w: &String| {
+        let df = bags.iter().filter(|b| b.contains(w)).count() as f32;
+        (1.0 + n / (1.0 + df)).ln()
+    };
+    let mut best: Option<(f32, usize)> = None;
+    for (i, bag) in bags.iter().enumerate() {
+        let score: f32 = wanted.iter().filter(|w| bag.contains(*w)).map(weight).sum();
+        if score > 0.0 && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, i));
+        }
+    }
+    best.map(|(_, i)| sentences[i].to_string())
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -123,5 +229,39 @@ impl ServerHandler for Retrieval {
                 env!("CARGO_PKG_VERSION"),
             ))
             .with_instructions("Search the user's documents with `search`.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(text: &str) -> Passage {
+        Passage {
+            score: 0.5,
+            source: "notes.md".into(),
+            title: "Notes".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_best_sentence_shares_the_querys_rarest_words() {
+        let found = [
+            passage(
+                "Hearth's Lisbon office occupies the fourth floor of Rua das Flores 88. \
+                 The office opens at 08:30 and closes at 20:00 on weekdays. Visitors sign in.",
+            ),
+            passage("The Porto office closes early on Fridays, at 16:00."),
+        ];
+        assert_eq!(
+            best_sentence(
+                "What time does the Lisbon office close on weekdays?",
+                &found
+            )
+            .as_deref(),
+            Some("The office opens at 08:30 and closes at 20:00 on weekdays.")
+        );
+        assert_eq!(best_sentence("zebra migration", &found), None);
     }
 }
