@@ -64,6 +64,21 @@ impl AgentService {
         self
     }
 
+    /// Sends each run's trace to the learning service over the bus, when
+    /// `[learning] traces` is on (off: no sink at all).
+    pub fn with_bus_traces(self, config: &hearth_mesh::Config, bus: SharedBus) -> Self {
+        if !config.learning.traces {
+            return self;
+        }
+        let client = hearth_mesh::clients::LearningClient::new(
+            bus,
+            config.subjects(),
+            config.request_timeout(),
+        );
+        let worker = self.worker().to_string();
+        self.with_traces(Arc::new(crate::trace::BusTraces::new(client, &worker)))
+    }
+
     /// A service running `default_spec` (or the spec a task names) with `model`
     /// and the tools `tools_for` gives; `worker` names this instance.
     pub fn new(

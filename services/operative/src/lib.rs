@@ -10,7 +10,7 @@ use hearth_agents::model::BusModel;
 use hearth_agents::service::{self, AgentService, ToolsFor};
 use hearth_agents::tools::{BusTools, LocalTool, ToolSet, Tools};
 use hearth_agents::{AgentSpec, SpecError, Specs};
-use hearth_mesh::clients::{EngineClient, LearningClient, MemoryClient, ToolhostClient};
+use hearth_mesh::clients::{EngineClient, MemoryClient, ToolhostClient};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus};
 use tokio::task::JoinHandle;
@@ -71,14 +71,7 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeEr
         svc = svc.with_memory(m, config.memory.recall as usize);
     }
     let worker = svc.worker().to_string();
-    let svc = if config.learning.traces {
-        svc.with_traces(Arc::new(hearth_agents::trace::BusTraces::new(
-            LearningClient::new(bus.clone(), subjects.clone(), config.request_timeout()),
-            &worker,
-        )))
-    } else {
-        svc
-    };
+    let svc = svc.with_bus_traces(config, bus.clone());
     let handles = service::serve(svc, Service::Operative, bus, &subjects).await?;
     tracing::info!(%worker, "operative ready");
     Ok(Running { worker, handles })

@@ -20,7 +20,7 @@ use hearth_agents::model::BusModel;
 use hearth_agents::service::{self, AgentService, ToolsFor};
 use hearth_agents::tools::{BusTools, LocalTool, ToolSet, Tools};
 use hearth_agents::{AgentSpec, SpecError, Specs};
-use hearth_mesh::clients::{AgentClient, EngineClient, LearningClient, ToolhostClient};
+use hearth_mesh::clients::{AgentClient, EngineClient, ToolhostClient};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus};
 use tokio::task::JoinHandle;
@@ -98,14 +98,7 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, Orchestrato
         config.task_timeout(),
     )?;
     let worker = svc.worker().to_string();
-    let svc = if config.learning.traces {
-        svc.with_traces(Arc::new(hearth_agents::trace::BusTraces::new(
-            LearningClient::new(bus.clone(), subjects.clone(), config.request_timeout()),
-            &worker,
-        )))
-    } else {
-        svc
-    };
+    let svc = svc.with_bus_traces(config, bus.clone());
     let handles = service::serve(svc, Service::Orchestrator, bus, &subjects).await?;
     tracing::info!(%worker, "orchestrator ready");
     Ok(Running { worker, handles })
