@@ -11,6 +11,7 @@
 //! neither loop nor grow.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use hearth_proto::v1::{ChatMessage, GenerateRequest, ToolCall, ToolSpec, Usage};
 use serde_json::Value;
@@ -286,7 +287,7 @@ pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage
         if keep_bytes >= longest.content.len() || longest.content.len() < 128 {
             break;
         }
-        let cut = floor_boundary(&longest.content, keep_bytes);
+        let cut = longest.content.floor_char_boundary(keep_bytes);
         longest.content.truncate(cut);
         longest
             .content
@@ -294,13 +295,6 @@ pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage
         over = total(&out).saturating_sub(budget);
     }
     out
-}
-
-fn floor_boundary(s: &str, max: usize) -> usize {
-    (0..=max.min(s.len()))
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }
 
 /// A call's arguments in canonical form, so the same call written twice
@@ -395,7 +389,16 @@ impl AgentLoop {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let mut run = Run::default();
-        let result = self.turn_inner(ctx, prior, task, progress, &mut run).await;
+        let span = tracing::info_span!(
+            "agent.turn",
+            otel.name = %format_args!("agent {}", self.spec.name),
+            agent = %self.spec.name,
+            task_id = %ctx.task_id,
+        );
+        let result = self
+            .turn_inner(ctx, prior, task, progress, &mut run)
+            .instrument(span)
+            .await;
         if let Some(sink) = &self.traces {
             let (answer, error, usage) = match &result {
                 Ok(o) => (o.answer.clone(), String::new(), Some(o.usage.clone())),
@@ -463,7 +466,15 @@ impl AgentLoop {
                 ..Default::default()
             };
             let called = std::time::Instant::now();
-            let turn = self.model.turn(req).await.map_err(AgentError::Model)?;
+            let turn = self
+                .model
+                .turn(req)
+                .instrument(tracing::info_span!(
+                    "model.call",
+                    step = run.model_calls.len()
+                ))
+                .await
+                .map_err(AgentError::Model)?;
             run.model_calls.push(ModelCall {
                 backend: turn.usage.backend.clone(),
                 model: turn.usage.model.clone(),
@@ -538,7 +549,15 @@ impl AgentLoop {
                             name: call.name.clone(),
                         });
                         let called = std::time::Instant::now();
-                        let result = self.tools.call(ctx, &call.name, &call.arguments_json).await;
+                        let result = self
+                            .tools
+                            .call(ctx, &call.name, &call.arguments_json)
+                            .instrument(tracing::info_span!(
+                                "tool.call",
+                                otel.name = %format_args!("tool {}", call.name),
+                                tool = %call.name,
+                            ))
+                            .await;
                         let (text, is_error) = match result {
                             Ok(o) => {
                                 if let Some(u) = &o.usage {
@@ -563,7 +582,7 @@ impl AgentLoop {
                             text
                         };
                         if text.len() > MAX_TOOL_RESULT_BYTES {
-                            let cut = floor_boundary(&text, MAX_TOOL_RESULT_BYTES);
+                            let cut = text.floor_char_boundary(MAX_TOOL_RESULT_BYTES);
                             text.truncate(cut);
                             text.push_str(" …[truncated]");
                         }

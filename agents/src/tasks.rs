@@ -14,11 +14,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hearth_mesh::a2a::trim_history;
 use hearth_mesh::rpc::ReplyStream;
+use hearth_mesh::sync::lock;
 use hearth_proto::a2a::{
     ListTasksRequest, ListTasksResponse, Message, Role, StreamResponse, Task,
     TaskArtifactUpdateEvent, TaskState, TaskStatusUpdateEvent, stream_response::Payload,
@@ -28,6 +30,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::convert::{self, is_final, is_terminal, status, text_artifact, text_message};
 use crate::runtime::{AgentError, Outcome};
@@ -151,24 +154,6 @@ fn task_event(task: &Task, usage: Option<Usage>, worker: &str) -> TaskEvent {
         usage,
         worker: worker.to_string(),
     }
-}
-
-fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    match store.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-fn trim_history(mut task: Task, history_length: Option<i32>) -> Task {
-    if let Some(n) = history_length {
-        let n = usize::try_from(n.max(0)).unwrap_or(0);
-        let len = task.history.len();
-        if len > n {
-            task.history.drain(..len - n);
-        }
-    }
-    task
 }
 
 fn state_of(task: Option<&Task>) -> i32 {
@@ -349,13 +334,19 @@ impl TaskHost {
         let fut = work(handle);
         let host = self.clone();
         let id = task_id.clone();
-        let join = tokio::spawn(async move {
-            let result = match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("the task did not finish within {timeout:?}")),
-            };
-            host.finish(&id, result).await;
-        });
+        // The task's span, under the hop that started it, so the work it
+        // does on other services joins the caller's trace.
+        let span = tracing::info_span!("task", task_id = %id, worker = %self.worker);
+        let join = tokio::spawn(
+            async move {
+                let result = match tokio::time::timeout(timeout, fut).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("the task did not finish within {timeout:?}")),
+                };
+                host.finish(&id, result).await;
+            }
+            .instrument(span),
+        );
         if let Some(slot) = lock(&self.store).slots.get_mut(&task_id) {
             slot.abort = Some(join.abort_handle());
         }

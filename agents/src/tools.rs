@@ -61,21 +61,22 @@ pub trait Tools: Send + Sync {
     ) -> Result<ToolOutput, tonic::Status>;
 }
 
-/// The toolhost's tools over the bus, filtered by the agent's allow-list.
+/// The toolhost's tools over the bus. The toolhost is where an agent's
+/// allow-list is enforced, once: it offers an agent only the tools its spec
+/// lists and refuses a call to any other.
 #[derive(Clone)]
 pub struct BusTools {
     toolhost: ToolhostClient,
-    allowed: Vec<String>,
-    spec: Arc<crate::AgentSpec>,
+    /// The spec lists no tools at all, so there is nothing to ask for.
+    none: bool,
 }
 
 impl BusTools {
-    /// The toolhost's tools that `spec` allows.
+    /// The toolhost's tools, as offered to the agent of `spec`.
     pub fn new(toolhost: ToolhostClient, spec: Arc<crate::AgentSpec>) -> Self {
         Self {
             toolhost,
-            allowed: spec.tools.clone(),
-            spec,
+            none: spec.tools.is_empty(),
         }
     }
 }
@@ -83,7 +84,7 @@ impl BusTools {
 #[async_trait::async_trait]
 impl Tools for BusTools {
     async fn list(&self, ctx: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status> {
-        if self.allowed.is_empty() {
+        if self.none {
             return Ok(Vec::new());
         }
         let resp = self
@@ -95,7 +96,6 @@ impl Tools for BusTools {
         Ok(resp
             .tools
             .into_iter()
-            .filter(|t| self.spec.allows_tool(&t.name))
             .map(|t| ToolSpec {
                 name: t.name,
                 description: t.description,
@@ -110,12 +110,6 @@ impl Tools for BusTools {
         name: &str,
         arguments_json: &str,
     ) -> Result<ToolOutput, tonic::Status> {
-        if !self.spec.allows_tool(name) {
-            return Err(tonic::Status::permission_denied(format!(
-                "agent `{}` may not call `{name}`",
-                ctx.agent
-            )));
-        }
         let resp = self
             .toolhost
             .call_tool(&CallToolRequest {

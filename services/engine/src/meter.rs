@@ -266,10 +266,7 @@ impl EnergyMeter {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shares> {
-        match self.shares.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        }
+        hearth_mesh::sync::lock(&self.shares)
     }
 
     /// A request starts.

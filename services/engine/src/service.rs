@@ -6,6 +6,7 @@
 //! price for a cloud model; measured energy × the electricity price for a
 //! local one).
 
+use hearth_mesh::telemetry::annotate;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -378,6 +379,10 @@ fn complete_usage(u: &mut hearth_proto::v1::Usage, metering: &Metering, energy: 
     };
 }
 
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 #[tonic::async_trait]
 impl Engine for EngineService {
     type GenerateStream = BoxStream<'static, Result<GenerateChunk, Status>>;
@@ -399,6 +404,8 @@ impl Engine for EngineService {
         let metering = self.metering.clone();
         let stream = self.backend.generate(req).await?;
         let mut first: Option<Duration> = None;
+        // The hop's span (the bus server's), told what the call cost.
+        let span = tracing::Span::current();
         let metered = stream.map(move |item| {
             let mut chunk = item?;
             if first.is_none() && (!chunk.delta.is_empty() || !chunk.tool_calls.is_empty()) {
@@ -422,6 +429,10 @@ impl Engine for EngineService {
                     |m| m.finish(),
                 );
                 complete_usage(u, &metering, e);
+                annotate(&span, "gen_ai.system", u.backend.clone());
+                annotate(&span, "gen_ai.request.model", u.model.clone());
+                annotate(&span, "gen_ai.usage.input_tokens", to_i64(u.tokens_in));
+                annotate(&span, "gen_ai.usage.output_tokens", to_i64(u.tokens_out));
             }
             Ok(chunk)
         });

@@ -18,8 +18,8 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use hearth_agents::{Role, Specs};
 use hearth_mesh::Config;
+use hearth_specs::{Role, Specs};
 use serde_json::{Value, json};
 
 /// Where each binding is reached.

@@ -16,7 +16,7 @@ use a2a_pb::pbconv;
 use a2a_server::{RequestHandler, ServiceParams};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hearth_agents::convert::{is_final, is_terminal, state_name};
+use hearth_mesh::a2a::{is_final, is_terminal, state_name, trim_history};
 use hearth_mesh::clients::AgentClient;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, SharedBus};
@@ -124,17 +124,6 @@ fn task_id_of(ev: &sdk::StreamResponse) -> &str {
         sdk::StreamResponse::StatusUpdate(u) => &u.task_id,
         sdk::StreamResponse::ArtifactUpdate(u) => &u.task_id,
     }
-}
-
-fn trim(mut task: hearth_proto::a2a::Task, history_length: Option<i32>) -> hearth_proto::a2a::Task {
-    if let Some(n) = history_length {
-        let n = usize::try_from(n.max(0)).unwrap_or(0);
-        let len = task.history.len();
-        if len > n {
-            task.history.drain(..len - n);
-        }
-    }
-    task
 }
 
 /// The events of one task as they pass through the gateway, handed on to
@@ -290,7 +279,7 @@ impl RequestHandler for A2aHandler {
             A2AError::internal("the orchestrator ended the task without a result")
         })?;
         Ok(sdk::SendMessageResponse::Task(pbconv::from_proto_task(
-            &trim(task, history_length),
+            &trim_history(task, history_length),
         )))
     }
 

@@ -63,7 +63,7 @@ pub enum GatewayError {
     },
     /// Agent specs could not be loaded for the card.
     #[error(transparent)]
-    Spec(#[from] hearth_agents::SpecError),
+    Spec(#[from] hearth_specs::SpecError),
 }
 
 /// A running gateway.
@@ -206,7 +206,7 @@ pub fn router(
     bus: SharedBus,
     at: &Endpoints,
 ) -> Result<(Router, Arc<A2aHandler>), GatewayError> {
-    let specs = hearth_agents::Specs::load(config.agents.dir.as_deref())?;
+    let specs = hearth_specs::Specs::load(config.agents.dir.as_deref())?;
     let public = agent_card(config, &specs, at, false);
     let extended = agent_card(config, &specs, at, true);
     let extended_json = Arc::new(card::card_json(&extended, at));

@@ -11,12 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use hearth_agents::convert::{answer_of, is_final, state_name, text_message};
+use hearth_mesh::a2a::{RunError, text_message};
 use hearth_mesh::clients::{AgentClient, ToolhostClient};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, SharedBus};
-use hearth_proto::a2a::{Role, TaskState, stream_response::Payload};
+use hearth_proto::a2a::Role;
 use hearth_proto::v1::{CallToolRequest, ListToolsRequest, SendTaskRequest};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
@@ -133,36 +132,25 @@ impl MeshMcp {
             timeout_ms: u32::try_from(self.task_timeout.as_millis()).unwrap_or(u32::MAX),
             ..Default::default()
         };
-        let mut events = match self.orchestrator.send_task(&req).await {
-            Ok(e) => e,
-            Err(s) => {
-                return text_result(
-                    format!("the mesh could not take the task: {}", s.message()),
-                    true,
-                );
+        match self.orchestrator.run_to_end(&req, |_| {}).await {
+            Ok(done) if done.completed() => text_result(done.answer(), false),
+            Ok(done) => text_result(
+                format!(
+                    "the task ended {}: {}",
+                    done.state.as_str_name(),
+                    done.answer()
+                ),
+                true,
+            ),
+            Err(RunError::NotTaken(s)) => text_result(
+                format!("the mesh could not take the task: {}", s.message()),
+                true,
+            ),
+            Err(RunError::Lost(s)) => {
+                text_result(format!("the task failed: {}", s.message()), true)
             }
-        };
-        while let Some(ev) = events.next().await {
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(s) => return text_result(format!("the task failed: {}", s.message()), true),
-            };
-            if let Some(Payload::Task(t)) = ev.event.and_then(|e| e.payload) {
-                let state = t.status.as_ref().map_or(0, |s| s.state);
-                if is_final(state) {
-                    let answer = answer_of(&t);
-                    return if state == TaskState::Completed as i32 {
-                        text_result(answer, false)
-                    } else {
-                        text_result(
-                            format!("the task ended {}: {answer}", state_name(state)),
-                            true,
-                        )
-                    };
-                }
-            }
+            Err(e @ RunError::Ended) => text_result(e.to_string(), true),
         }
-        text_result("the task's event stream ended before the task did", true)
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_mesh::bus::{Bus, BusError, FrameStream, RequestStream};
+use hearth_mesh::bus::{Bus, BusError, FrameStream, Headers, RequestStream};
 use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
 use serde::Serialize;
 
@@ -53,11 +53,15 @@ impl Bus for CountingBus {
     async fn request(
         &self,
         subject: &str,
+        headers: &Headers,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<FrameStream, BusError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let frames = self.inner.request(subject, payload, timeout).await?;
+        let frames = self
+            .inner
+            .request(subject, headers, payload, timeout)
+            .await?;
         let count = self.frames.clone();
         Ok(frames
             .inspect(move |_| {

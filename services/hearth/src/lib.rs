@@ -24,16 +24,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use futures::StreamExt;
-use hearth_agents::convert::{self, answer_of, is_final, state_name, text_message};
+use anyhow::{Context, Result};
+use hearth_mesh::a2a::{RunError, text_message};
 use hearth_mesh::clients::AgentClient;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
-use hearth_proto::a2a::{Role, TaskState, stream_response::Payload};
+use hearth_proto::a2a::{Role, TaskState};
 use hearth_proto::v1::{SendTaskRequest, Usage};
 use serde::Serialize;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// A part of the mesh that `hearth serve` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -305,6 +305,10 @@ pub struct Answer {
     /// in-process mesh starting, the model loading); null when the caller
     /// did not mark the process start.
     pub startup_ms: Option<f64>,
+    /// The OpenTelemetry trace id of the task (32 hex digits), when spans
+    /// are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -349,43 +353,34 @@ pub async fn ask(
         message: Some(text_message(Role::User, question, "", "")),
         ..Default::default()
     };
-    let mut events = client
-        .send_task(&req)
+    // The task's root span: with OTEL_* set, the trace every service adds to.
+    let span = tracing::info_span!("ask", otel.name = "hearth ask");
+    let trace_id = hearth_mesh::telemetry::trace_id(&span);
+    let done = client
+        .run_to_end(&req, |ev| {
+            if let Some(text) = ev.working {
+                progress(text);
+            }
+        })
+        .instrument(span)
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))
-        .context("sending the task to the orchestrator")?;
-    while let Some(ev) = events.next().await {
-        let ev = ev
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .context("waiting for the task")?;
-        match ev.event.and_then(|e| e.payload) {
-            Some(Payload::StatusUpdate(u)) => {
-                if let Some(st) = u.status.as_ref()
-                    && st.state == TaskState::Working as i32
-                    && let Some(m) = st.message.as_ref()
-                {
-                    progress(&convert::text_of(m));
-                }
+        .map_err(|e| match e {
+            RunError::NotTaken(s) => {
+                anyhow::anyhow!("{}", s.message()).context("sending the task to the orchestrator")
             }
-            Some(Payload::Task(t)) => {
-                let state = t.status.as_ref().map_or(0, |s| s.state);
-                if is_final(state) {
-                    return Ok(Answer {
-                        answer: answer_of(&t),
-                        task_id: t.id.clone(),
-                        state: state_name(state).to_string(),
-                        usage: UsageReport::from_usage(
-                            &ev.usage.unwrap_or_default(),
-                            started.elapsed(),
-                        ),
-                        startup_ms,
-                    });
-                }
+            RunError::Lost(s) => anyhow::anyhow!("{}", s.message()).context("waiting for the task"),
+            RunError::Ended => {
+                anyhow::anyhow!("the orchestrator's event stream ended before the task did")
             }
-            _ => {}
-        }
-    }
-    bail!("the orchestrator's event stream ended before the task did")
+        })?;
+    Ok(Answer {
+        answer: done.answer(),
+        task_id: done.task.id.clone(),
+        state: done.state.as_str_name().to_string(),
+        usage: UsageReport::from_usage(&done.usage.unwrap_or_default(), started.elapsed()),
+        startup_ms,
+        trace_id,
+    })
 }
 
 /// This binary's path, for starting the built-in MCP servers.

@@ -416,15 +416,26 @@ fn main() {
     // qdrant-edge's "feature flags not initialized" (it keeps their setter
     // private, and the defaults are what we want) are not actionable for a
     // user: errors only, unless RUST_LOG asks.
-    telemetry::init(
+    // OpenTelemetry's service name (when OTEL_* names a collector):
+    // `hearth-<part>` for one service, `hearth` for the whole mesh.
+    let service = match &cli.command {
+        Command::Serve { part } => format!("hearth-{}", format!("{part:?}").to_lowercase()),
+        Command::Up => "hearth".to_string(),
+        _ => "hearth-cli".to_string(),
+    };
+    let mut telemetry = telemetry::init(
         if quiet {
             "error"
         } else {
             "warn,llama-cpp-2=error,qdrant_edge=error"
         },
         cli.log_json,
+        &service,
     );
-    if let Err(e) = run_on_runtime(cli) {
+    let result = run_on_runtime(cli);
+    // Send the spans still buffered before the process ends.
+    telemetry.shutdown();
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

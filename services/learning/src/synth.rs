@@ -1616,7 +1616,13 @@ pub fn normal(prompt: &str) -> String {
 fn sentence_with(result: &str, answer: &str, task: &str) -> String {
     let found = result
         .split_inclusive(['.', '!', '?', '\n'])
-        .map(|s| s.trim().trim_start_matches('#').trim())
+        .map(|s| {
+            s.trim()
+                .trim_start_matches('#')
+                .trim()
+                .trim_start_matches("Best match:")
+                .trim()
+        })
         .find(|s| s.contains(answer) && s.split_whitespace().count() >= 3);
     match found {
         Some(s) => s.to_string(),
@@ -1648,6 +1654,14 @@ fn stdout_of(result: &str) -> String {
 }
 
 fn best_sentence(result: &str, task: &str) -> String {
+    // The search tool names its best-matching sentence first; the ideal
+    // agent answers with it.
+    if let Some(line) = result.trim_start().strip_prefix("Best match:") {
+        let line = line.lines().next().unwrap_or_default().trim();
+        if !line.is_empty() {
+            return line.to_string();
+        }
+    }
     let task_words: Vec<String> = task
         .to_lowercase()
         .split(|c: char| !c.is_alphanumeric())

@@ -10,6 +10,10 @@
 //!   `engine_bus::serve`, …) and the method names; no method is wired by hand.
 //! - [`clients`]: the generated clients under their usual names, so a service
 //!   can call another without depending on its crate.
+//! - [`a2a`]: A2A messages and tasks built and read, history trimmed, and
+//!   [`AgentClient::run_to_end`](clients::AgentClient::run_to_end), the one
+//!   way to run a task to its end.
+//! - [`sync`]: a lock that survives a panicked holder.
 //! - [`config`]: the one configuration struct (`hearth.toml` + `HEARTH_*`).
 //! - [`telemetry`]: tracing set-up.
 //! - [`json`]: JSON in canonical form (keys sorted), for comparisons and digests.
@@ -19,6 +23,7 @@
 // The generated bindings name this crate by its path, as any user does.
 extern crate self as hearth_mesh;
 
+pub mod a2a;
 pub mod bus;
 pub mod clients;
 
@@ -41,8 +46,9 @@ pub mod config;
 pub mod json;
 pub mod rpc;
 pub mod subjects;
+pub mod sync;
 pub mod telemetry;
 
-pub use bus::{Bus, BusError, IncomingRequest, LocalBus, NatsBus, Responder, SharedBus};
+pub use bus::{Bus, BusError, Headers, IncomingRequest, LocalBus, NatsBus, Responder, SharedBus};
 pub use config::{Config, ConfigError, Secret};
 pub use subjects::Subjects;

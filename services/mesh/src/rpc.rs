@@ -18,8 +18,9 @@ use prost::Message;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
-use crate::bus::{BusError, IncomingRequest, SharedBus};
+use crate::bus::{BusError, Headers, IncomingRequest, SharedBus};
 use crate::subjects::{Service, Subjects};
 
 /// Where a service is served: its role on the bus, one instance of it or
@@ -107,6 +108,34 @@ fn frame_to_reply<T: Message + Default>(
     }
 }
 
+/// The role and method a subject names (`<prefix>.v1.<role>[.<instance>].<method>`),
+/// for span names; other subjects are their own method.
+fn hop_of(subject: &str) -> (&str, &str) {
+    let method = subject.rsplit('.').next().unwrap_or(subject);
+    let role = subject
+        .split('.')
+        .skip_while(|s| *s != "v1")
+        .nth(1)
+        .unwrap_or("");
+    (role, method)
+}
+
+/// The client's span of one call, and the headers that carry it on.
+fn client_span(subject: &str) -> (tracing::Span, Headers) {
+    let (service, method) = hop_of(subject);
+    let span = tracing::info_span!(
+        "bus.call",
+        otel.name = %format_args!("call {service}.{method}"),
+        otel.kind = "client",
+        service,
+        method,
+        subject,
+    );
+    let mut headers = Headers::new();
+    crate::telemetry::inject(&span, &mut headers);
+    (span, headers)
+}
+
 /// Sends `req` and waits for its one reply.
 pub async fn call<Req: Message, Resp: Message + Default>(
     bus: &SharedBus,
@@ -114,15 +143,20 @@ pub async fn call<Req: Message, Resp: Message + Default>(
     req: &Req,
     timeout: Duration,
 ) -> Result<Resp, Status> {
-    let mut frames = bus
-        .request(subject, Bytes::from(req.encode_to_vec()), timeout)
-        .await?;
-    match frames.next().await {
-        Some(item) => frame_to_reply(subject, item),
-        None => Err(Status::internal(format!(
-            "`{subject}` ended its reply without a message"
-        ))),
+    let (span, headers) = client_span(subject);
+    async {
+        let mut frames = bus
+            .request(subject, &headers, Bytes::from(req.encode_to_vec()), timeout)
+            .await?;
+        match frames.next().await {
+            Some(item) => frame_to_reply(subject, item),
+            None => Err(Status::internal(format!(
+                "`{subject}` ended its reply without a message"
+            ))),
+        }
     }
+    .instrument(span)
+    .await
 }
 
 /// Sends `req` and returns its replies as they stream in. Each reply must
@@ -133,8 +167,10 @@ pub async fn call_stream<Req: Message, Resp: Message + Default + 'static>(
     req: &Req,
     timeout: Duration,
 ) -> Result<ReplyStream<Resp>, Status> {
+    let (span, headers) = client_span(subject);
     let frames = bus
-        .request(subject, Bytes::from(req.encode_to_vec()), timeout)
+        .request(subject, &headers, Bytes::from(req.encode_to_vec()), timeout)
+        .instrument(span)
         .await?;
     let subject = subject.to_string();
     Ok(frames
@@ -278,7 +314,17 @@ where
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let fut = handle(req);
+            let (service, method) = hop_of(&req.subject);
+            let span = tracing::info_span!(
+                "bus.serve",
+                otel.name = %format_args!("{service}.{method}"),
+                otel.kind = "server",
+                service,
+                method,
+                subject = %req.subject,
+            );
+            crate::telemetry::adopt(&span, &req.headers);
+            let fut = handle(req).instrument(span);
             tokio::spawn(async move {
                 fut.await;
                 drop(permit);

@@ -1,13 +1,38 @@
 //! `hearth.delegate`: hands a subtask to an operative and waits for its answer.
 
-use futures::StreamExt;
-use hearth_agents::convert::{self, answer_of, is_final, state_name, text_message};
 use hearth_agents::tools::{CallContext, LocalTool, ToolOutput};
+use hearth_mesh::a2a::{RunError, text_message};
 use hearth_mesh::clients::AgentClient;
-use hearth_proto::a2a::{Role, TaskState, stream_response::Payload};
+use hearth_proto::a2a::Role;
 use hearth_proto::v1::{CancelTaskRequest, SendTaskRequest, ToolSpec};
 use serde_json::{Value, json};
 use tonic::Status;
+
+/// The argument schema of every tool that hands a task to another agent
+/// (`hearth.delegate`, the remote A2A agents): one string, `task`.
+pub(crate) fn task_schema() -> String {
+    json!({
+        "type": "object",
+        "properties": { "task": { "type": "string", "description": "The task, stated completely." } },
+        "required": ["task"],
+    })
+    .to_string()
+}
+
+/// The `task` of a hand-over call, or the tool error that answers a call
+/// without one.
+pub(crate) fn task_argument(arguments_json: &str) -> Result<String, ToolOutput> {
+    let args: Value = serde_json::from_str(arguments_json).unwrap_or(Value::Null);
+    args.get("task")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ToolOutput {
+            content: "`task` must be a non-empty string".into(),
+            is_error: true,
+            usage: None,
+        })
+}
 
 /// The tool's bus name.
 pub const DELEGATE_TOOL: &str = "hearth.delegate";
@@ -60,28 +85,16 @@ impl LocalTool for Delegate {
         ToolSpec {
             name: DELEGATE_TOOL.into(),
             description: "Hand a task to an operative agent, which does the work with tools (calculator and others), and get its answer back.".into(),
-            input_schema_json: json!({
-                "type": "object",
-                "properties": { "task": { "type": "string", "description": "The task, stated completely." } },
-                "required": ["task"],
-            })
-            .to_string(),
+            input_schema_json: task_schema(),
         }
     }
 
     async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, Status> {
-        let args: Value = serde_json::from_str(arguments_json).unwrap_or(Value::Null);
-        let Some(task) = args
-            .get("task")
-            .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-        else {
-            return Ok(ToolOutput {
-                content: "`task` must be a non-empty string".into(),
-                is_error: true,
-                usage: None,
-            });
+        let task = match task_argument(arguments_json) {
+            Ok(task) => task,
+            Err(refused) => return Ok(refused),
         };
+        let task = task.as_str();
         let sub_id = uuid::Uuid::now_v7().to_string();
         let mut message = text_message(Role::User, task, "", &ctx.context_id);
         message.reference_task_ids.push(ctx.task_id.clone());
@@ -93,56 +106,49 @@ impl LocalTool for Delegate {
             // Nobody is there to answer an operative's question.
             interactive: false,
         };
-        let mut events = self.operatives.send_task(&req).await?;
         let mut guard = CancelOnDrop {
             client: self.operatives.clone(),
             worker: String::new(),
             task_id: sub_id,
             armed: true,
         };
-        while let Some(ev) = events.next().await {
-            let ev = ev?;
-            if guard.worker.is_empty() {
-                guard.worker.clone_from(&ev.worker);
-            }
-            match ev.event.and_then(|e| e.payload) {
-                Some(Payload::StatusUpdate(u)) => {
-                    let Some(st) = u.status else { continue };
-                    if st.state == TaskState::Working as i32
-                        && let (Some(m), Some(p)) = (st.message.as_ref(), ctx.progress.as_ref())
-                    {
-                        p(format!("operative {}: {}", ev.worker, convert::text_of(m)));
-                    }
+        let done = self
+            .operatives
+            .run_to_end(&req, |ev| {
+                if guard.worker.is_empty() {
+                    guard.worker = ev.worker.to_string();
                 }
-                Some(Payload::Task(t)) => {
-                    let state = t.status.as_ref().map_or(0, |s| s.state);
-                    if !is_final(state) {
-                        continue;
-                    }
-                    guard.armed = false;
-                    let answer = answer_of(&t);
-                    return Ok(if state == TaskState::Completed as i32 {
-                        ToolOutput {
-                            content: answer,
-                            is_error: false,
-                            usage: ev.usage,
-                        }
-                    } else {
-                        ToolOutput {
-                            content: format!(
-                                "the operative's task ended {}: {answer}",
-                                state_name(state)
-                            ),
-                            is_error: true,
-                            usage: ev.usage,
-                        }
-                    });
+                if let (Some(text), Some(p)) = (ev.working, ctx.progress.as_ref()) {
+                    p(format!("operative {}: {text}", ev.worker));
                 }
-                _ => {}
+            })
+            .await;
+        let done = match done {
+            Ok(done) => done,
+            Err(RunError::Ended) => {
+                return Err(Status::unavailable(
+                    "the operative's event stream ended before its task did",
+                ));
             }
-        }
-        Err(Status::unavailable(
-            "the operative's event stream ended before its task did",
-        ))
+            Err(e) => return Err(e.into_status()),
+        };
+        guard.armed = false;
+        let answer = done.answer();
+        Ok(if done.completed() {
+            ToolOutput {
+                content: answer,
+                is_error: false,
+                usage: done.usage,
+            }
+        } else {
+            ToolOutput {
+                content: format!(
+                    "the operative's task ended {}: {answer}",
+                    done.state.as_str_name()
+                ),
+                is_error: true,
+                usage: done.usage,
+            }
+        })
     }
 }

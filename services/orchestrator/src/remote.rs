@@ -435,29 +435,20 @@ impl LocalTool for RemoteTool {
         let about: String = about.chars().take(600).collect();
         ToolSpec {
             name: tool_name(&self.cfg.name),
-            description: format!("Hand a task to the external A2A agent `{}` and get its answer. {about}", self.cfg.name),
-            input_schema_json: json!({
-                "type": "object",
-                "properties": { "task": { "type": "string", "description": "The task, stated completely." } },
-                "required": ["task"],
-            })
-            .to_string(),
+            description: format!(
+                "Hand a task to the external A2A agent `{}` and get its answer. {about}",
+                self.cfg.name
+            ),
+            input_schema_json: crate::delegate::task_schema(),
         }
     }
 
     async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, Status> {
-        let args: Value = serde_json::from_str(arguments_json).unwrap_or(Value::Null);
-        let Some(task) = args
-            .get("task")
-            .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
-        else {
-            return Ok(ToolOutput {
-                content: "`task` must be a non-empty string".into(),
-                is_error: true,
-                usage: None,
-            });
+        let task = match crate::delegate::task_argument(arguments_json) {
+            Ok(task) => task,
+            Err(refused) => return Ok(refused),
         };
+        let task = task.as_str();
         let deadline = Duration::from_millis(self.cfg.timeout_ms.max(1));
         let outcome = match tokio::time::timeout(deadline, self.ask(ctx, task)).await {
             Ok(r) => r,

@@ -87,10 +87,7 @@ impl Approvals {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        match self.book.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        hearth_mesh::sync::lock(&self.book)
     }
 
     fn save(&self, book: &Book) {

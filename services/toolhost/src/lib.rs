@@ -24,16 +24,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_agents::Specs;
 use hearth_mesh::config::McpServer;
 use hearth_mesh::rpc::ServeAt;
 use hearth_mesh::subjects::Service;
+use hearth_mesh::telemetry::annotate;
 use hearth_mesh::{BusError, Config, SharedBus};
 use hearth_proto::v1::toolhost_server::Toolhost;
 use hearth_proto::v1::{
     ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse, ListToolsRequest,
     ListToolsResponse,
 };
+use hearth_specs::Specs;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
@@ -127,7 +128,20 @@ impl Toolhost for ToolhostService {
                 .record(record(Outcome::Refused, Some(s.message().to_string())));
             return Err(s);
         }
+        let span = tracing::Span::current();
+        annotate(&span, "hearth.tool", req.name.clone());
+        annotate(&span, "hearth.agent", req.agent.clone());
+        annotate(&span, "hearth.task_id", req.task_id.clone());
         let result = self.pool.call(&req.name, &req.arguments_json).await;
+        annotate(
+            &span,
+            "hearth.tool.outcome",
+            match &result {
+                Ok(r) if r.is_error => "tool_error",
+                Ok(_) => "ok",
+                Err(_) => "failed",
+            },
+        );
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok(r) => {
@@ -267,7 +281,7 @@ pub enum ToolhostError {
     Pool(#[from] PoolError),
     /// Agent specs (for permissions) could not be loaded.
     #[error(transparent)]
-    Spec(#[from] hearth_agents::SpecError),
+    Spec(#[from] hearth_specs::SpecError),
     /// It could not subscribe on the bus.
     #[error(transparent)]
     Bus(#[from] BusError),

@@ -318,11 +318,7 @@ struct Server {
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        s.truncate(cut);
+        s.truncate(s.floor_char_boundary(max));
         s.push_str(" …[truncated]");
     }
     s
@@ -330,10 +326,7 @@ fn truncate(mut s: String, max: usize) -> String {
 
 impl Server {
     fn read_listing(&self) -> std::sync::RwLockReadGuard<'_, Listing> {
-        match self.listing.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        hearth_mesh::sync::read(&self.listing)
     }
 
     /// Takes a new listing through the filters, caps and approvals.
@@ -383,10 +376,7 @@ impl Server {
             }
         }
         tools.retain(|(own, _)| !held.contains_key(own));
-        let mut w = match self.listing.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut w = hearth_mesh::sync::write(&self.listing);
         *w = Listing { raw, tools, held };
     }
 

@@ -217,11 +217,7 @@ fn cut(mut s: String, max: usize) -> (String, bool) {
     if s.len() <= max {
         return (s, false);
     }
-    let at = (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0);
-    s.truncate(at);
+    s.truncate(s.floor_char_boundary(max));
     (s, true)
 }
 

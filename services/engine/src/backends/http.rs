@@ -48,21 +48,25 @@ pub async fn send(
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         let mut body = resp.text().await.unwrap_or_default();
-        body.truncate(floor_char_boundary(&body, ERROR_BODY_BYTES));
+        body.truncate(body.floor_char_boundary(ERROR_BODY_BYTES));
         return Err(EngineError::Backend { status, body });
     }
     Ok(resp)
 }
 
-/// The largest char boundary of `s` at or below `max`.
-pub fn floor_char_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
+/// One JSON object of a streamed reply (an NDJSON line, an SSE event's
+/// data): parsed, and an `error` object in it turned into the backend's
+/// error. `what` names the unit in the message (`"a stream line"`).
+pub fn stream_json(text: &str, what: &str) -> Result<Value, EngineError> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| EngineError::Malformed(format!("{what} is not JSON: {e}")))?;
+    match v.get("error") {
+        Some(err) => Err(EngineError::Backend {
+            status: 200,
+            body: err.to_string(),
+        }),
+        None => Ok(v),
     }
-    (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }
 
 /// `server.tool` → `server__tool` (OpenAI and Ollama function names allow

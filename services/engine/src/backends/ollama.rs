@@ -211,26 +211,13 @@ impl Backend for OllamaBackend {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let v: Value = match serde_json::from_str(line.trim()) {
+                    let v = match http::stream_json(line.trim(), "a stream line") {
                         Ok(v) => v,
                         Err(e) => {
-                            let _ = tx
-                                .send(Err(EngineError::Malformed(format!(
-                                    "a stream line is not JSON: {e}"
-                                ))))
-                                .await;
+                            let _ = tx.send(Err(e)).await;
                             return;
                         }
                     };
-                    if let Some(err) = v.get("error") {
-                        let _ = tx
-                            .send(Err(EngineError::Backend {
-                                status: 200,
-                                body: err.to_string(),
-                            }))
-                            .await;
-                        return;
-                    }
                     let mut chunk = chunk_of(&v, &names, calls);
                     calls += chunk.tool_calls.len();
                     any_call |= !chunk.tool_calls.is_empty();

@@ -288,26 +288,13 @@ impl Backend for OpenAiBackend {
                     if ev.data.trim() == "[DONE]" {
                         break;
                     }
-                    let v: Value = match serde_json::from_str(&ev.data) {
+                    let v = match http::stream_json(&ev.data, "an SSE event") {
                         Ok(v) => v,
                         Err(e) => {
-                            let _ = tx
-                                .send(Err(EngineError::Malformed(format!(
-                                    "an SSE event is not JSON: {e}"
-                                ))))
-                                .await;
+                            let _ = tx.send(Err(e)).await;
                             return;
                         }
                     };
-                    if let Some(err) = v.get("error") {
-                        let _ = tx
-                            .send(Err(EngineError::Backend {
-                                status: 200,
-                                body: err.to_string(),
-                            }))
-                            .await;
-                        return;
-                    }
                     let text = asm.absorb(&v);
                     if !text.is_empty()
                         && tx

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    Bus, BusError, DEFAULT_MAX_PAYLOAD, FrameStream, IncomingRequest, RequestStream, Responder,
-    ResponderInner,
+    Bus, BusError, DEFAULT_MAX_PAYLOAD, FrameStream, Headers, IncomingRequest, RequestStream,
+    Responder, ResponderInner,
 };
 use crate::subjects::matches;
 
@@ -60,10 +60,7 @@ impl LocalBus {
     /// one member (round-robin) of each queue group. Closed subscribers are
     /// dropped on the way.
     fn route(&self, subject: &str) -> Vec<mpsc::Sender<IncomingRequest>> {
-        let mut reg = match self.registry.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut reg = crate::sync::lock(&self.registry);
         reg.subs.retain(|s| !s.tx.is_closed());
         let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
         let mut out = Vec::new();
@@ -94,6 +91,7 @@ impl Bus for LocalBus {
     async fn request(
         &self,
         subject: &str,
+        headers: &Headers,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<FrameStream, BusError> {
@@ -114,6 +112,7 @@ impl Bus for LocalBus {
         for target in targets {
             let req = IncomingRequest {
                 subject: subject.to_string(),
+                headers: headers.clone(),
                 payload: payload.clone(),
                 responder: Responder {
                     inner: ResponderInner::Local { tx: tx.clone() },
@@ -149,10 +148,7 @@ impl Bus for LocalBus {
         queue: Option<&str>,
     ) -> Result<RequestStream, BusError> {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        let mut reg = match self.registry.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut reg = crate::sync::lock(&self.registry);
         reg.subs.push(Subscriber {
             pattern: subject.to_string(),
             queue: queue.map(str::to_string),

@@ -8,6 +8,7 @@
 mod local;
 mod nats;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,45 @@ pub enum BusError {
     },
 }
 
+/// Headers a request carries beside its payload: NATS message headers over
+/// NATS, the same map in process. What travels in them today is the W3C
+/// trace context (`traceparent`, `tracestate`), so a task that crosses
+/// processes is one trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(BTreeMap<String, String>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Sets `name` to `value`.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    /// Every header, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The header names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
 /// A stream of decoded reply frames: `Data` frames, then possibly one `Error`
 /// frame; the stream ends after an end-of-stream frame (which it does not
 /// yield) or an error. A transport that closes early yields a `BusError`.
@@ -76,7 +116,8 @@ pub type RequestStream = BoxStream<'static, IncomingRequest>;
 /// The bus: request/reply with streamed replies, and subscriptions in queue groups.
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Sends `payload` to `subject` and returns the reply frames as they arrive.
+    /// Sends `payload` with `headers` to `subject` and returns the reply
+    /// frames as they arrive.
     ///
     /// The first frame must arrive within `timeout`, and each later frame
     /// within `timeout` of the one before; the stream ends after an end or
@@ -84,6 +125,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn request(
         &self,
         subject: &str,
+        headers: &Headers,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<FrameStream, BusError>;
@@ -107,6 +149,8 @@ pub trait Bus: Send + Sync + 'static {
 pub struct IncomingRequest {
     /// The subject it was sent to.
     pub subject: String,
+    /// The headers it came with.
+    pub headers: Headers,
     /// The request body (a protobuf message).
     pub payload: Bytes,
     /// Where replies go.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    Bus, BusError, FrameStream, IncomingRequest, RequestStream, Responder, ResponderInner,
+    Bus, BusError, FrameStream, Headers, IncomingRequest, RequestStream, Responder, ResponderInner,
 };
 
 /// How many unread reply frames a request may have queued before the
@@ -45,10 +45,7 @@ impl std::fmt::Debug for NatsBus {
 fn lock(
     p: &Pending,
 ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Result<Bytes, BusError>>>> {
-    match p.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
+    crate::sync::lock(p)
 }
 
 impl NatsBus {
@@ -150,6 +147,7 @@ impl Bus for NatsBus {
     async fn request(
         &self,
         subject: &str,
+        headers: &Headers,
         payload: Bytes,
         timeout: Duration,
     ) -> Result<FrameStream, BusError> {
@@ -169,10 +167,20 @@ impl Bus for NatsBus {
             token: token.clone(),
         };
         let reply = format!("{}.{token}", self.inbox);
-        self.client
-            .publish_with_reply(subject.to_string(), reply, payload)
-            .await
-            .map_err(|e| BusError::Transport(e.to_string()))?;
+        let sent = if headers.is_empty() {
+            self.client
+                .publish_with_reply(subject.to_string(), reply, payload)
+                .await
+        } else {
+            let mut map = async_nats::HeaderMap::new();
+            for (k, v) in headers.iter() {
+                map.insert(k, v);
+            }
+            self.client
+                .publish_with_reply_and_headers(subject.to_string(), reply, map, payload)
+                .await
+        };
+        sent.map_err(|e| BusError::Transport(e.to_string()))?;
         let subject_owned = subject.to_string();
         let raw = ReceiverStream::new(rx)
             .map(move |item| {
@@ -213,6 +221,7 @@ impl Bus for NatsBus {
         Ok(sub
             .map(move |msg| IncomingRequest {
                 subject: msg.subject.to_string(),
+                headers: msg.headers.as_ref().map(headers_of).unwrap_or_default(),
                 payload: msg.payload,
                 responder: Responder {
                     inner: ResponderInner::Nats {
@@ -232,4 +241,15 @@ impl Bus for NatsBus {
     fn kind(&self) -> &'static str {
         "nats"
     }
+}
+
+/// A NATS message's headers, the ones that are text (the last value of each).
+fn headers_of(map: &async_nats::HeaderMap) -> Headers {
+    let mut out = Headers::new();
+    for (name, values) in map.iter() {
+        if let Some(v) = values.last() {
+            out.insert(name.to_string(), v.as_str());
+        }
+    }
+    out
 }

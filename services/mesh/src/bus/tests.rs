@@ -245,6 +245,7 @@ async fn malformed_request_bytes_get_invalid_argument() {
     let mut frames = bus
         .request(
             "t.typed",
+            &Headers::new(),
             Bytes::from_static(&[0xff, 0xff, 0xff]),
             Duration::from_secs(1),
         )

@@ -1,4 +1,11 @@
 //! Agent specs: TOML files that say who an agent is and what it may do.
+//!
+//! Configuration data, read by every service that needs to know an agent
+//! (the agent services that run them, the toolhost that enforces their tool
+//! lists, the gateway that publishes their cards), so it is a crate of its
+//! own and none of those depends on the agent runtime. The built-in specs
+//! are `agents/specs/*.toml`, beside this crate; `[agents] dir` adds or
+//! overrides specs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -130,11 +137,11 @@ pub struct Specs {
 const BUILTIN: [(&str, &str); 2] = [
     (
         "agents/specs/orchestrator.toml",
-        include_str!("../specs/orchestrator.toml"),
+        include_str!("../orchestrator.toml"),
     ),
     (
         "agents/specs/operative.toml",
-        include_str!("../specs/operative.toml"),
+        include_str!("../operative.toml"),
     ),
 ];
 
