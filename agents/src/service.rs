@@ -231,6 +231,19 @@ impl Agent for AgentService {
     }
 }
 
+/// An agent service on the bus.
+#[derive(Debug)]
+pub struct Running {
+    /// Its worker name.
+    pub worker: String,
+    /// The loops on the role's subjects, in its queue group: where new
+    /// tasks come in. Aborting them is the first step of a drain.
+    pub intake: Vec<JoinHandle<()>>,
+    /// The loops on this instance's own subjects (its tasks' lookups,
+    /// cancels and follow-ups), which keep serving while it drains.
+    pub handles: Vec<JoinHandle<()>>,
+}
+
 /// Serves `service` on the bus as `kind` (orchestrator or operative): on
 /// the role's subjects in its queue group, and on this instance's own
 /// subjects (a task's lookups and cancels go to the instance that runs it).
@@ -239,13 +252,18 @@ pub async fn serve(
     kind: Service,
     bus: SharedBus,
     subjects: &Subjects,
-) -> Result<Vec<JoinHandle<()>>, BusError> {
+) -> Result<Running, BusError> {
     let at = ServeAt::role(bus, subjects.clone(), kind);
-    let mine = at.clone().instance(service.worker());
+    let worker = service.worker().to_string();
+    let mine = at.clone().instance(&worker);
     let service = Arc::new(service);
-    let mut handles = agent_bus::serve(service.clone(), &at).await?;
-    handles.extend(agent_bus::serve(service, &mine).await?);
-    Ok(handles)
+    let intake = agent_bus::serve(service.clone(), &at).await?;
+    let handles = agent_bus::serve(service, &mine).await?;
+    Ok(Running {
+        worker,
+        intake,
+        handles,
+    })
 }
 
 /// A worker name for a new instance of `kind`: unique, and a valid subject token.

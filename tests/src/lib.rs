@@ -275,6 +275,26 @@ impl HearthProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends it SIGTERM (what a service manager sends to stop it).
+    pub fn terminate(&self) -> Result<()> {
+        let pid = self.child.id().context("it has already exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for it to exit; its exit code (-1 for a
+    /// signal), or None if it is still running.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<i32> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status.code().unwrap_or(-1)),
+            _ => None,
+        }
+    }
 }
 
 /// Runs `hearth <args>` to completion with `env`; returns (status, stdout, stderr).

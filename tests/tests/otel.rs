@@ -97,7 +97,13 @@ async fn a_task_through_five_processes_over_nats_is_one_trace() {
         // Export within a fraction of a second, not the default 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let parts = ["engine", "toolhost", "learning", "operative", "orchestrator"];
+    let parts = [
+        "engine",
+        "toolhost",
+        "learning",
+        "operative",
+        "orchestrator",
+    ];
     let mut procs = Vec::new();
     for part in parts {
         procs.push(HearthProcess::serve(part, &env).await.unwrap());
@@ -150,9 +156,18 @@ async fn a_task_through_five_processes_over_nats_is_one_trace() {
     };
     // The hops and the work, each from the service that did it.
     assert!(named("hearth-cli", "hearth ask"), "{spans:#?}");
-    assert!(named("hearth-orchestrator", "orchestrator.send_task"), "{spans:#?}");
-    assert!(named("hearth-operative", "operative.send_task"), "{spans:#?}");
-    assert!(named("hearth-operative", "tool calculator.evaluate"), "{spans:#?}");
+    assert!(
+        named("hearth-orchestrator", "orchestrator.send_task"),
+        "{spans:#?}"
+    );
+    assert!(
+        named("hearth-operative", "operative.send_task"),
+        "{spans:#?}"
+    );
+    assert!(
+        named("hearth-operative", "tool calculator.evaluate"),
+        "{spans:#?}"
+    );
     assert!(named("hearth-toolhost", "toolhost.call_tool"), "{spans:#?}");
     assert!(named("hearth-engine", "engine.generate"), "{spans:#?}");
     assert!(named("hearth-learning", "learning.record"), "{spans:#?}");
@@ -160,16 +175,24 @@ async fn a_task_through_five_processes_over_nats_is_one_trace() {
         .iter()
         .find(|s| s.service == "hearth-engine" && s.name.contains("generate"))
         .unwrap();
-    assert_eq!(generate.attributes["gen_ai.system"], "scripted", "{generate:?}");
+    assert_eq!(
+        generate.attributes["gen_ai.system"], "scripted",
+        "{generate:?}"
+    );
     assert!(
-        generate.attributes.contains_key("gen_ai.usage.input_tokens"),
+        generate
+            .attributes
+            .contains_key("gen_ai.usage.input_tokens"),
         "{generate:?}"
     );
     let tool = spans
         .iter()
         .find(|s| s.service == "hearth-toolhost" && s.name.contains("call_tool"))
         .unwrap();
-    assert_eq!(tool.attributes["hearth.tool"], "calculator.evaluate", "{tool:?}");
+    assert_eq!(
+        tool.attributes["hearth.tool"], "calculator.evaluate",
+        "{tool:?}"
+    );
     assert_eq!(tool.attributes["hearth.tool.outcome"], "ok", "{tool:?}");
     for p in procs {
         p.kill().await;

@@ -88,6 +88,9 @@ pub struct Mesh {
     /// Where its gRPC listener is, if it has one.
     pub gateway_grpc: Option<SocketAddr>,
     handles: Vec<JoinHandle<()>>,
+    /// The loops where new tasks come in (the agent services' role
+    /// subjects): the first to stop when the mesh drains.
+    intake: Vec<JoinHandle<()>>,
     pool: Option<Arc<hearth_toolhost::McpPool>>,
 }
 
@@ -97,9 +100,20 @@ impl Mesh {
         &mut self.handles
     }
 
+    /// Drains: stops taking new tasks (over NATS a queue peer gets them),
+    /// then waits up to `deadline` for the requests this process has
+    /// already taken — the tasks it runs and the model and tool calls they
+    /// make here — to finish. True when nothing was left in flight.
+    pub async fn drain(&mut self, deadline: Duration) -> bool {
+        for h in self.intake.drain(..) {
+            h.abort();
+        }
+        hearth_mesh::rpc::drained(deadline).await
+    }
+
     /// Stops the serving loops and the MCP servers.
     pub async fn shutdown(self) {
-        for h in &self.handles {
+        for h in self.intake.iter().chain(&self.handles) {
             h.abort();
         }
         if let Some(pool) = self.pool {
@@ -116,6 +130,7 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
         gateway: None,
         gateway_grpc: None,
         handles: Vec::new(),
+        intake: Vec::new(),
         pool: None,
     };
     for part in Part::ALL.iter().filter(|p| parts.contains(p)) {
@@ -179,12 +194,14 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                 let r = hearth_operative::run(config, bus.clone())
                     .await
                     .context("starting an operative")?;
+                mesh.intake.extend(r.intake);
                 mesh.handles.extend(r.handles);
             }
             Part::Orchestrator => {
                 let r = hearth_orchestrator::run(config, bus.clone())
                     .await
                     .context("starting the orchestrator")?;
+                mesh.intake.extend(r.intake);
                 mesh.handles.extend(r.handles);
             }
             Part::Gateway => {

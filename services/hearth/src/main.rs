@@ -658,11 +658,7 @@ async fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_default()
                 );
             }
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
-            mesh.shutdown().await;
-            Ok(())
+            run_until_stopped(mesh, &config).await
         }
         Command::Serve { part } => {
             let config = Config::load()?;
@@ -677,9 +673,7 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("gateway listening on http://{addr}/");
             }
             eprintln!("{part:?} ready");
-            wait_for_shutdown().await;
-            mesh.shutdown().await;
-            Ok(())
+            run_until_stopped(mesh, &config).await
         }
         Command::Models { what } => {
             let config = Config::load()?;
@@ -722,19 +716,57 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and Ctrl-C, as one stream of stop requests.
+struct Stops {
     #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stops {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = ctrl_c.await;
     }
-    let _ = ctrl_c.await;
+}
+
+/// Serves until stopped, then stops gracefully: the first SIGTERM or
+/// Ctrl-C drains (no new tasks; the work already taken finishes within
+/// `drain_timeout_ms`), and a second one, or the deadline, ends it at once.
+async fn run_until_stopped(mut mesh: hearth::Mesh, config: &Config) -> Result<()> {
+    let mut stops = Stops::new();
+    stops.next().await;
+    let deadline = config.drain_timeout();
+    eprintln!(
+        "stopping: no new tasks; waiting up to {:.0} s for {} request(s) in flight (signal again to stop now)",
+        deadline.as_secs_f64(),
+        hearth_mesh::rpc::in_flight()
+    );
+    let drained = tokio::select! {
+        d = mesh.drain(deadline) => d,
+        () = stops.next() => false,
+    };
+    let left = hearth_mesh::rpc::in_flight();
+    mesh.shutdown().await;
+    if drained {
+        eprintln!("drained; stopped");
+        Ok(())
+    } else {
+        bail!("stopped with {left} request(s) still in flight")
+    }
 }

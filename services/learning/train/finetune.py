@@ -15,6 +15,7 @@ Pipeline
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("input and output")
     io.add_argument("--model", required=True, metavar="PATH.gguf",
                     help="base model GGUF (e.g. gemma-3-270m-q4_k_m.gguf); de-quantized to train")
-    io.add_argument("--data", required=True, metavar="rows.jsonl",
+    io.add_argument("--data", required=True, metavar="rows.jsonl[.gz]",
                     help="training rows, JSONL (see 'data format' below)")
     io.add_argument("--out", required=True, metavar="adapter.gguf",
                     help="where to write the GGUF LoRA adapter (written to OUT.part, then renamed)")
@@ -204,7 +205,10 @@ def validate_args(a: argparse.Namespace) -> None:
 
 def read_rows(path: str) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
+    # A gzipped export (`rows.jsonl.gz`) is read as it is: it is what fits
+    # through a small upload to a GPU machine.
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

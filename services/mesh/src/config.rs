@@ -71,6 +71,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Deadline for a whole task, in milliseconds.
     pub task_timeout_ms: u64,
+    /// How long a service stopping (SIGTERM, Ctrl-C) lets the work it has
+    /// already taken finish, in milliseconds, before it exits anyway.
+    pub drain_timeout_ms: u64,
     /// Threads of the async runtime (`HEARTH_WORKER_THREADS`). Unset: half
     /// the cores, at least one. Inference, the sandbox, the vector store
     /// and long calculations run on threads of their own; the async
@@ -102,6 +105,7 @@ impl Default for Config {
             subject_prefix: "hearth".into(),
             request_timeout_ms: 30_000,
             task_timeout_ms: 300_000,
+            drain_timeout_ms: 30_000,
             worker_threads: None,
             engine: EngineConfig::default(),
             gateway: GatewayConfig::default(),
@@ -654,6 +658,11 @@ impl Config {
         Duration::from_millis(self.task_timeout_ms)
     }
 
+    /// How long a stopping service waits for its work in flight.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
     /// Threads for the async runtime: `worker_threads` when set (and not
     /// 0), else half the cores, at least one.
     pub fn async_workers(&self) -> usize {
@@ -693,11 +702,12 @@ fn env_provider() -> Env {
         ("tools_web_", "tools.web."),
         ("tools_code_", "tools.code."),
     ];
-    const TOP: [&str; 5] = [
+    const TOP: [&str; 6] = [
         "nats_url",
         "subject_prefix",
         "request_timeout_ms",
         "task_timeout_ms",
+        "drain_timeout_ms",
         "worker_threads",
     ];
     Env::prefixed("HEARTH_")

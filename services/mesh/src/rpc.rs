@@ -8,7 +8,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -295,7 +296,52 @@ where
     .await
 }
 
+/// Requests this process's serving loops are handling right now (a
+/// streamed reply counts until its last frame is sent).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One request being handled, counted in [`in_flight`] until dropped.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many requests this process's serving loops are handling now.
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::SeqCst)
+}
+
+/// Waits until this process handles no request, or `deadline` passes;
+/// true when nothing is left in flight. The drain of a service: stop its
+/// intake first (abort the loops that take new work), then wait here.
+pub async fn drained(deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if in_flight() == 0 {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Serves raw requests with at most [`DEFAULT_CONCURRENCY`] in flight.
+///
+/// Aborting the returned loop stops taking requests (the subscription is
+/// dropped, so over NATS a queue peer gets the next one); requests already
+/// taken run to their end in tasks of their own.
 async fn serve_raw<F, Fut>(
     bus: SharedBus,
     subject: String,
@@ -325,9 +371,11 @@ where
             );
             crate::telemetry::adopt(&span, &req.headers);
             let fut = handle(req).instrument(span);
+            let counted = InFlight::enter();
             tokio::spawn(async move {
                 fut.await;
                 drop(permit);
+                drop(counted);
             });
         }
         tracing::debug!(%subject, "subscription closed");

@@ -13,7 +13,6 @@ use hearth_agents::{AgentSpec, SpecError, Specs};
 use hearth_mesh::clients::{EngineClient, MemoryClient, ToolhostClient};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus};
-use tokio::task::JoinHandle;
 
 /// Why the operative could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +25,8 @@ pub enum OperativeError {
     Bus(#[from] BusError),
 }
 
-/// A running operative.
-pub struct Running {
-    /// Its worker name.
-    pub worker: String,
-    /// Its serving loops.
-    pub handles: Vec<JoinHandle<()>>,
-}
+/// A running operative: its worker name, its intake and its other loops.
+pub use hearth_agents::service::Running;
 
 /// Starts an operative on `bus`.
 pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeError> {
@@ -70,9 +64,8 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeEr
     if let Some(m) = memory {
         svc = svc.with_memory(m, config.memory.recall as usize);
     }
-    let worker = svc.worker().to_string();
     let svc = svc.with_bus_traces(config, bus.clone());
-    let handles = service::serve(svc, Service::Operative, bus, &subjects).await?;
-    tracing::info!(%worker, "operative ready");
-    Ok(Running { worker, handles })
+    let running = service::serve(svc, Service::Operative, bus, &subjects).await?;
+    tracing::info!(worker = %running.worker, "operative ready");
+    Ok(running)
 }

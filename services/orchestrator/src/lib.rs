@@ -23,7 +23,6 @@ use hearth_agents::{AgentSpec, SpecError, Specs};
 use hearth_mesh::clients::{AgentClient, EngineClient, ToolhostClient};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{BusError, Config, SharedBus};
-use tokio::task::JoinHandle;
 
 pub use delegate::{DELEGATE_TOOL, Delegate};
 
@@ -38,13 +37,8 @@ pub enum OrchestratorError {
     Bus(#[from] BusError),
 }
 
-/// A running orchestrator.
-pub struct Running {
-    /// Its worker name.
-    pub worker: String,
-    /// Its serving loops.
-    pub handles: Vec<JoinHandle<()>>,
-}
+/// A running orchestrator: its worker name, its intake and its other loops.
+pub use hearth_agents::service::Running;
 
 /// Starts the orchestrator on `bus`.
 pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OrchestratorError> {
@@ -97,9 +91,8 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, Orchestrato
         tools_for,
         config.task_timeout(),
     )?;
-    let worker = svc.worker().to_string();
     let svc = svc.with_bus_traces(config, bus.clone());
-    let handles = service::serve(svc, Service::Orchestrator, bus, &subjects).await?;
-    tracing::info!(%worker, "orchestrator ready");
-    Ok(Running { worker, handles })
+    let running = service::serve(svc, Service::Orchestrator, bus, &subjects).await?;
+    tracing::info!(worker = %running.worker, "orchestrator ready");
+    Ok(running)
 }

@@ -4,6 +4,7 @@
 //! Tools:
 //! - `echo {text}`: returns the text (its description can be changed);
 //! - `slow {}`: never answers (a server that hangs);
+//! - `wait {ms}`: answers `waited` after that long (work in flight);
 //! - `crash {}`: the process exits mid-call (a server that crashes);
 //! - `big {bytes}`: returns that many bytes;
 //! - `mutate {description}`: changes `echo`'s description and tells every
@@ -48,6 +49,11 @@ impl Fixture {
                 json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}),
             ),
             tool("slow", "Never answers.", json!({"type":"object"})),
+            tool(
+                "wait",
+                "Answers `waited` after `ms` milliseconds.",
+                json!({"type":"object","properties":{"ms":{"type":"integer"}}}),
+            ),
             tool("crash", "Exits mid-call.", json!({"type":"object"})),
             tool(
                 "big",
@@ -103,6 +109,11 @@ impl ServerHandler for Fixture {
             "slow" => {
                 std::future::pending::<()>().await;
                 Ok(text("unreachable"))
+            }
+            "wait" => {
+                let ms = args.get("ms").and_then(|v| v.as_u64()).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Ok(text("waited"))
             }
             "crash" => std::process::exit(3),
             "big" => {
