@@ -425,6 +425,7 @@ impl TaskHost {
         let worker = self.worker.clone();
         let (silent, _) = mpsc::channel(1);
         let events = events.unwrap_or(silent);
+        hearth_mesh::metrics::task_ended(state_of(Some(&final_task)));
         let answered = state_of(Some(&final_task)) == TaskState::Completed as i32;
         if let Some(artifact) = final_task.artifacts.last().filter(|_| answered) {
             let ev = StreamResponse {
@@ -602,6 +603,7 @@ impl TaskHost {
                 a.abort();
             }
             task.status = Some(status(TaskState::Canceled, None));
+            hearth_mesh::metrics::task_ended(TaskState::Canceled as i32);
             let mut usage = slot.record.usage.clone().unwrap_or_default();
             usage.latency_ms = slot.started.elapsed().as_secs_f64() * 1e3;
             slot.record.usage = Some(usage);

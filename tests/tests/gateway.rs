@@ -133,3 +133,76 @@ async fn a_configured_token_is_required_but_the_card_stays_public() {
     assert!(!card.to_string().contains("s3cret"));
     mesh.shutdown().await;
 }
+
+/// The value of the sample `name{…labels…}` whose labels include all of
+/// `want`, from Prometheus text.
+fn sample(text: &str, name: &str, want: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| want.iter().all(|w| l.contains(w)))
+        .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test]
+async fn the_gateway_metrics_cover_the_in_process_mesh_behind_the_token() {
+    let (mesh, url) = gateway(Some("m3trics")).await;
+    let get = |token: Option<&'static str>| {
+        let url = url.clone();
+        async move {
+            let mut rb = reqwest::Client::new().get(format!("{url}/metrics"));
+            if let Some(t) = token {
+                rb = rb.bearer_auth(t);
+            }
+            let resp = rb.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let ctype = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (status, ctype, resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(get(None).await.0, 401, "metrics are behind the token");
+    assert_eq!(get(Some("wrong")).await.0, 401);
+    let (_, _, before) = get(Some("m3trics")).await;
+    let completed = |t: &str| {
+        sample(t, "hearth_tasks_total", &["state=\"completed\""]).unwrap_or(0.0)
+    };
+    let calc = |t: &str| {
+        sample(
+            t,
+            "hearth_tool_calls_total",
+            &["tool=\"calculator.evaluate\"", "outcome=\"ok\""],
+        )
+        .unwrap_or(0.0)
+    };
+    let (status, v) = rpc(&url, send("What is 17*23+4?"), Some("m3trics")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    let (status, ctype, after) = get(Some("m3trics")).await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    // The metrics are the process's: tests beside this one add to them, so
+    // only growth is checked. A task through the orchestrator and an
+    // operative ends twice (the subtask too).
+    assert!(completed(&after) >= completed(&before) + 2.0, "{after}");
+    assert!(calc(&after) >= calc(&before) + 1.0, "{after}");
+    for (service, method) in [("engine", "generate"), ("toolhost", "call_tool")] {
+        let n = sample(
+            &after,
+            "hearth_hop_duration_seconds_count",
+            &[&format!("service=\"{service}\""), &format!("method=\"{method}\"")],
+        );
+        assert!(n.is_some_and(|n| n >= 1.0), "no {service}.{method} hops in:\n{after}");
+    }
+    assert!(
+        sample(&after, "hearth_model_tokens_total", &["direction=\"input\""])
+            .is_some_and(|n| n > 0.0),
+        "{after}"
+    );
+    assert!(after.contains("hearth_requests_in_flight"), "{after}");
+    assert!(after.trim_end().ends_with("# EOF"));
+    mesh.shutdown().await;
+}

@@ -28,7 +28,7 @@ fn repo() -> PathBuf {
 /// model and sandbox interpreter (linked, not copied).
 fn data_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    let real = hearth_engine::catalog::data_dir();
+    let real = hearth_mesh::Config::default().data_dir();
     std::fs::create_dir_all(d.path().join("models")).unwrap();
     for (from, to) in [
         (
@@ -298,7 +298,7 @@ async fn synth_export_train_convert_load_and_gate_on_the_cpu() {
     let adapter = d.path().join("adapter.gguf");
     let model = hearth_engine::catalog::Catalog::builtin()
         .unwrap()
-        .resolve("", &hearth_engine::catalog::models_dir(None))
+        .resolve("", &hearth_mesh::Config::default().models_dir())
         .unwrap()
         .path;
     let train = std::process::Command::new(learn_python())

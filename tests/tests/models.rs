@@ -329,3 +329,69 @@ async fn init_recommends_for_this_machine_and_writes_hearth_toml() {
     assert_ne!(code, 0);
     assert!(err.contains("--force"), "{err}");
 }
+
+#[tokio::test]
+async fn config_show_says_where_each_value_came_from_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hearth.toml");
+    std::fs::write(
+        &file,
+        "[engine]\nmodel = \"from-the-file\"\n[gateway]\ntoken = \"file-secret-token\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("HEARTH_CONFIG", file.to_str().unwrap()),
+        ("HEARTH_ENGINE_API_KEY", "sk-env-secret-key"),
+        ("HEARTH_DATA_DIR", data.to_str().unwrap()),
+    ];
+    let (code, out, err) = hearth_e2e::hearth(
+        &["config", "show", "--json"],
+        &env,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("sk-env-secret-key") && !out.contains("file-secret-token"),
+        "a secret was printed: {out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let values = &v["values"];
+    assert_eq!(values["engine.model"]["value"], "from-the-file", "{v}");
+    assert_eq!(values["engine.model"]["origin"]["from"], "file");
+    assert_eq!(values["engine.api_key"]["value"], "********");
+    assert_eq!(values["engine.api_key"]["origin"]["from"], "environment");
+    assert_eq!(values["engine.api_key"]["origin"]["name"], "HEARTH_ENGINE_API_KEY");
+    assert_eq!(values["gateway.token"]["value"], "********");
+    assert_eq!(values["data_dir"]["value"], data.to_str().unwrap());
+    assert_eq!(values["gateway.addr"]["origin"]["from"], "default");
+
+    // The table says the same for a person; an unknown backend is refused
+    // with the valid ones listed.
+    let (code, table, err) = hearth_e2e::hearth(
+        &["config", "show", "--changed"],
+        &env,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("engine.model") && table.contains("env HEARTH_ENGINE_API_KEY"), "{table}");
+    assert!(!table.contains("gateway.addr"), "--changed shows only changed values: {table}");
+    let (code, _, err) = hearth_e2e::hearth(
+        &["config", "show"],
+        &[
+            ("HEARTH_CONFIG", file.to_str().unwrap()),
+            ("HEARTH_ENGINE_BACKEND", "lama"),
+        ],
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    for name in ["lama", "llama", "openai", "ollama"] {
+        assert!(err.contains(&format!("`{name}`")), "{err}");
+    }
+}

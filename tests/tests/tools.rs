@@ -230,7 +230,8 @@ async fn the_web_tool_renders_text_refuses_local_addresses_and_searches() {
         config.tools.web.enabled = true;
         config.tools.web.allow_private = true;
         config.tools.web.max_bytes = 1024 * 1024;
-        config.tools.web.search_provider = Some(provider.into());
+        config.tools.web.search_provider =
+            Some(serde_json::from_value(serde_json::Value::String(provider.into())).unwrap());
         config.tools.web.search_url = Some(base.clone());
         config.tools.web.search_api_key = hearth_mesh::Secret::new("brave-key");
         let bus: SharedBus = Arc::new(LocalBus::default());

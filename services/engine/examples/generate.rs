@@ -39,7 +39,7 @@ async fn main() {
         })
         .collect();
     let config = hearth_mesh::Config::load().unwrap();
-    let backend = hearth_engine::backend_from_config(&config.engine).unwrap();
+    let backend = hearth_engine::backend_from_config(&config.engine, &config.data_dir()).unwrap();
     let req = GenerateRequest {
         messages,
         tools,

@@ -177,23 +177,10 @@ fn expand(p: &str) -> Option<PathBuf> {
     }
 }
 
-/// Hearth's data directory: `$HEARTH_DATA_DIR`, else `$XDG_DATA_HOME/hearth`,
-/// else `~/.local/share/hearth`.
-pub fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("HEARTH_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(d).join("hearth");
-    }
-    home()
-        .map(|h| h.join(".local/share/hearth"))
-        .unwrap_or_else(|| PathBuf::from(".hearth"))
-}
-
-/// The directory pulled models go to.
-pub fn models_dir(configured: Option<&Path>) -> PathBuf {
-    configured.map_or_else(|| data_dir().join("models"), Path::to_path_buf)
+/// The directory pulled models go to: `engine.models_dir` when configured,
+/// else `models/` in the data directory (`Config::data_dir`).
+pub fn models_dir(configured: Option<&Path>, data_dir: &Path) -> PathBuf {
+    configured.map_or_else(|| data_dir.join("models"), Path::to_path_buf)
 }
 
 impl Catalog {

@@ -31,7 +31,15 @@ use crate::catalog::Catalog;
 use crate::meter::{Energy, EnergyMeter};
 
 /// Builds the configured backend.
-pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, EngineError> {
+///
+/// `data_dir` is the configuration's data directory (`Config::data_dir`):
+/// models and learned adapters are found there.
+pub fn backend_from_config(
+    cfg: &EngineConfig,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Backend>, EngineError> {
+    #[cfg(not(feature = "llama"))]
+    let _ = data_dir;
     match cfg.backend {
         BackendKind::Openai => {
             let url = cfg.url.as_deref().ok_or_else(|| {
@@ -58,7 +66,7 @@ pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, Engin
         )?)),
         BackendKind::Scripted => Ok(Arc::new(ScriptedBackend)),
         #[cfg(feature = "llama")]
-        BackendKind::Llama => Ok(Arc::new(load_llama(cfg)?)),
+        BackendKind::Llama => Ok(Arc::new(load_llama(cfg, data_dir)?)),
         #[cfg(not(feature = "llama"))]
         BackendKind::Llama => Err(EngineError::NotConfigured(
             "this build has no embedded engine (built without the `llama` feature): \
@@ -72,12 +80,13 @@ pub fn backend_from_config(cfg: &EngineConfig) -> Result<Arc<dyn Backend>, Engin
 #[cfg(feature = "llama")]
 pub fn load_llama(
     cfg: &EngineConfig,
+    data_dir: &std::path::Path,
 ) -> Result<crate::backends::llama::LlamaCppBackend, EngineError> {
     use crate::backends::llama::{LlamaCppBackend, LlamaOptions};
     use crate::catalog::{Catalog, models_dir};
     let catalog = Catalog::builtin().map_err(|e| EngineError::NotConfigured(e.to_string()))?;
     let resolved = catalog
-        .resolve(&cfg.model, &models_dir(cfg.models_dir.as_deref()))
+        .resolve(&cfg.model, &models_dir(cfg.models_dir.as_deref(), data_dir))
         .map_err(|e| EngineError::NotConfigured(e.to_string()))?;
     let fallback_template = cfg.template.clone().or(resolved.template);
     let family_templates = catalog
@@ -85,8 +94,7 @@ pub fn load_llama(
         .iter()
         .map(|f| (f.id.clone(), f.template.clone()))
         .collect();
-    let data_dir = crate::catalog::data_dir();
-    let chosen = match crate::adapters::choose(cfg, &resolved.path, &data_dir) {
+    let chosen = match crate::adapters::choose(cfg, &resolved.path, data_dir) {
         Ok(c) => c,
         // The user's own choice failing is an error; a learned adapter
         // failing leaves the base model running, loudly.
@@ -298,7 +306,7 @@ impl LocalEmbeddings {
 /// Where embeddings come from for a configuration: the local model for the
 /// `llama` backend or when `embed_model` names a `.gguf` file, the server's
 /// endpoint otherwise.
-pub fn embeddings_for(cfg: &EngineConfig) -> Embeddings {
+pub fn embeddings_for(cfg: &EngineConfig, data_dir: &std::path::Path) -> Embeddings {
     // A GGUF file named as the embedding model runs here whatever the
     // chat backend is (a server without an embeddings endpoint, say).
     #[cfg(feature = "llama")]
@@ -312,13 +320,14 @@ pub fn embeddings_for(cfg: &EngineConfig) -> Embeddings {
             || {
                 crate::backends::llama::embed::default_embed_model(&crate::catalog::models_dir(
                     cfg.models_dir.as_deref(),
+                    data_dir,
                 ))
             },
             std::path::PathBuf::from,
         );
         return Embeddings::Local(Arc::new(LocalEmbeddings::new(path, cfg.threads)));
     }
-    let _ = cfg;
+    let _ = (cfg, data_dir);
     Embeddings::Backend
 }
 
@@ -433,6 +442,7 @@ impl Engine for EngineService {
                 annotate(&span, "gen_ai.request.model", u.model.clone());
                 annotate(&span, "gen_ai.usage.input_tokens", to_i64(u.tokens_in));
                 annotate(&span, "gen_ai.usage.output_tokens", to_i64(u.tokens_out));
+                hearth_mesh::metrics::model_call(&u.backend, u.tokens_in, u.tokens_out, u.cost_usd);
             }
             Ok(chunk)
         });

@@ -26,7 +26,7 @@ fn load_with(slots: u32, draft_tokens: u32) -> LlamaCppBackend {
         draft_tokens,
         ..Default::default()
     };
-    hearth_engine::service::load_llama(&cfg)
+    hearth_engine::service::load_llama(&cfg, &hearth_mesh::Config::default().data_dir())
         .unwrap_or_else(|e| panic!("the default model must be installed (scripts/setup): {e}"))
 }
 
@@ -197,7 +197,7 @@ async fn bad_requests_are_clear_errors() {
 #[tokio::test]
 async fn the_local_embedding_model_gives_the_reference_vectors() {
     use hearth_engine::backends::llama::embed::{LlamaEmbedder, default_embed_model};
-    let path = default_embed_model(&hearth_engine::catalog::models_dir(None));
+    let path = default_embed_model(&hearth_mesh::Config::default().models_dir());
     let e = tokio::task::spawn_blocking(move || LlamaEmbedder::load(&path, "all-MiniLM-L6-v2", 0))
         .await
         .unwrap()

@@ -200,6 +200,19 @@ async fn rest_version(req: Request, next: axum::middleware::Next) -> Response {
         .into_response()
 }
 
+/// `GET /metrics`: Prometheus metrics of this process (behind the token
+/// when one is set).
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            hearth_mesh::metrics::CONTENT_TYPE,
+        )],
+        hearth_mesh::metrics::render(),
+    )
+        .into_response()
+}
+
 /// Builds the gateway's HTTP router for a gateway reached at `at`.
 pub fn router(
     config: &Config,
@@ -226,6 +239,8 @@ pub fn router(
     };
     let protected = Router::new()
         .route("/", post(jsonrpc))
+        // This process's metrics: in the embedded default, the whole mesh.
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(front)
         .merge(
             a2a_server::rest::rest_router(handler.clone())

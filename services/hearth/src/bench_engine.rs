@@ -202,8 +202,8 @@ fn long_prompt(run: usize, tokens: usize) -> String {
 pub async fn engine(config: &Config, args: EngineArgs) -> Result<()> {
     let before = rss_bytes();
     let t0 = Instant::now();
-    let cfg = config.engine.clone();
-    let backend = tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg))
+    let (cfg, data_dir) = (config.engine.clone(), config.data_dir());
+    let backend = tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg, &data_dir))
         .await
         .context("loading the engine")?
         .context("loading the engine")?;
@@ -214,7 +214,7 @@ pub async fn engine(config: &Config, args: EngineArgs) -> Result<()> {
             .and_then(|c| {
                 c.resolve(
                     &config.engine.model,
-                    &hearth_engine::catalog::models_dir(config.engine.models_dir.as_deref()),
+                    &config.models_dir(),
                 )
                 .ok()
             })
@@ -373,7 +373,7 @@ async fn llama_bench(
     let catalog = hearth_engine::catalog::Catalog::builtin()?;
     let model = catalog.resolve(
         &config.engine.model,
-        &hearth_engine::catalog::models_dir(config.engine.models_dir.as_deref()),
+        &config.models_dir(),
     )?;
     let threads = engine_threads(config);
     eprintln!("llama-bench (baseline) on {} …", model.path.display());
@@ -423,7 +423,7 @@ async fn llama_batched_bench(
     let catalog = hearth_engine::catalog::Catalog::builtin()?;
     let model = catalog.resolve(
         &config.engine.model,
-        &hearth_engine::catalog::models_dir(config.engine.models_dir.as_deref()),
+        &config.models_dir(),
     )?;
     eprintln!("llama-batched-bench (baseline) …");
     let out = tokio::process::Command::new(bin)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use hearth_files::{Files, FilesOptions, Root};
 use hearth_mesh::Config;
+use hearth_mesh::config::SearchProviderKind;
 use hearth_toolhost::{Endpoint, ServerSpec};
 use hearth_web::{SearchProvider, Web, WebOptions, WebServer};
 use rmcp::{ServerHandler, ServiceExt};
@@ -32,7 +33,7 @@ pub fn code_options(config: &Config) -> hearth_code::CodeOptions {
     let dir = c
         .runtime_dir
         .clone()
-        .unwrap_or_else(|| hearth_engine::catalog::data_dir().join("python"));
+        .unwrap_or_else(|| config.data_dir().join("python"));
     let mut o = hearth_code::CodeOptions::new(dir);
     o.slots = c.slots.max(1);
     o.queue_timeout = Duration::from_millis(c.queue_timeout_ms);
@@ -54,7 +55,7 @@ pub fn files_options(config: &Config) -> FilesOptions {
     let root = f
         .root
         .clone()
-        .unwrap_or_else(|| hearth_engine::catalog::data_dir().join("workspace"));
+        .unwrap_or_else(|| config.data_dir().join("workspace"));
     let mut o = FilesOptions::new(root);
     o.read_only = f.read_only;
     o.max_read_bytes = f.max_read_bytes;
@@ -66,31 +67,28 @@ pub fn files_options(config: &Config) -> FilesOptions {
 pub fn web_options(config: &Config) -> Result<WebOptions> {
     let w = &config.tools.web;
     let key = w.search_api_key.expose().to_string();
-    let search = match w.search_provider.as_deref() {
-        None | Some("") => None,
-        Some("searxng") => Some(SearchProvider::Searxng {
+    let search = match w.search_provider {
+        None => None,
+        Some(SearchProviderKind::Searxng) => Some(SearchProvider::Searxng {
             url: w
                 .search_url
                 .clone()
                 .context("tools.web.search_provider = \"searxng\" needs tools.web.search_url (your instance)")?,
         }),
-        Some("brave") => Some(SearchProvider::Brave {
+        Some(SearchProviderKind::Brave) => Some(SearchProvider::Brave {
             url: w
                 .search_url
                 .clone()
                 .unwrap_or_else(|| "https://api.search.brave.com".into()),
             key,
         }),
-        Some("tavily") => Some(SearchProvider::Tavily {
+        Some(SearchProviderKind::Tavily) => Some(SearchProvider::Tavily {
             url: w
                 .search_url
                 .clone()
                 .unwrap_or_else(|| "https://api.tavily.com".into()),
             key,
         }),
-        Some(other) => anyhow::bail!(
-            "unknown tools.web.search_provider `{other}` (searxng, brave or tavily)"
-        ),
     };
     Ok(WebOptions {
         allow_private: w.allow_private,

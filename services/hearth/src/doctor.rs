@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::StreamExt;
-use hearth_engine::catalog::{Catalog, Format, models_dir};
+use hearth_engine::catalog::{Catalog, Format};
 use hearth_engine::hardware;
 use hearth_engine::meter::{EnergySource, NvmlEnergy, RaplEnergy};
 use hearth_mesh::Config;
@@ -74,7 +74,7 @@ struct Weights {
 }
 
 fn weights(config: &Config, catalog: &Catalog) -> Weights {
-    let dir = models_dir(config.engine.models_dir.as_deref());
+    let dir = config.models_dir();
     let wanted = if config.engine.model.is_empty() {
         catalog.default.clone()
     } else {
@@ -118,8 +118,8 @@ fn weights(config: &Config, catalog: &Catalog) -> Weights {
 }
 
 /// Where verified digests are remembered, so a big file is hashed once.
-fn verified_cache() -> PathBuf {
-    hearth_engine::catalog::data_dir().join("verified.json")
+fn verified_cache(config: &Config) -> PathBuf {
+    config.data_dir().join("verified.json")
 }
 
 fn stamp(path: &Path) -> Option<String> {
@@ -135,8 +135,8 @@ fn stamp(path: &Path) -> Option<String> {
 
 /// Whether `path` hashes to `expected`, using (and updating) the cache of
 /// files already checked with the same size and modification time.
-async fn intact(path: &Path, expected: &str) -> Result<bool> {
-    let cache_path = verified_cache();
+async fn intact(config: &Config, path: &Path, expected: &str) -> Result<bool> {
+    let cache_path = verified_cache(config);
     let mut cache: serde_json::Map<String, serde_json::Value> = std::fs::read(&cache_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -174,7 +174,7 @@ async fn weights_check(config: &Config, w: &Weights) -> Check {
         format!("download {} again", path.display())
     };
     match &w.sha256 {
-        Some(sha) => match intact(path, sha).await {
+        Some(sha) => match intact(config, path, sha).await {
             Ok(true) => check(
                 "model weights",
                 Outcome::Ok,
@@ -224,7 +224,7 @@ async fn weights_check(config: &Config, w: &Weights) -> Check {
 }
 
 async fn engine_check(config: &Config) -> Check {
-    let cfg = config.engine.clone();
+    let (cfg, data_dir) = (config.engine.clone(), config.data_dir());
     let started = Instant::now();
     let fix = match config.engine.backend {
         hearth_mesh::config::BackendKind::Llama => {
@@ -241,7 +241,9 @@ async fn engine_check(config: &Config) -> Check {
         ),
     };
     let backend =
-        match tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg)).await {
+        match tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg, &data_dir))
+            .await
+        {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
             Err(e) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
@@ -341,7 +343,7 @@ async fn mcp_checks(config: &Config) -> Vec<Check> {
             )];
         }
     }
-    let data = hearth_engine::catalog::data_dir();
+    let data = config.data_dir();
     let approvals = std::sync::Arc::new(hearth_toolhost::approvals::Approvals::inspect(
         hearth_toolhost::approvals_path(config, &data),
     ));
@@ -480,7 +482,7 @@ async fn memory_checks(config: &Config) -> Vec<Check> {
         .is_some_and(|m| m.to_ascii_lowercase().ends_with(".gguf"));
     if e.backend == hearth_mesh::config::BackendKind::Llama || local_file {
         let path = e.embed_model.clone().map_or_else(
-            || models_dir(e.models_dir.as_deref()).join("all-MiniLM-L6-v2-f16.gguf"),
+            || config.models_dir().join("all-MiniLM-L6-v2-f16.gguf"),
             PathBuf::from,
         );
         out.push(if path.is_file() {
@@ -502,7 +504,7 @@ async fn memory_checks(config: &Config) -> Vec<Check> {
             )
         });
     }
-    let dir = hearth_engine::catalog::data_dir().join("memory");
+    let dir = config.data_dir().join("memory");
     let opened = tokio::time::timeout(
         Duration::from_secs(10),
         hearth_memory::open_store(config, &dir),
@@ -591,7 +593,7 @@ async fn meter_check() -> Check {
 pub async fn run(config: &Config, args: &DoctorArgs) -> Result<Vec<Check>> {
     let catalog = Catalog::builtin()?;
     let mut checks = Vec::new();
-    let hw = hardware::probe(&models_dir(config.engine.models_dir.as_deref()));
+    let hw = hardware::probe(&config.models_dir());
     let local = config.engine.backend == hearth_mesh::config::BackendKind::Llama;
     let w = weights(config, &catalog);
     let gpus = if hw.gpus.is_empty() {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use hearth_engine::catalog::{Catalog, models_dir};
+use hearth_engine::catalog::Catalog;
 use hearth_engine::fit::{self, Engine};
 use hearth_engine::hardware::{self, Hardware};
 use hearth_mesh::Config;
@@ -93,7 +93,7 @@ pub fn print_hardware(hw: &Hardware) {
 
 /// `hearth init`.
 pub fn init(config: &Config, args: InitArgs) -> Result<()> {
-    let dir = models_dir(config.engine.models_dir.as_deref());
+    let dir = config.models_dir();
     let hw = hardware::probe(&dir);
     let catalog = Catalog::builtin()?;
     let rec = fit::recommend(&hw, &catalog)?;

@@ -29,12 +29,8 @@ use serde::Serialize;
 
 use crate::{Mesh, Part, ask, start};
 
-fn data_dir() -> PathBuf {
-    hearth_engine::catalog::data_dir()
-}
-
 fn store(config: &Config) -> TraceStore {
-    TraceStore::open(hearth_learning::traces_dir(config, &data_dir()))
+    TraceStore::open(hearth_learning::traces_dir(config, &config.data_dir()))
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -173,7 +169,7 @@ struct Isolated {
 
 impl Isolated {
     fn new(config: &Config) -> Result<Self> {
-        let base = data_dir().join("learning").join("tmp");
+        let base = config.data_dir().join("learning").join("tmp");
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
         let dir = tempfile::tempdir_in(&base).context("making a run directory")?;
         let mut c = config.clone();
@@ -367,8 +363,8 @@ fn progress_bar(total: u64, quiet: bool, label: &str) -> indicatif::ProgressBar 
     b
 }
 
-fn save_report(report: &Report) -> Result<PathBuf> {
-    let dir = data_dir().join("eval");
+fn save_report(config: &Config, report: &Report) -> Result<PathBuf> {
+    let dir = config.data_dir().join("eval");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}.json", report.run_id));
     std::fs::write(&path, serde_json::to_vec_pretty(report)?)?;
@@ -462,7 +458,7 @@ pub async fn eval_run(config: &Config, args: EvalArgs) -> Result<()> {
     let suites = load_suites(&args.suites)?;
     let cfg = with_adapter(config, args.adapter.as_deref(), args.base);
     let report = evaluate(&cfg, &suites, "eval", args.json).await?;
-    let path = save_report(&report)?;
+    let path = save_report(config, &report)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -521,8 +517,8 @@ pub struct SampleArgs {
     pub json: bool,
 }
 
-fn rejection_dir() -> PathBuf {
-    data_dir().join("learning").join("rejection")
+fn rejection_dir(config: &Config) -> PathBuf {
+    config.data_dir().join("learning").join("rejection")
 }
 
 /// `hearth learn sample`: rejection sampling. The current model draws
@@ -545,7 +541,7 @@ pub async fn sample_cmd(config: &Config, args: SampleArgs) -> Result<()> {
     {
         bail!("held-out suites are never sampled for training");
     }
-    let out = args.out.clone().unwrap_or_else(rejection_dir);
+    let out = args.out.clone().unwrap_or_else(|| rejection_dir(config));
     let mut cfg = config.clone();
     cfg.engine.temperature = Some(args.temperature);
     let (mut drawn, mut kept) = (0usize, 0usize);
@@ -592,8 +588,8 @@ pub struct SynthArgs {
 }
 
 /// The default synthetic trace directory.
-fn synth_dir() -> PathBuf {
-    data_dir().join("learning").join("synth")
+fn synth_dir(config: &Config) -> PathBuf {
+    config.data_dir().join("learning").join("synth")
 }
 
 /// What a synthesis run made.
@@ -616,7 +612,7 @@ pub struct SynthSummary {
 /// `hearth learn synth`: generated tasks through the real mesh, the teacher
 /// playing the model, real tools answering.
 pub async fn synth_cmd(config: &Config, args: SynthArgs) -> Result<()> {
-    let out = args.out.clone().unwrap_or_else(synth_dir);
+    let out = args.out.clone().unwrap_or_else(|| synth_dir(config));
     let summary = synthesize(config, args.count, args.seed, &out, args.json).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -669,15 +665,16 @@ async fn synthesize(
     let bus: SharedBus = Arc::new(LocalBus::default());
     // The real engine for embeddings (agent memory, retrieval); the teacher
     // for generation.
-    let engine_cfg = cfg.engine.clone();
-    let backend =
-        tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&engine_cfg))
-            .await??;
+    let (engine_cfg, data_dir) = (cfg.engine.clone(), cfg.data_dir());
+    let backend = tokio::task::spawn_blocking(move || {
+        hearth_engine::backend_from_config(&engine_cfg, &data_dir)
+    })
+    .await??;
     let svc = hearth_engine::EngineService::new(
         backend,
         hearth_engine::service::Metering::none("synthesis"),
     )
-    .with_embeddings(hearth_engine::embeddings_for(&cfg.engine));
+    .with_embeddings(hearth_engine::embeddings_for(&cfg.engine, &cfg.data_dir()));
     let subjects = cfg.subjects();
     let mut handles = Vec::new();
     let embed_svc = svc.clone();
@@ -829,9 +826,9 @@ pub struct ExportSummary {
 fn gather(config: &Config, dirs: &[PathBuf]) -> Result<Vec<TraceDoc>> {
     let dirs = if dirs.is_empty() {
         vec![
-            hearth_learning::traces_dir(config, &data_dir()),
-            synth_dir(),
-            rejection_dir(),
+            hearth_learning::traces_dir(config, &config.data_dir()),
+            synth_dir(config),
+            rejection_dir(config),
         ]
     } else {
         dirs.to_vec()
@@ -997,7 +994,7 @@ fn base_model(config: &Config) -> Result<PathBuf> {
     let catalog = hearth_engine::catalog::Catalog::builtin()?;
     let resolved = catalog.resolve(
         &config.engine.model,
-        &hearth_engine::catalog::models_dir(config.engine.models_dir.as_deref()),
+        &config.models_dir(),
     )?;
     Ok(resolved.path)
 }
@@ -1005,14 +1002,14 @@ fn base_model(config: &Config) -> Result<PathBuf> {
 /// `hearth learn finetune`: synthesise, export, train, convert, and with
 /// `--deploy` gate.
 pub async fn finetune(config: &Config, args: FinetuneArgs) -> Result<()> {
-    let run_dir = data_dir()
+    let run_dir = config.data_dir()
         .join("learning")
         .join("runs")
         .join(uuid::Uuid::now_v7().to_string());
     std::fs::create_dir_all(&run_dir)?;
     if args.synth > 0 {
         eprintln!("== synthesising {} tasks through the mesh", args.synth);
-        let s = synthesize(config, args.synth, 1, &synth_dir(), false).await?;
+        let s = synthesize(config, args.synth, 1, &synth_dir(config), false).await?;
         eprintln!(
             "   {} traces ({} tasks completed) in {:.0} s",
             s.traces, s.completed, s.seconds
@@ -1037,7 +1034,7 @@ pub async fn finetune(config: &Config, args: FinetuneArgs) -> Result<()> {
         );
     }
     let model = base_model(config)?;
-    let base_sha = adapters::model_sha256(&model, &data_dir())?;
+    let base_sha = adapters::model_sha256(&model, &config.data_dir())?;
     let adapter = run_dir.join("adapter.gguf");
     let mut cmd = tokio::process::Command::new(python(args.python.as_deref()));
     cmd.arg(trainer())
@@ -1107,7 +1104,7 @@ pub async fn gate(config: &Config, adapter: &Path, suites: &[String], json: bool
     };
     let loaded = load_suites(&suites)?;
     let model = base_model(config)?;
-    let base_sha256 = adapters::model_sha256(&model, &data_dir())?;
+    let base_sha256 = adapters::model_sha256(&model, &config.data_dir())?;
     let sha256 = adapters::sha256_file(adapter)?;
     eprintln!("== the base model alone, on {}", suites.join(", "));
     let baseline = evaluate(&with_adapter(config, None, true), &loaded, "base", json).await?;
@@ -1121,7 +1118,7 @@ pub async fn gate(config: &Config, adapter: &Path, suites: &[String], json: bool
     .await
     .context("evaluating with the adapter (llama.cpp may have refused it)")?;
     let comparison = eval::compare(&baseline, &candidate, 10_000, 17);
-    let dir = data_dir().join("learning");
+    let dir = config.data_dir().join("learning");
     let adapters_dir = dir.join("adapters");
     std::fs::create_dir_all(&adapters_dir)?;
     let kept = adapters_dir.join(format!("{}.gguf", &sha256[..16]));
@@ -1147,7 +1144,7 @@ pub async fn gate(config: &Config, adapter: &Path, suites: &[String], json: bool
             deployed_unix_ms: hearth_learning::store::now_ms(),
             report: Some(report_path.clone()),
         };
-        let path = adapters::deployment_path(&data_dir());
+        let path = adapters::deployment_path(&config.data_dir());
         std::fs::write(&path, serde_json::to_vec_pretty(&record)?)?;
     }
     std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)?;
@@ -1181,8 +1178,8 @@ pub async fn gate(config: &Config, adapter: &Path, suites: &[String], json: bool
 }
 
 /// `hearth learn rollback adapter`.
-pub fn rollback() -> Result<()> {
-    let path = adapters::deployment_path(&data_dir());
+pub fn rollback(config: &Config) -> Result<()> {
+    let path = adapters::deployment_path(&config.data_dir());
     match std::fs::remove_file(&path) {
         Ok(()) => {
             println!(
@@ -1201,8 +1198,8 @@ pub fn rollback() -> Result<()> {
 /// `hearth learn status`: which adapter the engine applies now, and why.
 pub fn status(config: &Config, json: bool) -> Result<()> {
     let model = base_model(config)?;
-    let chosen = adapters::choose(&config.engine, &model, &data_dir());
-    let deployed = adapters::deployment(&data_dir()).ok().flatten();
+    let chosen = adapters::choose(&config.engine, &model, &config.data_dir());
+    let deployed = adapters::deployment(&config.data_dir()).ok().flatten();
     let v = serde_json::json!({
         "model": model,
         "adapter": chosen.as_ref().ok().cloned().flatten(),

@@ -12,6 +12,7 @@ pub mod bench_engine;
 pub mod bench_memory;
 pub mod bench_tools;
 pub mod builtins;
+pub mod config_cli;
 pub mod doctor;
 pub mod init;
 pub mod learn_cli;
@@ -122,6 +123,38 @@ impl Mesh {
     }
 }
 
+/// Serves `GET /metrics` (this process's Prometheus metrics, the whole
+/// mesh when it runs here) at `addr`; returns where it listens. Metrics
+/// name tools and services but carry no secret; beyond loopback a
+/// warning says so anyway.
+pub async fn serve_metrics(addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics listener at {addr}"))?;
+    let bound = listener.local_addr().context("the metrics listener's address")?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(addr = %bound, "metrics are served beyond loopback, without a token");
+    }
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    hearth_mesh::metrics::CONTENT_TYPE,
+                )],
+                hearth_mesh::metrics::render(),
+            )
+        }),
+    );
+    let h = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok((bound, h))
+}
+
 /// Starts `parts` on `bus`.
 pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Mesh> {
     let subjects = config.subjects();
@@ -137,21 +170,24 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
         match part {
             Part::Engine => {
                 // Loading a local model reads the whole file: off the runtime.
-                let engine_cfg = config.engine.clone();
+                let (engine_cfg, data_dir) = (config.engine.clone(), config.data_dir());
                 let backend = tokio::task::spawn_blocking(move || {
-                    hearth_engine::backend_from_config(&engine_cfg)
+                    hearth_engine::backend_from_config(&engine_cfg, &data_dir)
                 })
                 .await
                 .context("starting the engine")?
                 .context("starting the engine")?;
                 let metering = hearth_engine::metering_for(&config.engine, backend.default_model());
                 let svc = hearth_engine::EngineService::new(backend, metering)
-                    .with_embeddings(hearth_engine::embeddings_for(&config.engine));
+                    .with_embeddings(hearth_engine::embeddings_for(
+                        &config.engine,
+                        &config.data_dir(),
+                    ));
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }
             Part::Learning => {
-                let data_dir = hearth_engine::catalog::data_dir();
+                let data_dir = config.data_dir();
                 let svc = hearth_learning::LearningService::new(
                     config,
                     hearth_learning::traces_dir(config, &data_dir),
@@ -164,7 +200,7 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                 let started = hearth_memory::run(
                     config,
                     bus.clone(),
-                    &hearth_engine::catalog::data_dir().join("memory"),
+                    &config.data_dir().join("memory"),
                 )
                 .await;
                 match started {
@@ -183,7 +219,7 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                     config,
                     bus.clone(),
                     builtins,
-                    &hearth_engine::catalog::data_dir(),
+                    &config.data_dir(),
                 )
                 .await
                 .context("starting the toolhost")?;

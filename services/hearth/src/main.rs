@@ -44,7 +44,14 @@ enum Command {
     },
     /// Run every service in this process (the embedded default), with the
     /// gateway listening for A2A at HEARTH_GATEWAY_ADDR. Stops on Ctrl-C.
-    Up,
+    ///
+    /// Example: hearth up --metrics-addr 127.0.0.1:9464
+    Up {
+        /// Also serve this process's Prometheus metrics at
+        /// http://ADDR/metrics (the gateway's /metrics has them too).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
     /// Run one service and join the mesh at HEARTH_NATS_URL.
     ///
     /// Example: HEARTH_NATS_URL=nats://127.0.0.1:4222 hearth serve operative
@@ -52,6 +59,9 @@ enum Command {
         /// Which service.
         #[arg(value_enum)]
         part: Part,
+        /// Serve this process's Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Run a built-in MCP tool server on its own: over stdio, or over
     /// streamable HTTP with --http (the toolhost runs them in-process).
@@ -115,6 +125,14 @@ enum Command {
     /// intact, the engine answering, NATS, each MCP server, the energy meter.
     /// Prints the fix for each failure; exits non-zero if any check fails.
     Doctor(hearth::doctor::DoctorArgs),
+    /// The configuration: every effective value and where it came from
+    /// (default, file, environment), secrets masked.
+    ///
+    /// Example: hearth config show --changed
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
     /// The model catalog: what exists, what it needs, what is on disk;
     /// download and remove model files.
     Models {
@@ -151,6 +169,19 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, each value with its origin.
+    Show {
+        /// Only the values not at their default.
+        #[arg(long)]
+        changed: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -419,8 +450,8 @@ fn main() {
     // OpenTelemetry's service name (when OTEL_* names a collector):
     // `hearth-<part>` for one service, `hearth` for the whole mesh.
     let service = match &cli.command {
-        Command::Serve { part } => format!("hearth-{}", format!("{part:?}").to_lowercase()),
-        Command::Up => "hearth".to_string(),
+        Command::Serve { part, .. } => format!("hearth-{}", format!("{part:?}").to_lowercase()),
+        Command::Up { .. } => "hearth".to_string(),
         _ => "hearth-cli".to_string(),
     };
     let mut telemetry = telemetry::init(
@@ -588,7 +619,7 @@ async fn run(cli: Cli) -> Result<()> {
                 } => l::gate(&config, &adapter, &suite, json).await,
                 LearnCommand::Rollback {
                     what: RollbackWhat::Adapter,
-                } => l::rollback(),
+                } => l::rollback(&config),
                 LearnCommand::Status { json } => l::status(&config, json),
             }
         }
@@ -646,10 +677,15 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Up => {
+        Command::Up { metrics_addr } => {
             let config = Config::load()?;
             let bus = connect_bus(&config).await?;
-            let mesh = start(&config, bus, &Part::ALL).await?;
+            let mut mesh = start(&config, bus, &Part::ALL).await?;
+            if let Some(addr) = metrics_addr {
+                let (at, h) = hearth::serve_metrics(addr).await?;
+                mesh.handles_mut().push(h);
+                println!("metrics at http://{at}/metrics");
+            }
             if let Some(addr) = mesh.gateway {
                 println!(
                     "hearth is up: A2A at http://{addr}/ (JSON-RPC; HTTP+JSON beside it{}), MCP at http://{addr}/mcp; agent card: http://{addr}/.well-known/agent-card.json",
@@ -660,7 +696,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             run_until_stopped(mesh, &config).await
         }
-        Command::Serve { part } => {
+        Command::Serve { part, metrics_addr } => {
             let config = Config::load()?;
             if config.nats_url.is_none() {
                 bail!(
@@ -668,9 +704,14 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
             let bus = connect_bus(&config).await?;
-            let mesh = start(&config, bus, &[part]).await?;
+            let mut mesh = start(&config, bus, &[part]).await?;
             if let Some(addr) = mesh.gateway {
                 println!("gateway listening on http://{addr}/");
+            }
+            if let Some(addr) = metrics_addr {
+                let (at, h) = hearth::serve_metrics(addr).await?;
+                mesh.handles_mut().push(h);
+                println!("metrics at http://{at}/metrics");
             }
             eprintln!("{part:?} ready");
             run_until_stopped(mesh, &config).await
@@ -684,6 +725,9 @@ async fn run(cli: Cli) -> Result<()> {
                 ModelsCommand::Rm { id, json } => hearth::models::rm(&config, &id, json),
             }
         }
+        Command::Config {
+            what: ConfigCommand::Show { changed, json },
+        } => hearth::config_cli::show(json, changed),
         Command::Init(args) => {
             let config = Config::load()?;
             hearth::init::init(&config, args)

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use std::path::{Path, PathBuf};
 
-use hearth_engine::catalog::{Catalog, Format, ModelFile, models_dir};
+use hearth_engine::catalog::{Catalog, Format, ModelFile};
 use hearth_engine::pull;
 use hearth_mesh::Config;
 use serde::Serialize;
@@ -25,7 +25,7 @@ fn gb(bytes: u64) -> String {
 /// `hearth models list`.
 pub fn list(config: &Config, json: bool) -> Result<()> {
     let catalog = Catalog::builtin()?;
-    let dir = models_dir(config.engine.models_dir.as_deref());
+    let dir = config.models_dir();
     let rows: Vec<Row<'_>> = catalog
         .models
         .iter()
@@ -87,7 +87,7 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
 /// `hearth models show <id>`.
 pub fn show(config: &Config, id: &str, json: bool) -> Result<()> {
     let catalog = Catalog::builtin()?;
-    let dir = models_dir(config.engine.models_dir.as_deref());
+    let dir = config.models_dir();
     let Some(m) = catalog.model(id) else {
         if let Some(c) = catalog.cloud.iter().find(|c| c.id == id) {
             if json {
@@ -237,7 +237,7 @@ fn gguf_file<'a>(
 
 /// `hearth models pull`.
 pub async fn pull_cmd(config: &Config, args: PullArgs) -> Result<()> {
-    let dir = models_dir(config.engine.models_dir.as_deref());
+    let dir = config.models_dir();
     let (url, dest, expected) =
         if args.what.starts_with("http://") || args.what.starts_with("https://") {
             let name = args
@@ -358,7 +358,7 @@ fn report(p: &pull::Pulled, json: bool, already: bool) -> Result<()> {
 /// belong to their installer, which is named instead.
 pub fn rm(config: &Config, id: &str, json: bool) -> Result<()> {
     let catalog = Catalog::builtin()?;
-    let dir = models_dir(config.engine.models_dir.as_deref());
+    let dir = config.models_dir();
     let (files, label): (Vec<PathBuf>, String) = match catalog.model(id) {
         Some(m) => (
             m.files

@@ -368,7 +368,45 @@ fn percentage<R: Rng>(rng: &mut R) -> Plan {
 }
 
 fn units<R: Rng>(rng: &mut R) -> Plan {
-    match rng.gen_range(0..9) {
+    match rng.gen_range(0..12) {
+        9 | 10 => {
+            // One duration in two units, given in the smaller one.
+            let (big, small, per, a, b) = *[
+                ("hours", "minutes", 60u64, (1u64, 12u64), (5u64, 59u64)),
+                ("minutes", "seconds", 60, (1, 50), (5, 59)),
+                ("days", "hours", 24, (1, 20), (1, 23)),
+                ("weeks", "days", 7, (1, 30), (1, 6)),
+                ("years", "months", 12, (1, 40), (1, 11)),
+                ("feet", "inches", 12, (1, 9), (1, 11)),
+            ]
+            .choose(rng)
+            .unwrap_or(&("hours", "minutes", 60, (1, 12), (5, 59)));
+            let (x, y) = (rng.gen_range(a.0..a.1), rng.gen_range(b.0..b.1));
+            let tpl = pick(
+                rng,
+                &[
+                    "my movie is {x} {big} and {y} {small} long, how many {small} is that in total",
+                    "How many {small} are in {x} {big} and {y} {small}?",
+                    "{x} {big} and {y} {small} - how many {small} is that?",
+                    "Convert {x} {big} {y} {small} into {small}.",
+                    "The recipe takes {x} {big} and {y} {small}. How long is that in {small}?",
+                    "what is {x} {big} plus {y} {small} in {small}",
+                    "The trip lasted {x} {big} and {y} {small}; give me the total in {small}.",
+                ],
+            );
+            calc(
+                fill(
+                    tpl,
+                    &[
+                        ("x", x.to_string()),
+                        ("y", y.to_string()),
+                        ("big", big.to_string()),
+                        ("small", small.to_string()),
+                    ],
+                ),
+                format!("{x}*{per}+{y}"),
+            )
+        }
         5 | 6 => {
             // Two durations, hours and minutes each, summed in minutes.
             let (h1, m1, h2, m2) = (
@@ -741,9 +779,28 @@ fn made_up_word<R: Rng>(rng: &mut R) -> String {
 
 /// A one-line Python snippet a user pastes to be run as it is.
 fn snippet<R: Rng>(rng: &mut R) -> String {
+    let code = single_quoted_snippet(rng);
+    // People write double quotes as often as single ones; in a JSON
+    // argument they are the ones that need escaping.
+    if rng.gen_bool(0.4) {
+        code.replace('\'', "\"")
+    } else {
+        code
+    }
+}
+
+fn single_quoted_snippet<R: Rng>(rng: &mut R) -> String {
     let w = made_up_word(rng);
     let (a, b) = (rng.gen_range(2..60u64), rng.gen_range(2..12u64));
-    match rng.gen_range(0..16) {
+    match rng.gen_range(0..20) {
+        16 => format!(
+            "print('{}'.join(str(n * {b}) for n in range({})))",
+            pick(rng, &[", ", "+", " ", "/", ":"]),
+            b.min(6)
+        ),
+        17 => format!("print(f'{{{a} * {b}}} {w}s')"),
+        18 => format!("print(sum(x * x for x in range({b})))"),
+        19 => format!("print({{'{w}': {a}}}['{w}'] + {b})"),
         0 => format!("print([n for n in range(1, {}) if n % {b} == 0])", a + 10),
         1 => format!("print(len('{w}') * {b})"),
         2 => format!("print(sum([{a}, {b}, {}]))", a + b),
@@ -766,7 +823,8 @@ fn snippet<R: Rng>(rng: &mut R) -> String {
 fn python<R: Rng>(rng: &mut R) -> Plan {
     let w = pick(rng, &WORDS);
     let n = rng.gen_range(5..25u64);
-    let (prompt, code) = match rng.gen_range(0..20) {
+    let (prompt, code) = match rng.gen_range(0..25) {
+        20..=24 => program(rng),
         12..=15 => {
             // Code to run as the user wrote it: copied, never rewritten.
             let code = snippet(rng);
@@ -964,6 +1022,70 @@ fn python<R: Rng>(rng: &mut R) -> Plan {
         answer_from: Some(AnswerFrom::Stdout),
         direct: None,
     }
+}
+
+/// A request for something computed with Python, and the short program a
+/// person would expect for it.
+fn program<R: Rng>(rng: &mut R) -> (String, String) {
+    let n = rng.gen_range(2..20u64) * 50;
+    let k = rng.gen_range(3..13u64);
+    let polite = |rng: &mut R, what: &str| {
+        fill(
+            pick(
+                rng,
+                &[
+                    "Can you use Python to {w}?",
+                    "use python to {w}",
+                    "With Python, {w}.",
+                    "Write a little Python program to {w}, and run it.",
+                    "Please {w} using Python.",
+                    "python: {w}",
+                ],
+            ),
+            &[("w", what.to_string())],
+        )
+    };
+    let (what, code) = match rng.gen_range(0..8) {
+        0 => (
+            format!("count how many prime numbers there are below {n}"),
+            format!(
+                "print(sum(all(n % d for d in range(2, int(n ** 0.5) + 1)) for n in range(2, {n})))"
+            ),
+        ),
+        1 => (
+            format!("add up the squares of the numbers from 1 to {k}"),
+            format!("print(sum(i * i for i in range(1, {})))", k + 1),
+        ),
+        2 => (
+            format!("count the numbers from 1 to {n} that are divisible by {k}"),
+            format!("print(len([i for i in range(1, {}) if i % {k} == 0]))", n + 1),
+        ),
+        3 => (
+            format!("sum all the even numbers up to {n}"),
+            format!("print(sum(range(0, {}, 2)))", n + 1),
+        ),
+        4 => {
+            let xs: Vec<u64> = (0..rng.gen_range(3..6)).map(|_| rng.gen_range(1..99)).collect();
+            let l = xs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+            (
+                format!("find the average of {l}"),
+                format!("print(sum([{l}]) / {})", xs.len()),
+            )
+        }
+        5 => (
+            format!("list the first {k} square numbers"),
+            format!("print([i * i for i in range(1, {})])", k + 1),
+        ),
+        6 => (
+            format!("compute 2 to the power of {}", k * 3),
+            format!("print(2 ** {})", k * 3),
+        ),
+        _ => (
+            format!("find the sum of the digits of {}", n * 37 + k),
+            format!("print(sum(int(d) for d in str({})))", n * 37 + k),
+        ),
+    };
+    (polite(rng, &what), code)
 }
 
 /// Plain questions and their answers (the orchestrator answers itself).

@@ -527,6 +527,7 @@ def train(a: argparse.Namespace) -> dict:
         f"{steps_total} steps, warmup {warmup}")
     model.train()
     step = 0
+    non_finite = 0  # batches skipped for a non-finite loss or gradient
     tokens_seen = 0  # real (non-pad) input tokens
     train_tokens = 0  # completion tokens that carry loss
     step_times: list[float] = []
@@ -550,13 +551,26 @@ def train(a: argparse.Namespace) -> dict:
                     loss = masked_lm_loss(model, input_ids, attn, labels, torch)
             else:
                 loss = masked_lm_loss(model, input_ids, attn, labels, torch)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss is {loss.item()} at step {step + 1}; try a lower --lr")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            # A batch whose loss or gradient is not finite (bf16 overflow in
+            # one odd batch) is skipped, never applied: one NaN update makes
+            # every weight NaN. Too many such batches mean the run is unstable.
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, 1.0)))
+            if finite:
+                opt.step()
+            else:
+                non_finite += 1
+                log(f"step {step + 1}: loss or gradient not finite; batch skipped ({non_finite} so far)")
+                if non_finite > max(3, steps_total // 50):
+                    raise RuntimeError(f"{non_finite} batches with a non-finite loss or gradient "
+                                       f"by step {step + 1}; try a lower --lr")
             sched.step()
             opt.zero_grad(set_to_none=True)
+            if not finite:
+                step += 1
+                continue
 
             lv = float(loss.item())
             n_tok = int(attn.sum().item())
@@ -610,6 +624,7 @@ def train(a: argparse.Namespace) -> dict:
         "rows": len(examples),
         "rows_read": len(rows),
         "steps": step,
+        "skipped_non_finite": non_finite,
         "epochs": round(epochs_done, 4),
         "final_loss": final_loss,
         "epoch_losses": [v[0] / max(1, v[1]) for _, v in sorted(epoch_loss.items())],

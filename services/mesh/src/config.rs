@@ -27,9 +27,39 @@ pub enum ConfigError {
 }
 
 /// A secret (token, API key): never printed, never logged.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+thread_local! {
+    /// Set while [`masked`] serializes: every set secret becomes `MASK`.
+    static MASKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a set secret shows as in [`Config::explain`].
+pub const MASK: &str = "********";
+
+/// Runs `f` with every [`Secret`] it serializes masked (on this thread).
+fn masked<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MASKING.with(|m| m.set(self.0));
+        }
+    }
+    let _reset = Reset(MASKING.with(|m| m.replace(true)));
+    f()
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.0.is_empty() && MASKING.with(std::cell::Cell::get) {
+            s.serialize_str(MASK)
+        } else {
+            s.serialize_str(&self.0)
+        }
+    }
+}
 
 impl Secret {
     /// Wraps a secret value.
@@ -74,6 +104,11 @@ pub struct Config {
     /// How long a service stopping (SIGTERM, Ctrl-C) lets the work it has
     /// already taken finish, in milliseconds, before it exits anyway.
     pub drain_timeout_ms: u64,
+    /// Where Hearth keeps what it makes: models, traces, eval runs, learned
+    /// adapters, memory, the sandbox's compiled interpreter, the files
+    /// tool's workspace (`HEARTH_DATA_DIR`). Unset: `$XDG_DATA_HOME/hearth`,
+    /// else `~/.local/share/hearth`. Read it through [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
     /// Threads of the async runtime (`HEARTH_WORKER_THREADS`). Unset: half
     /// the cores, at least one. Inference, the sandbox, the vector store
     /// and long calculations run on threads of their own; the async
@@ -106,6 +141,7 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             task_timeout_ms: 300_000,
             drain_timeout_ms: 30_000,
+            data_dir: None,
             worker_threads: None,
             engine: EngineConfig::default(),
             gateway: GatewayConfig::default(),
@@ -214,6 +250,19 @@ impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Which web search API `web.search` calls. An unknown name in the
+/// configuration is refused at load, with these listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchProviderKind {
+    /// A SearXNG instance (`search_url` is required).
+    Searxng,
+    /// Brave Search's API (`search_api_key`).
+    Brave,
+    /// Tavily's API (`search_api_key`).
+    Tavily,
 }
 
 /// A LoRA adapter to apply over the local model.
@@ -455,7 +504,7 @@ pub struct WebToolConfig {
     /// Most redirects followed.
     pub max_redirects: usize,
     /// `searxng`, `brave` or `tavily`; unset: no `web.search`.
-    pub search_provider: Option<String>,
+    pub search_provider: Option<SearchProviderKind>,
     /// The provider's base URL (SearXNG: your instance; the others have defaults).
     pub search_url: Option<String>,
     /// The provider's API key (Brave, Tavily).
@@ -618,28 +667,81 @@ fn default_true() -> bool {
 impl Config {
     /// Loads from the config file (if any) and the environment.
     pub fn load() -> Result<Self, ConfigError> {
-        let path = match std::env::var_os("HEARTH_CONFIG") {
-            Some(p) => {
-                let p = PathBuf::from(p);
-                if !p.exists() {
-                    return Err(ConfigError::Missing(p));
-                }
-                Some(p)
-            }
-            None => default_file(),
-        };
-        Self::load_from(path.as_deref())
+        Self::load_from(Self::file()?.as_deref())
     }
 
     /// Loads from `file` (if given) and the environment.
     pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(f) = file {
-            fig = fig.merge(Toml::file_exact(f));
-        }
-        fig.merge(env_provider())
+        figment(file)
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The file [`Config::load`] reads, if any.
+    pub fn file() -> Result<Option<PathBuf>, ConfigError> {
+        match std::env::var_os("HEARTH_CONFIG") {
+            Some(p) => {
+                let p = PathBuf::from(p);
+                if p.exists() {
+                    Ok(Some(p))
+                } else {
+                    Err(ConfigError::Missing(p))
+                }
+            }
+            None => Ok(default_file()),
+        }
+    }
+
+    /// The effective configuration loaded from `file` and the environment,
+    /// every value with where it came from, secrets masked: what
+    /// `hearth config show` prints.
+    pub fn explain(file: Option<&Path>) -> Result<Vec<Explained>, ConfigError> {
+        let fig = figment(file);
+        let config: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        let mut value = masked(|| serde_json::to_value(&config))
+            .map_err(|e| ConfigError::Invalid(Box::new(figment::Error::from(e.to_string()))))?;
+        if let Some(top) = value.as_object_mut() {
+            // Shown resolved: where the data really goes.
+            top.insert(
+                "data_dir".into(),
+                config.data_dir().display().to_string().into(),
+            );
+        }
+        let mut out = Vec::new();
+        flatten("", &value, &mut out);
+        Ok(out
+            .into_iter()
+            .map(|(key, value)| {
+                let origin = origin_of(&fig, &key);
+                Explained { key, value, origin }
+            })
+            .collect())
+    }
+
+    /// Where model files are found and pulled to: `engine.models_dir` when
+    /// configured, else `models/` in [`Config::data_dir`].
+    pub fn models_dir(&self) -> PathBuf {
+        self.engine
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("models"))
+    }
+
+    /// Hearth's data directory: `data_dir` when configured (the file or
+    /// `HEARTH_DATA_DIR`), else `$XDG_DATA_HOME/hearth`, else
+    /// `~/.local/share/hearth`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(d).join("hearth");
+        }
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".local/share/hearth"))
+            .unwrap_or_else(|| PathBuf::from(".hearth"))
     }
 
     /// The per-request bus deadline.
@@ -677,6 +779,89 @@ impl Config {
     }
 }
 
+/// Defaults, then the file, then the environment: later ones win.
+fn figment(file: Option<&Path>) -> Figment {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(f) = file {
+        fig = fig.merge(Toml::file_exact(f));
+    }
+    fig.merge(env_provider())
+}
+
+/// One effective configuration value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explained {
+    /// Its dotted key (`engine.model`).
+    pub key: String,
+    /// Its value (a set secret shows as [`MASK`]).
+    pub value: serde_json::Value,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "from", content = "name")]
+pub enum Origin {
+    /// Hearth's built-in default.
+    Default,
+    /// The configuration file (its path).
+    File(PathBuf),
+    /// An environment variable (its name).
+    Environment(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::Environment(v) => write!(f, "env {v}"),
+        }
+    }
+}
+
+/// Leaves of `v` with their dotted keys; arrays and empty tables are leaves.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+/// Which provider gave `key` its value: the figment's own record of it.
+fn origin_of(fig: &Figment, key: &str) -> Origin {
+    let Some(meta) = fig.find_metadata(key) else {
+        return Origin::Default;
+    };
+    if let Some(figment::Source::File(path)) = &meta.source {
+        return Origin::File(path.clone());
+    }
+    if meta.name.contains("environment") {
+        return Origin::Environment(env_name(key));
+    }
+    Origin::Default
+}
+
+/// The `HEARTH_*` variable that sets `key` (the inverse of [`env_provider`]'s map).
+fn env_name(key: &str) -> String {
+    match key {
+        "nats" => "HEARTH_NATS_URL".into(),
+        "memory.qdrant_url" => "HEARTH_QDRANT_URL".into(),
+        "memory.qdrant_api_key" => "HEARTH_QDRANT_API_KEY".into(),
+        _ => format!("HEARTH_{}", key.replace('.', "_").to_ascii_uppercase()),
+    }
+}
+
 fn default_file() -> Option<PathBuf> {
     let here = PathBuf::from("hearth.toml");
     if here.exists() {
@@ -702,8 +887,9 @@ fn env_provider() -> Env {
         ("tools_web_", "tools.web."),
         ("tools_code_", "tools.code."),
     ];
-    const TOP: [&str; 6] = [
+    const TOP: [&str; 7] = [
         "nats_url",
+        "data_dir",
         "subject_prefix",
         "request_timeout_ms",
         "task_timeout_ms",
@@ -833,6 +1019,51 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(err.contains("modle"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explain_says_where_each_value_came_from_and_masks_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hearth.toml",
+                "[engine]\nmodel = \"from-file\"\n[gateway]\ntoken = \"file-t0ken\"\n",
+            )?;
+            jail.set_env("HEARTH_ENGINE_API_KEY", "sk-env-secret");
+            jail.set_env("HEARTH_QDRANT_URL", "http://127.0.0.1:6334");
+            jail.set_env("HEARTH_DATA_DIR", "/srv/hearth-data");
+            let shown = Config::explain(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            let find = |k: &str| {
+                shown
+                    .iter()
+                    .find(|e| e.key == k)
+                    .cloned()
+                    .ok_or_else(|| format!("{k} not shown"))
+            };
+            let model = find("engine.model")?;
+            assert_eq!(model.value, "from-file");
+            assert!(matches!(&model.origin, Origin::File(p) if p.ends_with("hearth.toml")));
+            let key = find("engine.api_key")?;
+            assert_eq!(key.value, MASK);
+            assert_eq!(key.origin, Origin::Environment("HEARTH_ENGINE_API_KEY".into()));
+            assert_eq!(find("gateway.token")?.value, MASK);
+            assert_eq!(
+                find("memory.qdrant_url")?.origin,
+                Origin::Environment("HEARTH_QDRANT_URL".into())
+            );
+            let dir = find("data_dir")?;
+            assert_eq!(dir.value, "/srv/hearth-data");
+            assert_eq!(dir.origin, Origin::Environment("HEARTH_DATA_DIR".into()));
+            assert_eq!(find("gateway.addr")?.origin, Origin::Default);
+            let all = serde_json::to_string(&shown).map_err(|e| e.to_string())?;
+            assert!(!all.contains("sk-env-secret") && !all.contains("file-t0ken"), "{all}");
+            // Outside `explain`, a secret serializes as itself (what a
+            // written configuration file needs).
+            let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            let plain = serde_json::to_string(&c).map_err(|e| e.to_string())?;
+            assert!(plain.contains("sk-env-secret"));
+            assert_eq!(c.data_dir(), PathBuf::from("/srv/hearth-data"));
             Ok(())
         });
     }

@@ -43,6 +43,7 @@ pub mod echo {
     include!(concat!(env!("OUT_DIR"), "/echo/hearth.test.rs"));
 }
 pub mod config;
+pub mod metrics;
 pub mod json;
 pub mod rpc;
 pub mod subjects;

@@ -370,10 +370,13 @@ where
                 subject = %req.subject,
             );
             crate::telemetry::adopt(&span, &req.headers);
+            let hop = (service.to_string(), method.to_string());
             let fut = handle(req).instrument(span);
             let counted = InFlight::enter();
             tokio::spawn(async move {
+                let started = Instant::now();
                 fut.await;
+                crate::metrics::hop(&hop.0, &hop.1, started.elapsed().as_secs_f64());
                 drop(permit);
                 drop(counted);
             });

@@ -18,25 +18,40 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Why a tool is held.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     /// Its definition differs from the approved one.
     Changed,
     /// The server added it after the server was approved.
     New,
+    /// Its input schema is larger than the toolhost accepts.
+    SchemaTooLarge {
+        /// The schema's size, in bytes.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Hold {
-    /// Said to users and agents.
+    /// Why `name` (its bus name) is held, said to users and agents.
     pub fn reason(&self, name: &str) -> String {
         match self {
             Hold::Changed => format!(
-                "held: the definition of `{name}` changed since it was approved; review it and run `hearth tools approve {name}`"
+                "the definition of `{name}` changed since it was approved; review it and run `hearth tools approve {name}`"
             ),
             Hold::New => format!(
-                "held: `{name}` appeared after its server was approved; review it and run `hearth tools approve {name}`"
+                "`{name}` appeared after its server was approved; review it and run `hearth tools approve {name}`"
             ),
+            Hold::SchemaTooLarge { bytes, limit } => {
+                format!("its input schema is {bytes} bytes (the limit is {limit})")
+            }
         }
+    }
+
+    /// The tool's status as `hearth tools list` and the bus show it.
+    pub fn status(&self, name: &str) -> String {
+        format!("held: {}", self.reason(name))
     }
 }
 

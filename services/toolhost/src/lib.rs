@@ -124,6 +124,7 @@ impl Toolhost for ToolhostService {
             )
         };
         if let Err(s) = self.permit(&req.agent, &req.name) {
+            hearth_mesh::metrics::tool_call(&req.name, "refused");
             self.audit
                 .record(record(Outcome::Refused, Some(s.message().to_string())));
             return Err(s);
@@ -133,15 +134,13 @@ impl Toolhost for ToolhostService {
         annotate(&span, "hearth.agent", req.agent.clone());
         annotate(&span, "hearth.task_id", req.task_id.clone());
         let result = self.pool.call(&req.name, &req.arguments_json).await;
-        annotate(
-            &span,
-            "hearth.tool.outcome",
-            match &result {
-                Ok(r) if r.is_error => "tool_error",
-                Ok(_) => "ok",
-                Err(_) => "failed",
-            },
-        );
+        let outcome = match &result {
+            Ok(r) if r.is_error => "tool_error",
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        };
+        annotate(&span, "hearth.tool.outcome", outcome);
+        hearth_mesh::metrics::tool_call(&req.name, outcome);
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok(r) => {

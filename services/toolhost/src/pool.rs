@@ -29,7 +29,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::approvals::Approvals;
+use crate::approvals::{Approvals, Hold};
 
 /// Longest tool description kept; definitions are untrusted input.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -299,14 +299,37 @@ struct Conn {
     last_error: Option<String>,
 }
 
+/// Whether a server's connection is there. On the wire (and in
+/// `hearth tools list`) it is its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Connected.
+    Up,
+    /// Broken off; a reconnect is scheduled.
+    Restarting,
+    /// Not connected (not started yet, or failed).
+    Down,
+}
+
+impl ServerState {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Restarting => "restarting",
+            ServerState::Down => "down",
+        }
+    }
+}
+
 #[derive(Default)]
 struct Listing {
     /// The raw definitions the server last listed (after allow/deny).
     raw: Vec<rmcp::model::Tool>,
     /// Offered tools, by their own name, as the bus shows them.
     tools: Vec<(String, Tool)>,
-    /// Held tools and why.
-    held: BTreeMap<String, String>,
+    /// Held tools (by their own name) and why.
+    held: BTreeMap<String, Hold>,
 }
 
 struct Server {
@@ -344,10 +367,10 @@ impl Server {
             if schema.len() > MAX_SCHEMA_BYTES {
                 held.insert(
                     t.name.to_string(),
-                    format!(
-                        "held: its input schema is {} bytes (the limit is {MAX_SCHEMA_BYTES})",
-                        schema.len()
-                    ),
+                    Hold::SchemaTooLarge {
+                        bytes: schema.len(),
+                        limit: MAX_SCHEMA_BYTES,
+                    },
                 );
                 continue;
             }
@@ -372,7 +395,7 @@ impl Server {
         }
         if !self.spec.shipped {
             for (tool, hold) in self.approvals.review(name, &raw) {
-                held.insert(tool.clone(), hold.reason(&format!("{name}.{tool}")));
+                held.insert(tool, hold);
             }
         }
         tools.retain(|(own, _)| !held.contains_key(own));
@@ -495,16 +518,16 @@ impl Server {
         let conn = self.conn.lock().await;
         let up = conn.client.as_ref().is_some_and(|c| !c.is_closed());
         let state = if up {
-            "up"
+            ServerState::Up
         } else if conn.retry_at.is_some() {
-            "restarting"
+            ServerState::Restarting
         } else {
-            "down"
+            ServerState::Down
         };
         ServerStatus {
             name: self.spec.name.clone(),
             transport: self.spec.endpoint.transport_name().into(),
-            state: state.into(),
+            state: state.as_str().into(),
             detail: if up {
                 String::new()
             } else {
@@ -584,9 +607,11 @@ impl McpPool {
             out.extend(l.tools.iter().map(|(_, t)| t.clone()));
             if include_held {
                 for t in &l.raw {
-                    if let Some(reason) = l.held.get(t.name.as_ref()) {
+                    if let Some(hold) = l.held.get(t.name.as_ref()) {
+                        let name = format!("{}.{}", s.spec.name, t.name);
                         out.push(Tool {
-                            name: format!("{}.{}", s.spec.name, t.name),
+                            status: hold.status(&name),
+                            name,
                             description: t
                                 .description
                                 .as_deref()
@@ -596,7 +621,6 @@ impl McpPool {
                                 .collect(),
                             input_schema_json: Value::Object((*t.input_schema).clone()).to_string(),
                             server: s.spec.name.clone(),
-                            status: reason.clone(),
                         });
                     }
                 }
@@ -694,10 +718,10 @@ impl McpPool {
         let peer = server.client().await?;
         {
             let l = server.read_listing();
-            if let Some(reason) = l.held.get(tool) {
+            if let Some(hold) = l.held.get(tool) {
                 return Err(PoolError::Held {
                     name: name.to_string(),
-                    reason: reason.trim_start_matches("held: ").to_string(),
+                    reason: hold.reason(name),
                 });
             }
             if !l.tools.iter().any(|(own, _)| own == tool) {

@@ -98,6 +98,12 @@ struct Active {
     draft: Vec<LlamaToken>,
     /// Draft tokens proposed and kept, over the whole generation.
     drafted: (u64, u64),
+    /// When the job was admitted, and when its first token was sampled.
+    admitted: std::time::Instant,
+    first_token: Option<std::time::Instant>,
+    /// Tokens whose top choice the grammar refused (each costs a pass of
+    /// the grammar over the whole vocabulary).
+    refused: u32,
     tokens_cached: u64,
     generated: usize,
     /// Undecoded UTF-8 bytes (a character split across tokens).
@@ -243,7 +249,7 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
             let mut kept = 0usize;
             let mut finish = None;
             loop {
-                let Some(token) = sample(&ctx, at, &mut a.job) else {
+                let Some(token) = sample(&ctx, at, &mut a.job, &mut a.refused) else {
                     let _ = a.job.out.send(Event::Error(
                         "the grammar allowed no token (the constrained reply cannot continue)"
                             .into(),
@@ -254,6 +260,7 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
                 // A sampled token joins `cached` now and is decoded in the
                 // next batch (unless it is the draft's, decoded already); if
                 // the generation ends first it is taken out again.
+                a.first_token.get_or_insert_with(std::time::Instant::now);
                 if vocab.is_eog(token) {
                     finish = Some("stop");
                     break;
@@ -320,6 +327,15 @@ pub fn run(model: Arc<LlamaModel>, mut ctx: LlamaContext<'_>, jobs: Receiver<Job
                 let _ = a.job.out.send(Event::Piece(piece));
             }
             if let Some(finish) = finish {
+                let first = a.first_token.unwrap_or(a.admitted);
+                tracing::debug!(
+                    prefill_tokens = a.job.prompt.len() as u64 - a.tokens_cached,
+                    prefill_ms = (first - a.admitted).as_secs_f64() * 1e3,
+                    decode_tokens = a.generated,
+                    decode_ms = first.elapsed().as_secs_f64() * 1e3,
+                    grammar_refused = a.refused,
+                    "generation timings"
+                );
                 if a.drafted.0 > 0 {
                     tracing::debug!(
                         drafted = a.drafted.0,
@@ -415,7 +431,12 @@ fn lowest(best: &[(f32, i32)]) -> (usize, f32) {
 /// rejects it is the choice made again over the whole vocabulary, filtered
 /// by the grammar (llama.cpp's own server does the same). `None` when
 /// nothing is allowed.
-fn sample(ctx: &LlamaContext<'_>, at: i32, job: &mut Job) -> Option<LlamaToken> {
+fn sample(
+    ctx: &LlamaContext<'_>,
+    at: i32,
+    job: &mut Job,
+    refused: &mut u32,
+) -> Option<LlamaToken> {
     let mut candidates = top_k(ctx.get_logits_ith(at), TOP_K);
     job.sampler.apply(&mut candidates);
     let first = candidates.selected_token()?;
@@ -429,6 +450,7 @@ fn sample(ctx: &LlamaContext<'_>, at: i32, job: &mut Job) -> Option<LlamaToken> 
     let token = if allowed {
         first
     } else {
+        *refused += 1;
         let mut candidates = ctx.token_data_array_ith(at);
         grammar.apply(&mut candidates);
         if !candidates.data.iter().any(|d| d.logit().is_finite()) {
@@ -518,6 +540,9 @@ fn admit(ctx: &mut LlamaContext<'_>, slots: &mut [Slot], job: Job, limits: Limit
         logits_at: None,
         draft: Vec::new(),
         drafted: (0, 0),
+        admitted: std::time::Instant::now(),
+        first_token: None,
+        refused: 0,
         generated: 0,
         utf8: Vec::new(),
         text: String::new(),
