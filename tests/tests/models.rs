@@ -363,7 +363,10 @@ async fn config_show_says_where_each_value_came_from_with_secrets_masked() {
     assert_eq!(values["engine.model"]["origin"]["from"], "file");
     assert_eq!(values["engine.api_key"]["value"], "********");
     assert_eq!(values["engine.api_key"]["origin"]["from"], "environment");
-    assert_eq!(values["engine.api_key"]["origin"]["name"], "HEARTH_ENGINE_API_KEY");
+    assert_eq!(
+        values["engine.api_key"]["origin"]["name"],
+        "HEARTH_ENGINE_API_KEY"
+    );
     assert_eq!(values["gateway.token"]["value"], "********");
     assert_eq!(values["data_dir"]["value"], data.to_str().unwrap());
     assert_eq!(values["gateway.addr"]["origin"]["from"], "default");
@@ -378,8 +381,14 @@ async fn config_show_says_where_each_value_came_from_with_secrets_masked() {
     .await
     .unwrap();
     assert_eq!(code, 0, "{err}");
-    assert!(table.contains("engine.model") && table.contains("env HEARTH_ENGINE_API_KEY"), "{table}");
-    assert!(!table.contains("gateway.addr"), "--changed shows only changed values: {table}");
+    assert!(
+        table.contains("engine.model") && table.contains("env HEARTH_ENGINE_API_KEY"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("gateway.addr"),
+        "--changed shows only changed values: {table}"
+    );
     let (code, _, err) = hearth_e2e::hearth(
         &["config", "show"],
         &[

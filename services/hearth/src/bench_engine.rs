@@ -203,21 +203,16 @@ pub async fn engine(config: &Config, args: EngineArgs) -> Result<()> {
     let before = rss_bytes();
     let t0 = Instant::now();
     let (cfg, data_dir) = (config.engine.clone(), config.data_dir());
-    let backend = tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg, &data_dir))
-        .await
-        .context("loading the engine")?
-        .context("loading the engine")?;
+    let backend =
+        tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg, &data_dir))
+            .await
+            .context("loading the engine")?
+            .context("loading the engine")?;
     let load_s = t0.elapsed().as_secs_f64();
     let model_size = if config.engine.backend == hearth_mesh::config::BackendKind::Llama {
         hearth_engine::catalog::Catalog::builtin()
             .ok()
-            .and_then(|c| {
-                c.resolve(
-                    &config.engine.model,
-                    &config.models_dir(),
-                )
-                .ok()
-            })
+            .and_then(|c| c.resolve(&config.engine.model, &config.models_dir()).ok())
             .and_then(|r| std::fs::metadata(r.path).ok())
             .map(|m| m.len())
     } else {
@@ -371,10 +366,7 @@ async fn llama_bench(
     runs: usize,
 ) -> Result<(f64, f64, usize)> {
     let catalog = hearth_engine::catalog::Catalog::builtin()?;
-    let model = catalog.resolve(
-        &config.engine.model,
-        &config.models_dir(),
-    )?;
+    let model = catalog.resolve(&config.engine.model, &config.models_dir())?;
     let threads = engine_threads(config);
     eprintln!("llama-bench (baseline) on {} …", model.path.display());
     let out = tokio::process::Command::new(bin)
@@ -421,10 +413,7 @@ async fn llama_batched_bench(
     concurrency: usize,
 ) -> Result<f64> {
     let catalog = hearth_engine::catalog::Catalog::builtin()?;
-    let model = catalog.resolve(
-        &config.engine.model,
-        &config.models_dir(),
-    )?;
+    let model = catalog.resolve(&config.engine.model, &config.models_dir())?;
     eprintln!("llama-batched-bench (baseline) …");
     let out = tokio::process::Command::new(bin)
         .arg("-m")

@@ -20,7 +20,12 @@ pub fn show(json_out: bool, changed_only: bool) -> Result<()> {
     if json_out {
         let values: serde_json::Map<String, Value> = shown
             .iter()
-            .map(|e| (e.key.clone(), json!({ "value": e.value, "origin": e.origin })))
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    json!({ "value": e.value, "origin": e.origin }),
+                )
+            })
             .collect();
         println!(
             "{}",

@@ -240,14 +240,15 @@ async fn engine_check(config: &Config) -> Check {
             config.engine.url.as_deref().unwrap_or("$HEARTH_ENGINE_URL")
         ),
     };
-    let backend =
-        match tokio::task::spawn_blocking(move || hearth_engine::backend_from_config(&cfg, &data_dir))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
-            Err(e) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
-        };
+    let backend = match tokio::task::spawn_blocking(move || {
+        hearth_engine::backend_from_config(&cfg, &data_dir)
+    })
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
+        Err(e) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
+    };
     let loaded = started.elapsed();
     let req = GenerateRequest {
         messages: vec![ChatMessage {

@@ -992,17 +992,15 @@ pub fn trainer() -> PathBuf {
 /// The base model file the engine runs.
 fn base_model(config: &Config) -> Result<PathBuf> {
     let catalog = hearth_engine::catalog::Catalog::builtin()?;
-    let resolved = catalog.resolve(
-        &config.engine.model,
-        &config.models_dir(),
-    )?;
+    let resolved = catalog.resolve(&config.engine.model, &config.models_dir())?;
     Ok(resolved.path)
 }
 
 /// `hearth learn finetune`: synthesise, export, train, convert, and with
 /// `--deploy` gate.
 pub async fn finetune(config: &Config, args: FinetuneArgs) -> Result<()> {
-    let run_dir = config.data_dir()
+    let run_dir = config
+        .data_dir()
         .join("learning")
         .join("runs")
         .join(uuid::Uuid::now_v7().to_string());

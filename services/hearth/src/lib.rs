@@ -131,7 +131,9 @@ pub async fn serve_metrics(addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics listener at {addr}"))?;
-    let bound = listener.local_addr().context("the metrics listener's address")?;
+    let bound = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
     if !bound.ip().is_loopback() {
         tracing::warn!(addr = %bound, "metrics are served beyond loopback, without a token");
     }
@@ -178,11 +180,9 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                 .context("starting the engine")?
                 .context("starting the engine")?;
                 let metering = hearth_engine::metering_for(&config.engine, backend.default_model());
-                let svc = hearth_engine::EngineService::new(backend, metering)
-                    .with_embeddings(hearth_engine::embeddings_for(
-                        &config.engine,
-                        &config.data_dir(),
-                    ));
+                let svc = hearth_engine::EngineService::new(backend, metering).with_embeddings(
+                    hearth_engine::embeddings_for(&config.engine, &config.data_dir()),
+                );
                 mesh.handles
                     .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
             }
@@ -197,12 +197,9 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                     .extend(hearth_learning::serve(svc, bus.clone(), config).await?);
             }
             Part::Memory => {
-                let started = hearth_memory::run(
-                    config,
-                    bus.clone(),
-                    &config.data_dir().join("memory"),
-                )
-                .await;
+                let started =
+                    hearth_memory::run(config, bus.clone(), &config.data_dir().join("memory"))
+                        .await;
                 match started {
                     Ok(handles) => mesh.handles.extend(handles),
                     // Agents answer without memory; only memory commands
@@ -215,14 +212,10 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
             }
             Part::Toolhost => {
                 let builtins = builtins::servers(config, bus.clone())?;
-                let (pool, handles) = hearth_toolhost::run(
-                    config,
-                    bus.clone(),
-                    builtins,
-                    &config.data_dir(),
-                )
-                .await
-                .context("starting the toolhost")?;
+                let (pool, handles) =
+                    hearth_toolhost::run(config, bus.clone(), builtins, &config.data_dir())
+                        .await
+                        .context("starting the toolhost")?;
                 mesh.pool = Some(pool);
                 mesh.handles.extend(handles);
             }

@@ -1058,14 +1058,19 @@ fn program<R: Rng>(rng: &mut R) -> (String, String) {
         ),
         2 => (
             format!("count the numbers from 1 to {n} that are divisible by {k}"),
-            format!("print(len([i for i in range(1, {}) if i % {k} == 0]))", n + 1),
+            format!(
+                "print(len([i for i in range(1, {}) if i % {k} == 0]))",
+                n + 1
+            ),
         ),
         3 => (
             format!("sum all the even numbers up to {n}"),
             format!("print(sum(range(0, {}, 2)))", n + 1),
         ),
         4 => {
-            let xs: Vec<u64> = (0..rng.gen_range(3..6)).map(|_| rng.gen_range(1..99)).collect();
+            let xs: Vec<u64> = (0..rng.gen_range(3..6))
+                .map(|_| rng.gen_range(1..99))
+                .collect();
             let l = xs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
             (
                 format!("find the average of {l}"),

@@ -1033,7 +1033,8 @@ mod tests {
             jail.set_env("HEARTH_ENGINE_API_KEY", "sk-env-secret");
             jail.set_env("HEARTH_QDRANT_URL", "http://127.0.0.1:6334");
             jail.set_env("HEARTH_DATA_DIR", "/srv/hearth-data");
-            let shown = Config::explain(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+            let shown =
+                Config::explain(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
             let find = |k: &str| {
                 shown
                     .iter()
@@ -1046,7 +1047,10 @@ mod tests {
             assert!(matches!(&model.origin, Origin::File(p) if p.ends_with("hearth.toml")));
             let key = find("engine.api_key")?;
             assert_eq!(key.value, MASK);
-            assert_eq!(key.origin, Origin::Environment("HEARTH_ENGINE_API_KEY".into()));
+            assert_eq!(
+                key.origin,
+                Origin::Environment("HEARTH_ENGINE_API_KEY".into())
+            );
             assert_eq!(find("gateway.token")?.value, MASK);
             assert_eq!(
                 find("memory.qdrant_url")?.origin,
@@ -1057,7 +1061,10 @@ mod tests {
             assert_eq!(dir.origin, Origin::Environment("HEARTH_DATA_DIR".into()));
             assert_eq!(find("gateway.addr")?.origin, Origin::Default);
             let all = serde_json::to_string(&shown).map_err(|e| e.to_string())?;
-            assert!(!all.contains("sk-env-secret") && !all.contains("file-t0ken"), "{all}");
+            assert!(
+                !all.contains("sk-env-secret") && !all.contains("file-t0ken"),
+                "{all}"
+            );
             // Outside `explain`, a secret serializes as itself (what a
             // written configuration file needs).
             let c = Config::load_from(Some(Path::new("hearth.toml"))).map_err(|e| e.to_string())?;

@@ -43,8 +43,8 @@ pub mod echo {
     include!(concat!(env!("OUT_DIR"), "/echo/hearth.test.rs"));
 }
 pub mod config;
-pub mod metrics;
 pub mod json;
+pub mod metrics;
 pub mod rpc;
 pub mod subjects;
 pub mod sync;

@@ -431,12 +431,7 @@ fn lowest(best: &[(f32, i32)]) -> (usize, f32) {
 /// rejects it is the choice made again over the whole vocabulary, filtered
 /// by the grammar (llama.cpp's own server does the same). `None` when
 /// nothing is allowed.
-fn sample(
-    ctx: &LlamaContext<'_>,
-    at: i32,
-    job: &mut Job,
-    refused: &mut u32,
-) -> Option<LlamaToken> {
+fn sample(ctx: &LlamaContext<'_>, at: i32, job: &mut Job, refused: &mut u32) -> Option<LlamaToken> {
     let mut candidates = top_k(ctx.get_logits_ith(at), TOP_K);
     job.sampler.apply(&mut candidates);
     let first = candidates.selected_token()?;
