@@ -21,16 +21,18 @@ pub(crate) fn task_schema() -> String {
 
 /// The `task` of a hand-over call, or the tool error that answers a call
 /// without one.
-pub(crate) fn task_argument(arguments_json: &str) -> Result<String, ToolOutput> {
+pub(crate) fn task_argument(arguments_json: &str) -> Result<String, Box<ToolOutput>> {
     let args: Value = serde_json::from_str(arguments_json).unwrap_or(Value::Null);
     args.get("task")
         .and_then(Value::as_str)
         .filter(|t| !t.trim().is_empty())
         .map(str::to_string)
-        .ok_or_else(|| ToolOutput {
-            content: "`task` must be a non-empty string".into(),
-            is_error: true,
-            usage: None,
+        .ok_or_else(|| {
+            Box::new(ToolOutput {
+                content: "`task` must be a non-empty string".into(),
+                is_error: true,
+                usage: None,
+            })
         })
 }
 
@@ -92,7 +94,7 @@ impl LocalTool for Delegate {
     async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, Status> {
         let task = match task_argument(arguments_json) {
             Ok(task) => task,
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(*refused),
         };
         let task = task.as_str();
         let sub_id = uuid::Uuid::now_v7().to_string();

@@ -446,7 +446,7 @@ impl LocalTool for RemoteTool {
     async fn call(&self, ctx: &CallContext, arguments_json: &str) -> Result<ToolOutput, Status> {
         let task = match crate::delegate::task_argument(arguments_json) {
             Ok(task) => task,
-            Err(refused) => return Ok(refused),
+            Err(refused) => return Ok(*refused),
         };
         let task = task.as_str();
         let deadline = Duration::from_millis(self.cfg.timeout_ms.max(1));
