@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hearth/v1/agent.proto",
         "hearth/v1/memory.proto",
         "hearth/v1/learning.proto",
+        "hearth/v1/health.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use tracing::Instrument;
 
-use hearth_proto::v1::{ChatMessage, GenerateRequest, ToolCall, ToolSpec, Usage};
+use hearth_proto::v1::{ChatMessage, ChatRole, GenerateRequest, ToolCall, ToolSpec, Usage};
 use serde_json::Value;
 
 use crate::memory::AgentMemory;
@@ -197,20 +197,20 @@ pub fn initial_messages(
     let mut variable = conversation_section(prior, budget);
     variable.push_str(&crate::memory::recalled_section(recalled, budget * 4 / 8));
     let mut messages = vec![ChatMessage {
-        role: "system".into(),
+        role: ChatRole::System.into(),
         content: spec.system_prompt.trim().to_string(),
         ..Default::default()
     }];
     let variable = variable.trim();
     if !variable.is_empty() {
         messages.push(ChatMessage {
-            role: "system".into(),
+            role: ChatRole::System.into(),
             content: variable.to_string(),
             ..Default::default()
         });
     }
     messages.push(ChatMessage {
-        role: "user".into(),
+        role: ChatRole::User.into(),
         content: task.to_string(),
         ..Default::default()
     });
@@ -240,7 +240,7 @@ pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage
     let total = |ms: &[ChatMessage]| ms.iter().map(estimate_tokens).sum::<usize>();
     let head_len = messages
         .iter()
-        .position(|m| m.role != "system")
+        .position(|m| m.role() != ChatRole::System)
         .map_or(messages.len(), |i| i + 1);
     if total(messages) <= budget || messages.len() <= head_len {
         return messages.to_vec();
@@ -251,7 +251,7 @@ pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage
     let rest = &messages[head_len..];
     let mut start = 0;
     for i in 1..=rest.len() {
-        if i == rest.len() || rest[i].role != "tool" {
+        if i == rest.len() || rest[i].role() != ChatRole::Tool {
             turns.push(&rest[start..i]);
             start = i;
         }
@@ -278,7 +278,7 @@ pub fn fit_to_budget(messages: &[ChatMessage], budget: usize) -> Vec<ChatMessage
     while over > 0 {
         let Some(longest) = out
             .iter_mut()
-            .filter(|m| m.role == "tool")
+            .filter(|m| m.role() == ChatRole::Tool)
             .max_by_key(|m| m.content.len())
         else {
             break;
@@ -442,7 +442,6 @@ impl AgentLoop {
             _ => Vec::new(),
         };
         run.messages = initial_messages(&self.spec, prior, &recalled, task);
-        let messages = &mut run.messages;
         let mut out = Outcome::default();
         let mut malformed_in_row = 0u32;
         let budget = self.spec.context_budget_tokens as usize;
@@ -454,7 +453,7 @@ impl AgentLoop {
             out.steps += 1;
             // The last step, and the one after a repeated call, must answer.
             let answer_now = answer_next || out.steps == self.spec.max_steps;
-            let sent = fit_to_budget(messages, budget);
+            let sent = fit_to_budget(&run.messages, budget);
             let sent_len = sent.len() as u32;
             let req = GenerateRequest {
                 model: self.spec.model.clone(),
@@ -476,7 +475,7 @@ impl AgentLoop {
                 .await
                 .map_err(AgentError::Model)?;
             run.model_calls.push(ModelCall {
-                backend: turn.usage.backend.clone(),
+                backend: turn.usage.backend,
                 model: turn.usage.model.clone(),
                 tokens_in: turn.usage.tokens_in,
                 tokens_out: turn.usage.tokens_out,
@@ -491,34 +490,22 @@ impl AgentLoop {
                     return Err(AgentError::EmptyAnswer);
                 }
                 out.answer = answer.to_string();
-                messages.push(ChatMessage {
-                    role: "assistant".into(),
+                run.messages.push(ChatMessage {
+                    role: ChatRole::Assistant.into(),
                     content: out.answer.clone(),
                     ..Default::default()
                 });
                 self.remember_outcome(ctx, task, &out.answer).await;
                 return Ok(out);
             }
-            messages.push(ChatMessage {
-                role: "assistant".into(),
+            run.messages.push(ChatMessage {
+                role: ChatRole::Assistant.into(),
                 content: turn.text.clone(),
                 tool_calls: turn.tool_calls.clone(),
                 ..Default::default()
             });
             // A question for the caller ends the turn.
-            if let Some(ask) = turn.tool_calls.iter().find(|c| {
-                c.name == ASK_USER_TOOL && offered.iter().any(|t| t.name == ASK_USER_TOOL)
-            }) {
-                let question = serde_json::from_str::<Value>(&ask.arguments_json)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("question")?
-                            .as_str()
-                            .map(str::trim)
-                            .map(str::to_string)
-                    })
-                    .filter(|q| !q.is_empty())
-                    .unwrap_or_else(|| "Could you tell me more about what you need?".into());
+            if let Some(question) = question_for_caller(&turn.tool_calls, &offered) {
                 out.tool_calls += 1;
                 out.answer = question;
                 out.input_required = true;
@@ -545,54 +532,9 @@ impl AgentLoop {
                         )
                     }
                     Ok(()) => {
-                        progress(Progress::ToolCall {
-                            name: call.name.clone(),
-                        });
-                        let called = std::time::Instant::now();
-                        let result = self
-                            .tools
-                            .call(ctx, &call.name, &call.arguments_json)
-                            .instrument(tracing::info_span!(
-                                "tool.call",
-                                otel.name = %format_args!("tool {}", call.name),
-                                tool = %call.name,
-                            ))
-                            .await;
-                        let (text, is_error) = match result {
-                            Ok(o) => {
-                                if let Some(u) = &o.usage {
-                                    usage::add(&mut out.usage, u);
-                                }
-                                (o.content, o.is_error)
-                            }
-                            Err(status) => {
-                                return Err(AgentError::ToolFailed {
-                                    tool: call.name.clone(),
-                                    status,
-                                });
-                            }
-                        };
-                        progress(Progress::ToolResult {
-                            name: call.name.clone(),
-                            is_error,
-                        });
-                        let mut text = if is_error {
-                            format!("error: {text}")
-                        } else {
-                            text
-                        };
-                        if text.len() > MAX_TOOL_RESULT_BYTES {
-                            let cut = text.floor_char_boundary(MAX_TOOL_RESULT_BYTES);
-                            text.truncate(cut);
-                            text.push_str(" …[truncated]");
-                        }
-                        run.tool_runs.push(ToolRun {
-                            name: call.name.clone(),
-                            arguments_json: call.arguments_json.clone(),
-                            result: text.clone(),
-                            is_error,
-                            duration_ms: millis(called.elapsed()),
-                        });
+                        let (text, is_error) = self
+                            .run_call(ctx, call, progress, run, &mut out.usage)
+                            .await?;
                         if lone
                             && !is_error
                             && !text.trim().is_empty()
@@ -603,8 +545,8 @@ impl AgentLoop {
                         text
                     }
                 };
-                messages.push(ChatMessage {
-                    role: "tool".into(),
+                run.messages.push(ChatMessage {
+                    role: ChatRole::Tool.into(),
                     content,
                     tool_call_id: call.id.clone(),
                     ..Default::default()
@@ -631,6 +573,68 @@ impl AgentLoop {
         Err(AgentError::StepLimit(self.spec.max_steps))
     }
 
+    /// Runs one well-formed call: the tool's text (an error marked as
+    /// such, long output cut) and whether it was an error; the call is
+    /// recorded in `run` and its cost added to `usage`.
+    async fn run_call(
+        &self,
+        ctx: &CallContext,
+        call: &ToolCall,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+        run: &mut Run,
+        usage: &mut Usage,
+    ) -> Result<(String, bool), AgentError> {
+        progress(Progress::ToolCall {
+            name: call.name.clone(),
+        });
+        let called = std::time::Instant::now();
+        let result = self
+            .tools
+            .call(ctx, &call.name, &call.arguments_json)
+            .instrument(tracing::info_span!(
+                "tool.call",
+                otel.name = %format_args!("tool {}", call.name),
+                tool = %call.name,
+            ))
+            .await;
+        let (text, is_error) = match result {
+            Ok(o) => {
+                if let Some(u) = &o.usage {
+                    usage::add(usage, u);
+                }
+                (o.content, o.is_error)
+            }
+            Err(status) => {
+                return Err(AgentError::ToolFailed {
+                    tool: call.name.clone(),
+                    status,
+                });
+            }
+        };
+        progress(Progress::ToolResult {
+            name: call.name.clone(),
+            is_error,
+        });
+        let mut text = if is_error {
+            format!("error: {text}")
+        } else {
+            text
+        };
+        if text.len() > MAX_TOOL_RESULT_BYTES {
+            let cut = text.floor_char_boundary(MAX_TOOL_RESULT_BYTES);
+            text.truncate(cut);
+            text.push_str(" …[truncated]");
+        }
+        run.tool_runs.push(ToolRun {
+            name: call.name.clone(),
+            arguments_json: call.arguments_json.clone(),
+            result: text.clone(),
+            is_error,
+            duration_ms: millis(called.elapsed()),
+        });
+        Ok((text, is_error))
+    }
+
     async fn remember_outcome(&self, ctx: &CallContext, task: &str, answer: &str) {
         if let Some((memory, _)) = &self.memory {
             let text = format!("Task: {task}\nAnswer: {answer}");
@@ -642,6 +646,26 @@ impl AgentLoop {
             }
         }
     }
+}
+
+/// The question of an `ask_user` call among `calls`, when that tool was
+/// offered: asking the caller ends the turn.
+fn question_for_caller(calls: &[ToolCall], offered: &[ToolSpec]) -> Option<String> {
+    let ask = calls
+        .iter()
+        .find(|c| c.name == ASK_USER_TOOL && offered.iter().any(|t| t.name == ASK_USER_TOOL))?;
+    Some(
+        serde_json::from_str::<Value>(&ask.arguments_json)
+            .ok()
+            .and_then(|v| {
+                v.get("question")?
+                    .as_str()
+                    .map(str::trim)
+                    .map(str::to_string)
+            })
+            .filter(|q| !q.is_empty())
+            .unwrap_or_else(|| "Could you tell me more about what you need?".into()),
+    )
 }
 
 #[cfg(test)]
@@ -736,7 +760,7 @@ mod tests {
         assert_eq!((out.steps, out.tool_calls), (2, 1));
         let seen = model.1.lock().unwrap();
         let last = seen.last().unwrap().messages.last().unwrap();
-        assert_eq!(last.role, "tool");
+        assert_eq!(last.role(), ChatRole::Tool);
         assert_eq!(last.content, "echoed {\"x\":1}");
     }
 
@@ -784,7 +808,7 @@ mod tests {
         let msgs = &seen[0].messages;
         assert_eq!(msgs[0].content, "sys");
         assert_eq!(
-            (msgs[1].role.as_str(), msgs[2].role.as_str()),
+            (msgs[1].role().name(), msgs[2].role().name()),
             ("system", "user")
         );
         let recalled = &msgs[1].content;
@@ -866,7 +890,7 @@ mod tests {
         assert_eq!(t.tool_runs[0].arguments_json, r#"{"x":1}"#);
         assert_eq!(t.answer, out.answer);
         assert_eq!(t.tools[0].name, "t.echo");
-        assert_eq!(t.messages.last().unwrap().role, "tool");
+        assert_eq!(t.messages.last().unwrap().role(), ChatRole::Tool);
     }
 
     #[tokio::test]
@@ -935,7 +959,7 @@ mod tests {
     #[test]
     fn the_budget_keeps_prompt_task_and_newest_turns() {
         let msg = |role: &str, n: usize| ChatMessage {
-            role: role.into(),
+            role: ChatRole::from_name(role).unwrap_or_default().into(),
             content: "x".repeat(n),
             ..Default::default()
         };
@@ -945,10 +969,10 @@ mod tests {
             ms.push(msg("tool", 400));
         }
         let fitted = fit_to_budget(&ms, 500);
-        assert_eq!(fitted[0].role, "system");
-        assert_eq!(fitted[1].role, "user");
+        assert_eq!(fitted[0].role(), ChatRole::System);
+        assert_eq!(fitted[1].role(), ChatRole::User);
         assert!(fitted.len() < ms.len());
-        assert_eq!(fitted.last().unwrap().role, "tool");
+        assert_eq!(fitted.last().unwrap().role(), ChatRole::Tool);
         let total: usize = fitted.iter().map(estimate_tokens).sum();
         assert!(total <= 500, "{total}");
         // Fitting again changes nothing: compaction is a fixed point.
@@ -959,22 +983,22 @@ mod tests {
     fn one_huge_tool_result_is_cut_to_fit() {
         let ms = vec![
             ChatMessage {
-                role: "system".into(),
+                role: ChatRole::System.into(),
                 content: "s".into(),
                 ..Default::default()
             },
             ChatMessage {
-                role: "user".into(),
+                role: ChatRole::User.into(),
                 content: "u".into(),
                 ..Default::default()
             },
             ChatMessage {
-                role: "assistant".into(),
+                role: ChatRole::Assistant.into(),
                 content: String::new(),
                 ..Default::default()
             },
             ChatMessage {
-                role: "tool".into(),
+                role: ChatRole::Tool.into(),
                 content: "y".repeat(100_000),
                 ..Default::default()
             },

@@ -20,7 +20,6 @@ use hearth_proto::v1::agent_server::Agent;
 use hearth_proto::v1::{
     CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord, ToolSpec,
 };
-use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -231,39 +230,60 @@ impl Agent for AgentService {
     }
 }
 
-/// An agent service on the bus.
-#[derive(Debug)]
-pub struct Running {
-    /// Its worker name.
-    pub worker: String,
-    /// The loops on the role's subjects, in its queue group: where new
-    /// tasks come in. Aborting them is the first step of a drain.
-    pub intake: Vec<JoinHandle<()>>,
-    /// The loops on this instance's own subjects (its tasks' lookups,
-    /// cancels and follow-ups), which keep serving while it drains.
-    pub handles: Vec<JoinHandle<()>>,
+/// An agent service on the bus: its worker name, its intake (the loops
+/// on the role's subjects, in its queue group, where new tasks come in:
+/// the first to stop on a drain) and its own subjects (its tasks' lookups,
+/// cancels and follow-ups, which keep serving while it drains).
+pub use hearth_mesh::running::Running;
+
+/// What a running agent service says of itself: the agent it runs by
+/// default, and that its specs loaded.
+struct AgentChecks {
+    agent: String,
+    agents: usize,
+}
+
+#[async_trait::async_trait]
+impl hearth_mesh::running::Checks for AgentChecks {
+    async fn checks(&self) -> Vec<hearth_proto::v1::HealthCheck> {
+        vec![hearth_mesh::running::check(
+            "agent",
+            hearth_proto::v1::CheckOutcome::Ok,
+            format!(
+                "runs `{}` ({} agent spec(s) loaded)",
+                self.agent, self.agents
+            ),
+            None,
+        )]
+    }
 }
 
 /// Serves `service` on the bus as `kind` (orchestrator or operative): on
 /// the role's subjects in its queue group, and on this instance's own
-/// subjects (a task's lookups and cancels go to the instance that runs it).
+/// subjects (a task's lookups and cancels go to the instance that runs it),
+/// with its health.
 pub async fn serve(
     service: AgentService,
     kind: Service,
     bus: SharedBus,
     subjects: &Subjects,
 ) -> Result<Running, BusError> {
-    let at = ServeAt::role(bus, subjects.clone(), kind);
+    let at = ServeAt::role(bus.clone(), subjects.clone(), kind);
     let worker = service.worker().to_string();
     let mine = at.clone().instance(&worker);
+    let checks = Arc::new(AgentChecks {
+        agent: service.default_spec.clone(),
+        agents: service.specs.iter().count(),
+    });
     let service = Arc::new(service);
     let intake = agent_bus::serve(service.clone(), &at).await?;
     let handles = agent_bus::serve(service, &mine).await?;
-    Ok(Running {
-        worker,
-        intake,
-        handles,
-    })
+    Running::new(kind)
+        .worker(worker)
+        .intake(intake)
+        .handles(handles)
+        .with_health(bus, subjects, checks)
+        .await
 }
 
 /// A worker name for a new instance of `kind`: unique, and a valid subject token.

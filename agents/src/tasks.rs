@@ -178,6 +178,15 @@ fn ends(ev: &TaskEvent) -> bool {
     }
 }
 
+/// How a message is taken in (see `TaskHost::admit`).
+enum Admit {
+    /// Nothing to run: these are the events.
+    Done(ReplyStream<TaskEvent>),
+    /// Run it: the task, the conversation before this message, and who
+    /// watches it.
+    Go(Task, Vec<(Role, String)>, Watchers),
+}
+
 impl TaskHost {
     /// A host for the instance called `worker`.
     pub fn new(worker: impl Into<String>) -> Self {
@@ -190,6 +199,95 @@ impl TaskHost {
     /// This instance's name.
     pub fn worker(&self) -> &str {
         &self.worker
+    }
+
+    /// Takes `message` in as task `task_id`: a new task, the answer to one
+    /// waiting for input (with the conversation so far), or — for a task
+    /// already finished — its final event again. A running task, or an
+    /// answer in another context, is refused.
+    fn admit(
+        &self,
+        task_id: &str,
+        mut message: Message,
+        tx: &mpsc::Sender<Result<TaskEvent, Status>>,
+    ) -> Result<Admit, Status> {
+        let mut store = lock(&self.store);
+        match store.slots.get_mut(task_id) {
+            Some(slot) => {
+                let state = state_of(slot.record.task.as_ref());
+                if is_terminal(state) {
+                    // An idempotent retry of a finished task.
+                    let Some(t) = slot.record.task.as_ref() else {
+                        return Err(Status::internal("task record without a task"));
+                    };
+                    let ev = task_event(t, slot.record.usage.clone(), &self.worker);
+                    return Ok(Admit::Done(futures::stream::iter([Ok(ev)]).boxed()));
+                }
+                if state != TaskState::InputRequired as i32 {
+                    return Err(Status::already_exists(format!(
+                        "task {task_id} is already running"
+                    )));
+                }
+                let Some(t) = slot.record.task.as_mut() else {
+                    return Err(Status::internal("task record without a task"));
+                };
+                if !message.context_id.is_empty() && message.context_id != t.context_id {
+                    return Err(Status::invalid_argument(format!(
+                        "task {task_id} belongs to context {}, not {}",
+                        t.context_id, message.context_id
+                    )));
+                }
+                let prior = t
+                    .history
+                    .iter()
+                    .map(|m| {
+                        let role = Role::try_from(m.role).unwrap_or(Role::User);
+                        (role, convert::text_of(m))
+                    })
+                    .collect();
+                message.task_id = task_id.to_string();
+                message.context_id.clone_from(&t.context_id);
+                t.history.push(message);
+                t.status = Some(status(TaskState::Submitted, None));
+                slot.events = Some(tx.clone());
+                slot.started = Instant::now();
+                Ok(Admit::Go(t.clone(), prior, slot.watchers.clone()))
+            }
+            None => {
+                let context_id = if message.context_id.is_empty() {
+                    uuid::Uuid::now_v7().to_string()
+                } else {
+                    message.context_id.clone()
+                };
+                message.task_id = task_id.to_string();
+                message.context_id.clone_from(&context_id);
+                let task = Task {
+                    id: task_id.to_string(),
+                    context_id,
+                    status: Some(status(TaskState::Submitted, None)),
+                    history: vec![message],
+                    ..Default::default()
+                };
+                self.evict(&mut store);
+                store.order.push_back(task_id.to_string());
+                let watchers = Watchers::default();
+                store.slots.insert(
+                    task_id.to_string(),
+                    Slot {
+                        record: TaskRecord {
+                            task: Some(task.clone()),
+                            usage: None,
+                            worker: self.worker.clone(),
+                        },
+                        abort: None,
+                        events: Some(tx.clone()),
+                        watchers: watchers.clone(),
+                        started: Instant::now(),
+                    },
+                );
+                Ok(Admit::Go(task, Vec::new(), watchers))
+            }
+        }
     }
 
     /// Starts a task (or continues one waiting for input) and returns its
@@ -207,7 +305,7 @@ impl TaskHost {
     where
         F: FnOnce(TaskHandle) -> Work,
     {
-        let mut message = req
+        let message = req
             .message
             .ok_or_else(|| Status::invalid_argument("the task has no message"))?;
         let text = convert::text_of(&message);
@@ -225,84 +323,9 @@ impl TaskHost {
             req.task_id
         };
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let (task, prior, watchers) = {
-            let mut store = lock(&self.store);
-            match store.slots.get_mut(&task_id) {
-                Some(slot) => {
-                    let state = state_of(slot.record.task.as_ref());
-                    if is_terminal(state) {
-                        // An idempotent retry of a finished task.
-                        let Some(t) = slot.record.task.as_ref() else {
-                            return Err(Status::internal("task record without a task"));
-                        };
-                        let ev = task_event(t, slot.record.usage.clone(), &self.worker);
-                        return Ok(futures::stream::iter([Ok(ev)]).boxed());
-                    }
-                    if state != TaskState::InputRequired as i32 {
-                        return Err(Status::already_exists(format!(
-                            "task {task_id} is already running"
-                        )));
-                    }
-                    let Some(t) = slot.record.task.as_mut() else {
-                        return Err(Status::internal("task record without a task"));
-                    };
-                    if !message.context_id.is_empty() && message.context_id != t.context_id {
-                        return Err(Status::invalid_argument(format!(
-                            "task {task_id} belongs to context {}, not {}",
-                            t.context_id, message.context_id
-                        )));
-                    }
-                    let prior = t
-                        .history
-                        .iter()
-                        .map(|m| {
-                            let role = Role::try_from(m.role).unwrap_or(Role::User);
-                            (role, convert::text_of(m))
-                        })
-                        .collect();
-                    message.task_id.clone_from(&task_id);
-                    message.context_id.clone_from(&t.context_id);
-                    t.history.push(message);
-                    t.status = Some(status(TaskState::Submitted, None));
-                    slot.events = Some(tx.clone());
-                    slot.started = Instant::now();
-                    (t.clone(), prior, slot.watchers.clone())
-                }
-                None => {
-                    let context_id = if message.context_id.is_empty() {
-                        uuid::Uuid::now_v7().to_string()
-                    } else {
-                        message.context_id.clone()
-                    };
-                    message.task_id.clone_from(&task_id);
-                    message.context_id.clone_from(&context_id);
-                    let task = Task {
-                        id: task_id.clone(),
-                        context_id,
-                        status: Some(status(TaskState::Submitted, None)),
-                        history: vec![message],
-                        ..Default::default()
-                    };
-                    self.evict(&mut store);
-                    store.order.push_back(task_id.clone());
-                    let watchers = Watchers::default();
-                    store.slots.insert(
-                        task_id.clone(),
-                        Slot {
-                            record: TaskRecord {
-                                task: Some(task.clone()),
-                                usage: None,
-                                worker: self.worker.clone(),
-                            },
-                            abort: None,
-                            events: Some(tx.clone()),
-                            watchers: watchers.clone(),
-                            started: Instant::now(),
-                        },
-                    );
-                    (task, Vec::new(), watchers)
-                }
-            }
+        let (task, prior, watchers) = match self.admit(&task_id, message, &tx)? {
+            Admit::Done(events) => return Ok(events),
+            Admit::Go(task, prior, watchers) => (task, prior, watchers),
         };
         let context_id = task.context_id.clone();
         let first = task_event(&task, None, &self.worker);

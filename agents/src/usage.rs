@@ -10,11 +10,11 @@ pub fn add(a: &mut Usage, b: &Usage) {
     if a.calls == 0 {
         a.ttft_ms = b.ttft_ms;
         a.model.clone_from(&b.model);
-        a.backend.clone_from(&b.backend);
+        a.backend = b.backend;
         a.flops = b.flops;
         a.energy_joules = b.energy_joules;
         a.cost_usd = b.cost_usd;
-        a.energy_meter.clone_from(&b.energy_meter);
+        a.energy_meter = b.energy_meter;
         a.unmeasured.clone_from(&b.unmeasured);
     } else {
         a.flops = a.flops.zip(b.flops).map(|(x, y)| x + y);
@@ -24,7 +24,7 @@ pub fn add(a: &mut Usage, b: &Usage) {
             a.unmeasured.clone_from(&b.unmeasured);
         }
         if a.energy_meter != b.energy_meter {
-            a.energy_meter.clear();
+            a.energy_meter = hearth_proto::v1::EnergyMeter::Unspecified.into();
         }
     }
     a.tokens_in += b.tokens_in;

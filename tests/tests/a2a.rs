@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth::{Part, start};
 use hearth_e2e::{UrlProcess, free_port, hearth, test_config, unique_prefix};
+use hearth_launch::{Part, start};
 use hearth_mesh::{LocalBus, Secret, SharedBus};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -32,7 +32,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// The whole mesh in this process with the gateway on free ports.
-async fn mesh(token: Option<&str>) -> (hearth::Mesh, String) {
+async fn mesh(token: Option<&str>) -> (hearth_launch::Mesh, String) {
     let mut config = test_config(&unique_prefix("a2a"));
     config.gateway.addr = "127.0.0.1:0".into();
     config.gateway.max_body_bytes = 64 * 1024;

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth::{Part, ask, start};
 use hearth_code::{CodeOptions, InputFile, Limits, RunInput, RunOutcome, Sandboxes, Status};
 use hearth_e2e::{test_config, unique_prefix};
+use hearth_launch::{Part, ask, start};
 use hearth_mesh::clients::ToolhostClient;
 use hearth_mesh::{LocalBus, SharedBus};
 use hearth_proto::v1::CallToolRequest;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 /// Where scripts/setup put the interpreter (the data dir's python/).
 fn runtime_dir() -> std::path::PathBuf {
-    hearth::builtins::code_options(&hearth_mesh::Config::default()).runtime_dir
+    hearth_launch::builtins::code_options(&hearth_mesh::Config::default()).runtime_dir
 }
 
 fn pool(limits: Limits, slots: u32) -> Sandboxes {

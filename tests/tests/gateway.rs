@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use hearth::{Part, start};
 use hearth_e2e::{test_config, unique_prefix};
+use hearth_launch::{Part, start};
 use hearth_mesh::{LocalBus, Secret, SharedBus};
 use serde_json::{Value, json};
 
-async fn gateway(token: Option<&str>) -> (hearth::Mesh, String) {
+async fn gateway(token: Option<&str>) -> (hearth_launch::Mesh, String) {
     let mut config = test_config(&unique_prefix("gw"));
     config.gateway.addr = "127.0.0.1:0".into();
     config.gateway.max_body_bytes = 64 * 1024;

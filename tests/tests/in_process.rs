@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth::{Part, ask, start};
 use hearth_e2e::{hearth, test_config, unique_prefix};
+use hearth_launch::{Part, ask, start};
 use hearth_mesh::clients::ToolhostClient;
 use hearth_mesh::{LocalBus, SharedBus};
 use hearth_proto::v1::CallToolRequest;

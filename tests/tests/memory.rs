@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth::{Mesh, Part, ask, start};
 use hearth_agents::memory::{AgentMemory, BusMemory, COLLECTION as AGENT_MEMORY};
 use hearth_e2e::{
     HearthProcess, NatsServer, QdrantServer, embed_model, fixture, hearth, test_config,
     unique_prefix,
 };
+use hearth_launch::{Mesh, Part, ask, start};
 use hearth_memory::ingest::ingest;
 use hearth_memory::store::CollectionMeta;
 use hearth_mesh::clients::{MemoryClient, ToolhostClient};

@@ -253,7 +253,8 @@ async fn doctor_passes_on_the_default_setup_and_probes_the_engine() {
     let data = tempfile::tempdir().unwrap();
     // The data dir is the test's own; the Python sandbox's interpreter is
     // where scripts/setup put it.
-    let runtime = hearth::builtins::code_options(&hearth_mesh::Config::default()).runtime_dir;
+    let runtime =
+        hearth_launch::builtins::code_options(&hearth_mesh::Config::default()).runtime_dir;
     // … and so is the embedding model.
     let embed = hearth_e2e::embed_model();
     let (code, out, err) = hearth(

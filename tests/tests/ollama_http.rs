@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use hearth::{Part, ask, start};
 use hearth_e2e::openai_double::{Mode, OpenAiDouble};
 use hearth_e2e::{test_config, unique_prefix};
+use hearth_launch::{Part, ask, start};
 use hearth_mesh::{LocalBus, SharedBus};
 
 #[tokio::test]

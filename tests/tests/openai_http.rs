@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth::{Part, ask, start};
 use hearth_e2e::openai_double::{Mode, OpenAiDouble};
 use hearth_e2e::{hearth, test_config, unique_prefix};
+use hearth_launch::{Part, ask, start};
 use hearth_mesh::{LocalBus, SharedBus};
 
 const MOST: [Part; 4] = [

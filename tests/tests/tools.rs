@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth::{Part, ask, start};
 use hearth_e2e::{
     UrlProcess, fixture, fixture_bin, hearth_bin, npm_dir, python, test_config, unique_prefix,
 };
+use hearth_launch::{Part, ask, start};
 use hearth_mesh::clients::ToolhostClient;
 use hearth_mesh::config::McpServer;
 use hearth_mesh::{Config, LocalBus, SharedBus};
@@ -387,7 +387,7 @@ async fn server_everything_from_npm_is_called_by_an_agent_over_stdio_and_http() 
     let up: Vec<&str> = list
         .servers
         .iter()
-        .filter(|s| s.state == "up")
+        .filter(|s| s.state() == hearth_proto::v1::ServerState::Up)
         .map(|s| s.name.as_str())
         .collect();
     assert!(
@@ -491,7 +491,7 @@ async fn built_in_servers_are_not_pinned_by_approvals() {
         .iter()
         .find(|t| t.name == "calculator.evaluate")
         .expect("the calculator is listed");
-    assert_eq!(calc.status, "ready");
+    assert_eq!(calc.status(), hearth_proto::v1::ToolStatus::Ready);
     let r = call(&c, "calculator.evaluate", json!({"expression": "2+3"}))
         .await
         .unwrap();
@@ -534,16 +534,17 @@ async fn changed_tool_definitions_are_held_until_approved() {
             .find(|t| t.name == "fx.echo")
             .cloned()
             .unwrap();
-        if echo.status != "ready" {
+        if echo.status() != hearth_proto::v1::ToolStatus::Ready {
             break echo;
         }
         assert!(Instant::now() < deadline, "list_changed was not followed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    assert_eq!(held.status(), hearth_proto::v1::ToolStatus::HeldChanged);
     assert!(
-        held.status.contains("hearth tools approve fx.echo"),
+        held.status_detail.contains("hearth tools approve fx.echo"),
         "{}",
-        held.status
+        held.status_detail
     );
     assert!(
         held.description.contains("id_rsa"),
@@ -897,7 +898,7 @@ async fn a_server_that_will_not_start_is_retried_with_backoff_and_reported() {
     let c = client(&config, bus);
     let list = c.list_tools(&ListToolsRequest::default()).await.unwrap();
     let ghost = list.servers.iter().find(|s| s.name == "ghost").unwrap();
-    assert_ne!(ghost.state, "up");
+    assert_ne!(ghost.state(), hearth_proto::v1::ServerState::Up);
     assert!(
         ghost.detail.contains("/nonexistent/mcp-server"),
         "{ghost:?}"

@@ -22,7 +22,9 @@ async fn main() {
         .unwrap()
         .iter()
         .map(|m| ChatMessage {
-            role: m["role"].as_str().unwrap_or("user").into(),
+            role: hearth_proto::v1::ChatRole::from_name(m["role"].as_str().unwrap_or("user"))
+                .unwrap_or(hearth_proto::v1::ChatRole::User)
+                .into(),
             content: m["content"].as_str().unwrap_or("").into(),
             ..Default::default()
         })
@@ -54,10 +56,12 @@ async fn main() {
                 for call in &c.tool_calls {
                     println!("\ncall {} {}", call.name, call.arguments_json);
                 }
-                if let Some(u) = c.usage {
+                if let Some(u) = &c.usage {
                     println!(
                         "\n[{} in / {} out, {}]",
-                        u.tokens_in, u.tokens_out, c.finish_reason
+                        u.tokens_in,
+                        u.tokens_out,
+                        c.finish_reason()
                     );
                 }
             }

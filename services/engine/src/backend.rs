@@ -43,6 +43,9 @@ pub enum EngineError {
     /// The backend does not do this (embeddings on a chat-only backend, say).
     #[error("{0} is not supported by this backend")]
     Unsupported(&'static str),
+    /// The engine could not be served on the bus.
+    #[error(transparent)]
+    Bus(#[from] hearth_mesh::BusError),
 }
 
 impl From<EngineError> for tonic::Status {
@@ -55,6 +58,7 @@ impl From<EngineError> for tonic::Status {
             EngineError::Backend { .. } | EngineError::Malformed(_) => Code::Internal,
             EngineError::Timeout(_) => Code::DeadlineExceeded,
             EngineError::Unsupported(_) => Code::Unimplemented,
+            EngineError::Bus(_) => Code::Unavailable,
         };
         tonic::Status::new(code, e.to_string())
     }
@@ -63,8 +67,8 @@ impl From<EngineError> for tonic::Status {
 /// An inference backend.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// A short name for usage reports: `openai`, `scripted`, …
-    fn name(&self) -> &'static str;
+    /// Which kind of backend it is, for usage reports.
+    fn kind(&self) -> hearth_proto::v1::EngineBackend;
 
     /// The model this backend serves when a request names none.
     fn default_model(&self) -> &str;

@@ -19,6 +19,7 @@
 //! - [`meter`]: energy from real meters (NVML, RAPL), shared fairly among
 //!   concurrent requests.
 //! - [`pull`]: downloading a model file with resume and a checked digest.
+//! - [`start`]: the engine started as every service starts, with its health.
 //!
 //! Not for agent logic: the engine answers one generation at a time.
 
@@ -31,8 +32,10 @@ pub mod hardware;
 pub mod meter;
 pub mod pull;
 pub mod service;
+pub mod start;
 
 pub use backend::{Backend, ChunkStream, EngineError};
 pub use service::{
     Embeddings, EngineService, Metering, backend_from_config, embeddings_for, metering_for, serve,
 };
+pub use start::start;

@@ -15,10 +15,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use hearth_proto::v1::EnergyMeter as MeterKind;
+
 /// A cumulative energy counter.
 pub trait EnergySource: Send + Sync {
     /// `nvml` or `rapl`.
-    fn name(&self) -> &'static str;
+    /// Which meter it is.
+    fn kind(&self) -> MeterKind;
     /// Joules since some fixed point; `None` if the read failed.
     fn read_joules(&self) -> Option<f64>;
 }
@@ -50,8 +53,8 @@ impl NvmlEnergy {
 }
 
 impl EnergySource for NvmlEnergy {
-    fn name(&self) -> &'static str {
-        "nvml"
+    fn kind(&self) -> MeterKind {
+        MeterKind::Nvml
     }
 
     fn read_joules(&self) -> Option<f64> {
@@ -136,8 +139,8 @@ fn read_uj(path: &Path) -> Option<u64> {
 }
 
 impl EnergySource for RaplEnergy {
-    fn name(&self) -> &'static str {
-        "rapl"
+    fn kind(&self) -> MeterKind {
+        MeterKind::Rapl
     }
 
     fn read_joules(&self) -> Option<f64> {
@@ -201,7 +204,7 @@ impl Drop for Metering {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Energy {
     /// Joules, and the meter (`nvml`, `rapl`).
-    Measured(f64, &'static str),
+    Measured(f64, MeterKind),
     /// No meter; why.
     Unmeasured(String),
 }
@@ -245,9 +248,14 @@ impl EnergyMeter {
         }
     }
 
+    /// Why there is no meter (empty when there is one).
+    pub fn why_none(&self) -> &str {
+        &self.why_none
+    }
+
     /// Which meter, if any.
-    pub fn source_name(&self) -> Option<&'static str> {
-        self.source.as_ref().map(|s| s.name())
+    pub fn source_kind(&self) -> Option<MeterKind> {
+        self.source.as_ref().map(|s| s.kind())
     }
 
     /// Shares the energy since the last read among the running requests.
@@ -292,7 +300,7 @@ impl EnergyMeter {
         let mut shares = self.lock();
         self.settle(&mut shares);
         match shares.running.remove(&id) {
-            Some(j) => Energy::Measured(j, source.name()),
+            Some(j) => Energy::Measured(j, source.kind()),
             None => Energy::Unmeasured("the meter lost track of the request".into()),
         }
     }
@@ -307,8 +315,8 @@ mod tests {
     struct FakeCounter(Arc<AtomicU64>);
 
     impl EnergySource for FakeCounter {
-        fn name(&self) -> &'static str {
-            "fake"
+        fn kind(&self) -> MeterKind {
+            MeterKind::Rapl
         }
         fn read_joules(&self) -> Option<f64> {
             Some(self.0.load(Ordering::SeqCst) as f64)
@@ -326,20 +334,20 @@ mod tests {
         let ea = a.finish();
         counter.fetch_add(5, Ordering::SeqCst); // b alone: 5 J
         let eb = b.finish();
-        assert_eq!(ea, Energy::Measured(20.0, "fake"));
-        assert_eq!(eb, Energy::Measured(15.0, "fake"));
+        assert_eq!(ea, Energy::Measured(20.0, MeterKind::Rapl));
+        assert_eq!(eb, Energy::Measured(15.0, MeterKind::Rapl));
         // Idle energy between requests is nobody's.
         counter.fetch_add(100, Ordering::SeqCst);
         let c = meter.begin();
         counter.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(c.finish(), Energy::Measured(1.0, "fake"));
+        assert_eq!(c.finish(), Energy::Measured(1.0, MeterKind::Rapl));
         // A request abandoned midway stops taking a share.
         let gone = meter.begin();
         let d = meter.begin();
         counter.fetch_add(4, Ordering::SeqCst); // 2 J each
         drop(gone);
         counter.fetch_add(3, Ordering::SeqCst); // d alone
-        assert_eq!(d.finish(), Energy::Measured(5.0, "fake"));
+        assert_eq!(d.finish(), Energy::Measured(5.0, MeterKind::Rapl));
     }
 
     #[test]
@@ -350,7 +358,7 @@ mod tests {
             m.finish(),
             Energy::Unmeasured("no meter here (test)".into())
         );
-        assert_eq!(meter.source_name(), None);
+        assert_eq!(meter.source_kind(), None);
     }
 
     #[test]

@@ -281,6 +281,11 @@ impl LocalEmbeddings {
         }
     }
 
+    /// The model file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// The loaded model (loading it now if needed).
     pub async fn model(
         &self,
@@ -372,7 +377,7 @@ fn complete_usage(u: &mut hearth_proto::v1::Usage, metering: &Metering, energy: 
     match energy {
         Energy::Measured(j, meter) => {
             u.energy_joules = Some(j);
-            u.energy_meter = meter.to_string();
+            u.energy_meter = meter.into();
         }
         Energy::Unmeasured(why) => u.unmeasured = why,
     }
@@ -407,8 +412,8 @@ impl Engine for EngineService {
         } else {
             req.model.clone()
         };
-        let backend = self.backend.name();
-        tracing::debug!(task_id = %req.task_id, %model, backend, "generate");
+        let backend = self.backend.kind();
+        tracing::debug!(task_id = %req.task_id, %model, backend = backend.name(), "generate");
         let mut energy = Some(self.metering.meter.begin());
         let metering = self.metering.clone();
         let stream = self.backend.generate(req).await?;
@@ -430,19 +435,24 @@ impl Engine for EngineService {
                 if u.model.is_empty() {
                     u.model = model.clone();
                 }
-                if u.backend.is_empty() {
-                    u.backend = backend.to_string();
+                if u.backend() == hearth_proto::v1::EngineBackend::Unspecified {
+                    u.backend = backend.into();
                 }
                 let e = energy.take().map_or_else(
                     || Energy::Unmeasured("usage was reported twice".into()),
                     |m| m.finish(),
                 );
                 complete_usage(u, &metering, e);
-                annotate(&span, "gen_ai.system", u.backend.clone());
+                annotate(&span, "gen_ai.system", u.backend().name());
                 annotate(&span, "gen_ai.request.model", u.model.clone());
                 annotate(&span, "gen_ai.usage.input_tokens", to_i64(u.tokens_in));
                 annotate(&span, "gen_ai.usage.output_tokens", to_i64(u.tokens_out));
-                hearth_mesh::metrics::model_call(&u.backend, u.tokens_in, u.tokens_out, u.cost_usd);
+                hearth_mesh::metrics::model_call(
+                    u.backend().name(),
+                    u.tokens_in,
+                    u.tokens_out,
+                    u.cost_usd,
+                );
             }
             Ok(chunk)
         });
@@ -563,10 +573,14 @@ mod tests {
             params: None,
         };
         let mut u = hearth_proto::v1::Usage::default();
-        complete_usage(&mut u, &m, Energy::Measured(10_000.0, "rapl"));
+        complete_usage(
+            &mut u,
+            &m,
+            Energy::Measured(10_000.0, hearth_proto::v1::EnergyMeter::Rapl),
+        );
         // 10 kJ = 1/360 kWh; × 0.36 = 0.001.
         assert!((u.cost_usd.unwrap() - 0.001).abs() < 1e-12);
-        assert_eq!(u.energy_meter, "rapl");
+        assert_eq!(u.energy_meter(), hearth_proto::v1::EnergyMeter::Rapl);
         let mut u = hearth_proto::v1::Usage::default();
         complete_usage(&mut u, &m, Energy::Unmeasured("no meter".into()));
         assert_eq!((u.energy_joules, u.cost_usd), (None, None));

@@ -38,7 +38,7 @@ fn engine() -> Arc<LlamaCppBackend> {
 
 fn user(text: &str) -> ChatMessage {
     ChatMessage {
-        role: "user".into(),
+        role: hearth_proto::v1::ChatRole::User.into(),
         content: text.into(),
         ..Default::default()
     }
@@ -76,7 +76,7 @@ async fn tool_offered_means_a_well_formed_call_or_answer() {
     let req = GenerateRequest {
         messages: vec![
             ChatMessage {
-                role: "system".into(),
+                role: hearth_proto::v1::ChatRole::System.into(),
                 content: "You are a careful assistant. Use the calculator for arithmetic.".into(),
                 ..Default::default()
             },
@@ -93,7 +93,7 @@ async fn tool_offered_means_a_well_formed_call_or_answer() {
         "the prompt carries the tool list: {usage:?}"
     );
     assert!(usage.tokens_out > 0);
-    assert_eq!(usage.backend, "llama.cpp");
+    assert_eq!(usage.backend().name(), "llama.cpp");
     assert!(usage.flops.unwrap() > 0.0);
     assert!(
         usage.energy_joules.is_none(),
@@ -101,7 +101,10 @@ async fn tool_offered_means_a_well_formed_call_or_answer() {
     );
     if let Some(call) = last.tool_calls.first() {
         assert_eq!(call.name, "calculator.evaluate");
-        assert_eq!(last.finish_reason, "tool_calls");
+        assert_eq!(
+            last.finish_reason(),
+            hearth_proto::v1::FinishReason::ToolCalls
+        );
         let args: serde_json::Value = serde_json::from_str(&call.arguments_json).unwrap();
         assert!(args["expression"].is_string(), "schema enforced: {args}");
     } else {
@@ -130,7 +133,7 @@ async fn max_tokens_and_stop_sequences_end_generation() {
     .await
     .unwrap();
     assert!(!text.contains('\n'), "cut at the stop sequence: {text:?}");
-    assert!(["stop", "length"].contains(&last.finish_reason.as_str()));
+    assert!(["stop", "length"].contains(&last.finish_reason().name()));
 }
 
 #[tokio::test]
@@ -248,7 +251,7 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
     let e = engine();
     let history = vec![
         ChatMessage {
-            role: "system".into(),
+            role: hearth_proto::v1::ChatRole::System.into(),
             content: "You are a Hearth operative.".into(),
             ..Default::default()
         },
@@ -262,7 +265,7 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
     let tools = vec![calculator(), files];
     let mut with_reply = history.clone();
     with_reply.push(ChatMessage {
-        role: "assistant".into(),
+        role: hearth_proto::v1::ChatRole::Assistant.into(),
         tool_calls: vec![hearth_proto::v1::ToolCall {
             id: "c1".into(),
             name: "files.write".into(),
@@ -308,7 +311,7 @@ async fn a_rendered_training_row_is_the_engines_own_prompt_and_reply() {
             messages: vec![
                 user("Say hi"),
                 ChatMessage {
-                    role: "assistant".into(),
+                    role: hearth_proto::v1::ChatRole::Assistant.into(),
                     content: "Hi \"there\"".into(),
                     ..Default::default()
                 },

@@ -36,7 +36,6 @@ use axum::routing::post;
 use hearth_mesh::{Config, SharedBus};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 pub use card::{Endpoints, agent_card};
@@ -64,16 +63,49 @@ pub enum GatewayError {
     /// Agent specs could not be loaded for the card.
     #[error(transparent)]
     Spec(#[from] hearth_specs::SpecError),
+    /// Its health could not be served on the bus.
+    #[error(transparent)]
+    Bus(#[from] hearth_mesh::BusError),
 }
 
-/// A running gateway.
-pub struct Running {
-    /// The HTTP address (with the real port when 0 was asked for).
-    pub addr: SocketAddr,
-    /// The gRPC address, when gRPC runs.
-    pub grpc_addr: Option<SocketAddr>,
-    /// The server tasks.
-    pub handles: Vec<JoinHandle<()>>,
+/// A running gateway: its listeners are `http` (with the real port when 0
+/// was asked for) and, when gRPC runs, `grpc`. Its accept loops are its
+/// intake: on a drain it takes no new connection, and the requests it has
+/// finish.
+pub use hearth_mesh::running::Running;
+
+/// What the running gateway says of itself: where it listens and whether
+/// a token guards it.
+struct GatewayChecks {
+    addr: SocketAddr,
+    grpc: Option<SocketAddr>,
+    token: bool,
+}
+
+#[async_trait::async_trait]
+impl hearth_mesh::running::Checks for GatewayChecks {
+    async fn checks(&self) -> Vec<hearth_proto::v1::HealthCheck> {
+        use hearth_mesh::running::check;
+        use hearth_proto::v1::CheckOutcome;
+        let grpc = self
+            .grpc
+            .map_or_else(String::new, |g| format!(", gRPC at {g}"));
+        let (outcome, guard, fix) = match (self.token, self.addr.ip().is_loopback()) {
+            (true, _) => (CheckOutcome::Ok, "a token is required", None),
+            (false, true) => (CheckOutcome::Ok, "loopback only, no token", None),
+            (false, false) => (
+                CheckOutcome::Warn,
+                "beyond loopback WITHOUT a token",
+                Some("set HEARTH_GATEWAY_TOKEN".to_string()),
+            ),
+        };
+        vec![check(
+            "listening",
+            outcome,
+            format!("http://{}{grpc} · {guard}", self.addr),
+            fix,
+        )]
+    }
 }
 
 #[derive(Clone)]
@@ -288,9 +320,10 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayErro
     Ok((listener, bound))
 }
 
-/// Binds and serves the gateway: HTTP (JSON-RPC, HTTP+JSON, MCP, the card)
-/// and, unless `gateway.grpc_addr` is empty, gRPC.
-pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, GatewayError> {
+/// Binds and serves the gateway, as every service starts: HTTP (JSON-RPC,
+/// HTTP+JSON, MCP, the card) and, unless `gateway.grpc_addr` is empty,
+/// gRPC, with its health on the bus.
+pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, GatewayError> {
     let (listener, addr) = bind(parse_addr(&config.gateway.addr)?).await?;
     let grpc_listener = match config.gateway.grpc_addr.trim() {
         "" => None,
@@ -308,7 +341,7 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, GatewayErro
             .unwrap_or_else(|| format!("http://{addr}")),
         grpc: grpc_listener.as_ref().map(|(_, a)| a.to_string()),
     };
-    let (app, handler) = router(config, bus, &at)?;
+    let (app, handler) = router(config, bus.clone(), &at)?;
     let mut handles = vec![tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "gateway stopped");
@@ -323,9 +356,16 @@ pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, GatewayErro
         grpc_addr = Some(a);
     }
     tracing::info!(%addr, grpc = ?grpc_addr, "gateway ready");
-    Ok(Running {
+    let checks = std::sync::Arc::new(GatewayChecks {
         addr,
-        grpc_addr,
-        handles,
-    })
+        grpc: grpc_addr,
+        token: !config.gateway.token.is_empty(),
+    });
+    let mut running = Running::new(hearth_mesh::subjects::Service::Gateway)
+        .intake(handles)
+        .listener("http", addr);
+    if let Some(g) = grpc_addr {
+        running = running.listener("grpc", g);
+    }
+    Ok(running.with_health(bus, &config.subjects(), checks).await?)
 }

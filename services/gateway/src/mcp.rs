@@ -110,7 +110,7 @@ impl MeshMcp {
         };
         resp.tools
             .into_iter()
-            .filter(|t| t.status == "ready")
+            .filter(|t| t.status() == hearth_proto::v1::ToolStatus::Ready)
             .filter_map(|t| {
                 let schema = match serde_json::from_str::<Value>(&t.input_schema_json) {
                     Ok(Value::Object(m)) => m,

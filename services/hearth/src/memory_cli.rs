@@ -11,8 +11,8 @@ use hearth_mesh::Config;
 use hearth_mesh::clients::MemoryClient;
 use hearth_proto::v1::{DeleteRequest, Filter, InfoRequest, SearchRequest};
 
-use crate::builtins::DOCUMENTS;
-use crate::{Mesh, Part, connect_bus, start};
+use hearth_launch::builtins::DOCUMENTS;
+use hearth_launch::{Part, Session};
 
 /// Options of `hearth memory ingest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,23 +76,20 @@ pub struct ForgetArgs {
 }
 
 /// The memory service: the mesh's, or one started here with an engine.
-async fn memory(config: &Config) -> Result<(MemoryClient, Option<Mesh>)> {
-    let bus = connect_bus(config).await?;
-    let mesh = if config.nats_url.is_none() {
-        Some(start(config, bus.clone(), &[Part::Engine, Part::Memory]).await?)
-    } else {
-        None
-    };
+async fn memory(config: &Config) -> Result<(MemoryClient, Session)> {
+    let session = Session::open(config, &[Part::Engine, Part::Memory]).await?;
     Ok((
-        MemoryClient::new(bus, config.subjects(), Duration::from_secs(600)),
-        mesh,
+        MemoryClient::new(
+            session.bus.clone(),
+            config.subjects(),
+            Duration::from_secs(600),
+        ),
+        session,
     ))
 }
 
-async fn done(mesh: Option<Mesh>) {
-    if let Some(m) = mesh {
-        m.shutdown().await;
-    }
+async fn done(session: Session) {
+    session.close().await;
 }
 
 /// `hearth memory ingest`.

@@ -7,24 +7,23 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use hearth_mesh::Config;
 use hearth_mesh::clients::ToolhostClient;
-use hearth_mesh::{Config, SharedBus};
 use hearth_proto::v1::{ApproveToolsRequest, CallToolRequest, ListToolsRequest};
 use rmcp::ServiceExt;
 
-use crate::{Mesh, Part, connect_bus, start};
+use hearth_launch::{Part, Session};
 
 /// A toolhost to talk to: the mesh's over NATS, or one started here.
-async fn toolhost(config: &Config) -> Result<(ToolhostClient, Option<Mesh>)> {
-    let bus: SharedBus = connect_bus(config).await?;
-    let mesh = if config.nats_url.is_none() {
-        Some(start(config, bus.clone(), &[Part::Toolhost]).await?)
-    } else {
-        None
-    };
+async fn toolhost(config: &Config) -> Result<(ToolhostClient, Session)> {
+    let session = Session::open(config, &[Part::Toolhost]).await?;
     Ok((
-        ToolhostClient::new(bus, config.subjects(), config.request_timeout()),
-        mesh,
+        ToolhostClient::new(
+            session.bus.clone(),
+            config.subjects(),
+            config.request_timeout(),
+        ),
+        session,
     ))
 }
 
@@ -36,9 +35,7 @@ pub async fn list(config: &Config, json: bool) -> Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .context("listing tools");
-    if let Some(m) = mesh {
-        m.shutdown().await;
-    }
+    mesh.close().await;
     let resp = resp?;
     if json {
         let tools: Vec<_> = resp
@@ -46,7 +43,8 @@ pub async fn list(config: &Config, json: bool) -> Result<()> {
             .iter()
             .map(|t| {
                 serde_json::json!({
-                    "name": t.name, "server": t.server, "status": t.status,
+                    "name": t.name, "server": t.server, "status": t.status().name(),
+                    "status_detail": t.status_detail,
                     "description": t.description,
                     "input_schema": serde_json::from_str::<serde_json::Value>(&t.input_schema_json).unwrap_or_default(),
                 })
@@ -57,7 +55,7 @@ pub async fn list(config: &Config, json: bool) -> Result<()> {
             .iter()
             .map(|s| {
                 serde_json::json!({
-                    "name": s.name, "transport": s.transport, "state": s.state,
+                    "name": s.name, "transport": s.transport().name(), "state": s.state().name(),
                     "detail": s.detail, "tools": s.tools,
                 })
             })
@@ -78,7 +76,11 @@ pub async fn list(config: &Config, json: bool) -> Result<()> {
         t.add_row([
             tool.name.clone(),
             tool.server.clone(),
-            tool.status.clone(),
+            if tool.status_detail.is_empty() {
+                tool.status().name().to_string()
+            } else {
+                format!("held: {}", tool.status_detail)
+            },
             d,
         ]);
     }
@@ -94,8 +96,8 @@ pub async fn list(config: &Config, json: bool) -> Result<()> {
     for srv in &resp.servers {
         s.add_row([
             srv.name.clone(),
-            srv.transport.clone(),
-            srv.state.clone(),
+            srv.transport().name().to_string(),
+            srv.state().name().to_string(),
             srv.tools.to_string(),
             srv.detail.clone(),
         ]);
@@ -117,9 +119,7 @@ pub async fn call(config: &Config, name: &str, arguments: &str, json: bool) -> R
         })
         .await;
     let wall = t0.elapsed().as_secs_f64() * 1e3;
-    if let Some(m) = mesh {
-        m.shutdown().await;
-    }
+    mesh.close().await;
     let resp = resp.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
     if json {
         println!(
@@ -157,9 +157,7 @@ pub async fn approve(config: &Config, names: &[String], json: bool) -> Result<()
             }
         }
     }
-    if let Some(m) = mesh {
-        m.shutdown().await;
-    }
+    mesh.close().await;
     if json {
         println!(
             "{}",
@@ -180,25 +178,18 @@ pub async fn approve(config: &Config, names: &[String], json: bool) -> Result<()
 
 /// `hearth mcp`: the mesh as an MCP server over stdio (logs go to stderr).
 pub async fn mcp_stdio(config: &Config) -> Result<()> {
-    let bus = connect_bus(config).await?;
-    let mesh = if config.nats_url.is_none() {
-        Some(
-            start(
-                config,
-                bus.clone(),
-                &[
-                    Part::Engine,
-                    Part::Memory,
-                    Part::Toolhost,
-                    Part::Operative,
-                    Part::Orchestrator,
-                ],
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
+    let mesh = Session::open(
+        config,
+        &[
+            Part::Engine,
+            Part::Memory,
+            Part::Toolhost,
+            Part::Operative,
+            Part::Orchestrator,
+        ],
+    )
+    .await?;
+    let bus = mesh.bus.clone();
     let server = hearth_gateway::mcp::MeshMcp::new(config, bus);
     let served = async {
         let running = server
@@ -209,8 +200,6 @@ pub async fn mcp_stdio(config: &Config) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    if let Some(m) = mesh {
-        m.shutdown().await;
-    }
+    mesh.close().await;
     served
 }

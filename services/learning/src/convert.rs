@@ -1,7 +1,9 @@
 //! Traces between their wire form (`hearth.v1.Trace`) and the JSON kept on
 //! disk and printed by `hearth traces show --json`.
 
-use hearth_proto::v1::{ChatMessage, ModelCall, ToolCall, ToolRun, ToolSpec, Trace, Usage};
+use hearth_proto::v1::{
+    ChatMessage, ChatRole, EngineBackend, ModelCall, ToolCall, ToolRun, ToolSpec, Trace, Usage,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -217,7 +219,7 @@ impl TraceDoc {
                 .model_calls
                 .into_iter()
                 .map(|c| ModelCallDoc {
-                    backend: c.backend,
+                    backend: c.backend().name().to_string(),
                     model: c.model,
                     tokens_in: c.tokens_in,
                     tokens_out: c.tokens_out,
@@ -269,7 +271,9 @@ impl TraceDoc {
                 .model_calls
                 .iter()
                 .map(|c| ModelCall {
-                    backend: c.backend.clone(),
+                    backend: EngineBackend::from_name(&c.backend)
+                        .unwrap_or_default()
+                        .into(),
                     model: c.model.clone(),
                     tokens_in: c.tokens_in,
                     tokens_out: c.tokens_out,
@@ -313,7 +317,7 @@ impl TraceDoc {
 /// A wire message as a document.
 pub fn message_doc(m: ChatMessage) -> Message {
     Message {
-        role: m.role,
+        role: m.role().name().to_string(),
         content: m.content,
         tool_calls: m
             .tool_calls
@@ -331,7 +335,7 @@ pub fn message_doc(m: ChatMessage) -> Message {
 /// A document message on the wire.
 pub fn message_wire(m: &Message) -> ChatMessage {
     ChatMessage {
-        role: m.role.clone(),
+        role: ChatRole::from_name(&m.role).unwrap_or_default().into(),
         content: m.content.clone(),
         tool_calls: m
             .tool_calls

@@ -155,6 +155,65 @@ pub async fn serve(
     hearth_mesh::bindings::learning_bus::serve(std::sync::Arc::new(svc), &at).await
 }
 
+/// What the running learning service says of itself: where traces go,
+/// and whether recording is on.
+struct LearningChecks {
+    dir: PathBuf,
+    enabled: bool,
+}
+
+#[async_trait::async_trait]
+impl hearth_mesh::running::Checks for LearningChecks {
+    async fn checks(&self) -> Vec<hearth_proto::v1::HealthCheck> {
+        use hearth_mesh::running::check;
+        use hearth_proto::v1::CheckOutcome;
+        if !self.enabled {
+            return vec![check(
+                "traces",
+                CheckOutcome::Ok,
+                "recording is off ([learning] traces = false)",
+                None,
+            )];
+        }
+        // The store makes its directory on the first write; one that
+        // cannot be made is a failure to say now, not at the first task.
+        match std::fs::create_dir_all(&self.dir) {
+            Ok(()) => vec![check(
+                "traces",
+                CheckOutcome::Ok,
+                format!("recorded (redacted) in {}", self.dir.display()),
+                None,
+            )],
+            Err(e) => vec![check(
+                "traces",
+                CheckOutcome::Fail,
+                format!("{}: {e}", self.dir.display()),
+                Some("set [learning] dir to a writable directory".into()),
+            )],
+        }
+    }
+}
+
+/// Starts the learning service for `config`, as every service starts:
+/// traces of live work in the configured directory (the data dir's
+/// `traces/` by default), served on `bus` with its health.
+pub async fn start(
+    config: &Config,
+    bus: SharedBus,
+) -> Result<hearth_mesh::running::Running, BusError> {
+    let dir = traces_dir(config, &config.data_dir());
+    let checks = LearningChecks {
+        dir: dir.clone(),
+        enabled: config.learning.traces,
+    };
+    let svc = LearningService::new(config, dir, convert::Source::Live);
+    let handles = serve(svc, bus.clone(), config).await?;
+    hearth_mesh::running::Running::new(Service::Learning)
+        .handles(handles)
+        .with_health(bus, &config.subjects(), Arc::new(checks))
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +232,7 @@ mod tests {
             // Retention runs on the first write: a trace from 1970 would go.
             started_unix_ms: store::now_ms(),
             messages: vec![ChatMessage {
-                role: "user".into(),
+                role: hearth_proto::v1::ChatRole::User.into(),
                 content: "my key is sk-test-0123456789abcdefXYZ, use it".into(),
                 ..Default::default()
             }],

@@ -1767,7 +1767,7 @@ fn last_user(messages: &[ChatMessage]) -> Option<&str> {
     messages
         .iter()
         .rev()
-        .find(|m| m.role == "user")
+        .find(|m| m.role() == hearth_proto::v1::ChatRole::User)
         .map(|m| m.content.as_str())
 }
 
@@ -1849,14 +1849,15 @@ impl Teacher {
     /// The model's reply to `req`, as one final chunk.
     pub fn reply(&self, req: &GenerateRequest) -> GenerateChunk {
         let usage = Usage {
-            backend: "teacher".into(),
+            // The teacher follows its plans: a scripted model, named as such.
+            backend: hearth_proto::v1::EngineBackend::Scripted.into(),
             model: "teacher".into(),
             calls: 1,
             ..Default::default()
         };
         let answer = |text: String| GenerateChunk {
             delta: text,
-            finish_reason: "stop".into(),
+            finish_reason: hearth_proto::v1::FinishReason::Stop.into(),
             usage: Some(usage.clone()),
             ..Default::default()
         };
@@ -1866,7 +1867,7 @@ impl Teacher {
                 name: name.to_string(),
                 arguments_json: args.to_string(),
             }],
-            finish_reason: "tool_calls".into(),
+            finish_reason: hearth_proto::v1::FinishReason::ToolCalls.into(),
             usage: Some(usage.clone()),
             ..Default::default()
         };
@@ -1887,7 +1888,7 @@ impl Teacher {
         let result = req
             .messages
             .last()
-            .filter(|m| m.role == "tool")
+            .filter(|m| m.role() == hearth_proto::v1::ChatRole::Tool)
             .map(|m| m.content.clone());
         match (result, &plan.call) {
             (None, Some((name, args))) if !req.answer_now => call(name, args),
@@ -2003,7 +2004,7 @@ mod tests {
         let plan = calc("What is 12*12?".into(), "12*12".into());
         let t = Teacher::new(std::slice::from_ref(&plan));
         let user = ChatMessage {
-            role: "user".into(),
+            role: hearth_proto::v1::ChatRole::User.into(),
             content: plan.prompt.clone(),
             ..Default::default()
         };
@@ -2024,7 +2025,7 @@ mod tests {
         assert_eq!(r.tool_calls[0].name, "calculator.evaluate");
         assert_eq!(r.tool_calls[0].arguments_json, r#"{"expression":"12*12"}"#);
         let result = ChatMessage {
-            role: "tool".into(),
+            role: hearth_proto::v1::ChatRole::Tool.into(),
             content: "144".into(),
             ..Default::default()
         };

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use hearth_mesh::clients::EngineClient;
 use hearth_mesh::{BusError, Config, SharedBus};
-use tokio::task::JoinHandle;
 
 pub use service::MemoryService;
 pub use store::{StoreError, VectorStore};
@@ -64,15 +63,55 @@ pub async fn open_store(
     }
 }
 
-/// Starts the memory service on `bus`.
-pub async fn run(
+/// What the running memory service says of itself: which store, and
+/// whether it answers (its collections are listed).
+struct MemoryChecks {
+    store: Arc<dyn VectorStore>,
+}
+
+#[async_trait::async_trait]
+impl hearth_mesh::running::Checks for MemoryChecks {
+    async fn checks(&self) -> Vec<hearth_proto::v1::HealthCheck> {
+        use hearth_mesh::running::check;
+        use hearth_proto::v1::CheckOutcome;
+        let store = self.store.describe();
+        vec![match self.store.collections().await {
+            Ok(c) => check(
+                "memory",
+                CheckOutcome::Ok,
+                format!("{store}: {} collection(s)", c.len()),
+                None,
+            ),
+            Err(e) => check(
+                "memory",
+                CheckOutcome::Fail,
+                format!("{store}: {e}"),
+                Some(
+                    "start the Qdrant server (or fix HEARTH_QDRANT_URL / HEARTH_QDRANT_API_KEY), or unset HEARTH_QDRANT_URL to use qdrant-edge in process"
+                        .into(),
+                ),
+            ),
+        }]
+    }
+}
+
+/// Starts the memory service on `bus`, as every service starts: the
+/// configured store (qdrant-edge under `default_dir` unless configured
+/// otherwise), served with its health.
+pub async fn start(
     config: &Config,
     bus: SharedBus,
     default_dir: &std::path::Path,
-) -> Result<Vec<JoinHandle<()>>, MemoryError> {
+) -> Result<hearth_mesh::running::Running, MemoryError> {
     let store = open_store(config, default_dir).await?;
     tracing::info!(backend = %store.describe(), "memory ready");
     let engine = EngineClient::new(bus.clone(), config.subjects(), config.engine_timeout());
-    let svc = MemoryService::new(store, engine).map_err(MemoryError::Bm25)?;
-    Ok(service::serve(svc, bus, &config.subjects()).await?)
+    let svc = MemoryService::new(store.clone(), engine).map_err(MemoryError::Bm25)?;
+    let handles = service::serve(svc, bus.clone(), &config.subjects()).await?;
+    Ok(
+        hearth_mesh::running::Running::new(hearth_mesh::subjects::Service::Memory)
+            .handles(handles)
+            .with_health(bus, &config.subjects(), Arc::new(MemoryChecks { store }))
+            .await?,
+    )
 }

@@ -13,6 +13,8 @@
 //! - [`a2a`]: A2A messages and tasks built and read, history trimmed, and
 //!   [`AgentClient::run_to_end`](clients::AgentClient::run_to_end), the one
 //!   way to run a task to its end.
+//! - [`running`]: one shape for every service: what starting it hands back,
+//!   its health (the `Health` RPC, under its role) and its drain.
 //! - [`sync`]: a lock that survives a panicked holder.
 //! - [`config`]: the one configuration struct (`hearth.toml` + `HEARTH_*`).
 //! - [`telemetry`]: tracing set-up.
@@ -46,6 +48,7 @@ pub mod config;
 pub mod json;
 pub mod metrics;
 pub mod rpc;
+pub mod running;
 pub mod subjects;
 pub mod sync;
 pub mod telemetry;

@@ -24,9 +24,23 @@ pub enum Service {
     Memory,
     /// Traces, evaluation, datasets.
     Learning,
+    /// The HTTP front door: a client of the mesh, on the bus only to
+    /// answer its health.
+    Gateway,
 }
 
 impl Service {
+    /// Every service, in start-up order (dependencies first).
+    pub const ALL: [Service; 7] = [
+        Service::Engine,
+        Service::Learning,
+        Service::Memory,
+        Service::Toolhost,
+        Service::Operative,
+        Service::Orchestrator,
+        Service::Gateway,
+    ];
+
     /// The service's name on the bus and its queue group.
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +50,7 @@ impl Service {
             Service::Operative => "operative",
             Service::Memory => "memory",
             Service::Learning => "learning",
+            Service::Gateway => "gateway",
         }
     }
 }

@@ -29,7 +29,7 @@ pub enum OperativeError {
 pub use hearth_agents::service::Running;
 
 /// Starts an operative on `bus`.
-pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OperativeError> {
+pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, OperativeError> {
     let subjects = config.subjects();
     let specs = Specs::load(config.agents.dir.as_deref())?;
     let engine = EngineClient::new(bus.clone(), subjects.clone(), config.engine_timeout());

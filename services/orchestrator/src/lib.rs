@@ -41,7 +41,7 @@ pub enum OrchestratorError {
 pub use hearth_agents::service::Running;
 
 /// Starts the orchestrator on `bus`.
-pub async fn run(config: &Config, bus: SharedBus) -> Result<Running, OrchestratorError> {
+pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, OrchestratorError> {
     let subjects = config.subjects();
     let specs = Specs::load(config.agents.dir.as_deref())?;
     let engine = EngineClient::new(bus.clone(), subjects.clone(), config.engine_timeout());

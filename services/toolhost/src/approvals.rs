@@ -49,9 +49,14 @@ impl Hold {
         }
     }
 
-    /// The tool's status as `hearth tools list` and the bus show it.
-    pub fn status(&self, name: &str) -> String {
-        format!("held: {}", self.reason(name))
+    /// The tool's status on the bus.
+    pub fn status(&self) -> hearth_proto::v1::ToolStatus {
+        use hearth_proto::v1::ToolStatus;
+        match self {
+            Hold::Changed => ToolStatus::HeldChanged,
+            Hold::New => ToolStatus::HeldNew,
+            Hold::SchemaTooLarge { .. } => ToolStatus::HeldSchemaTooLarge,
+        }
     }
 }
 

@@ -26,16 +26,16 @@ use std::time::{Duration, Instant};
 
 use hearth_mesh::config::McpServer;
 use hearth_mesh::rpc::ServeAt;
+use hearth_mesh::running::{Checks, Running, check};
 use hearth_mesh::subjects::Service;
 use hearth_mesh::telemetry::annotate;
 use hearth_mesh::{BusError, Config, SharedBus};
 use hearth_proto::v1::toolhost_server::Toolhost;
 use hearth_proto::v1::{
-    ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse, ListToolsRequest,
-    ListToolsResponse,
+    ApproveToolsRequest, ApproveToolsResponse, CallToolRequest, CallToolResponse, CheckOutcome,
+    HealthCheck, ListToolsRequest, ListToolsResponse, ServerState, ToolStatus,
 };
 use hearth_specs::Specs;
-use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::approvals::Approvals;
@@ -240,14 +240,77 @@ pub fn audit_path(config: &Config, data_dir: &std::path::Path) -> PathBuf {
         .unwrap_or_else(|| data_dir.join("audit").join("tool-calls.jsonl"))
 }
 
+/// What the running toolhost says of itself: each MCP server's state and
+/// tools, held tools, and whatever its built-in servers add (the sandbox's
+/// interpreter, say).
+struct ToolhostChecks {
+    pool: Arc<McpPool>,
+    extra: Vec<Arc<dyn Checks>>,
+}
+
+#[async_trait::async_trait]
+impl Checks for ToolhostChecks {
+    async fn checks(&self) -> Vec<HealthCheck> {
+        let tools = self.pool.tools(true);
+        let mut out = Vec::new();
+        for s in self.pool.status().await {
+            let name = format!("MCP server {}", s.name);
+            let ready = tools
+                .iter()
+                .filter(|t| t.server == s.name && t.status() == ToolStatus::Ready)
+                .count();
+            let held: Vec<&str> = tools
+                .iter()
+                .filter(|t| t.server == s.name && t.status() != ToolStatus::Ready)
+                .map(|t| t.name.as_str())
+                .collect();
+            out.push(match s.state() {
+                ServerState::Up if held.is_empty() => check(
+                    name,
+                    CheckOutcome::Ok,
+                    format!("{} · {ready} tool(s)", s.transport()),
+                    None,
+                ),
+                ServerState::Up => check(
+                    name,
+                    CheckOutcome::Warn,
+                    format!("{} · {ready} tool(s); held: {}", s.transport(), held.join(", ")),
+                    Some(format!("review, then hearth tools approve {}", s.name)),
+                ),
+                ServerState::Restarting => check(
+                    name,
+                    CheckOutcome::Warn,
+                    format!("restarting: {}", s.detail),
+                    None,
+                ),
+                state => check(
+                    name,
+                    CheckOutcome::Fail,
+                    format!("{state}: {}", s.detail),
+                    Some(
+                        "check that the server starts on its own, and its [[mcp.servers]] entry in hearth.toml"
+                            .into(),
+                    ),
+                ),
+            });
+        }
+        for e in &self.extra {
+            out.extend(e.checks().await);
+        }
+        out
+    }
+}
+
 /// Starts the pool over `builtins` and the configured servers, and serves
-/// the toolhost on the bus.
-pub async fn run(
+/// the toolhost on the bus, as every service starts; `extra` adds the
+/// built-in servers' own checks to its health. Its MCP servers stop with it.
+pub async fn start(
     config: &Config,
     bus: SharedBus,
     builtins: Vec<ServerSpec>,
-    data_dir: &std::path::Path,
-) -> Result<(Arc<McpPool>, Vec<JoinHandle<()>>), ToolhostError> {
+    extra: Vec<Arc<dyn Checks>>,
+) -> Result<Running, ToolhostError> {
+    let data_dir = &config.data_dir();
     let mut servers = builtins;
     servers.extend(configured_servers(config)?);
     let approvals = Arc::new(Approvals::load(Some(approvals_path(config, data_dir))));
@@ -266,10 +329,18 @@ pub async fn run(
         AuditLog::open(Some(audit_path(config, data_dir))),
     );
     let subjects = config.subjects();
-    let at = ServeAt::role(bus, subjects, Service::Toolhost);
+    let at = ServeAt::role(bus.clone(), subjects.clone(), Service::Toolhost);
     let handles = hearth_mesh::bindings::toolhost_bus::serve(Arc::new(svc), &at).await?;
     tracing::info!(tools = pool.tools(false).len(), "toolhost ready");
-    Ok((pool, handles))
+    let checks = Arc::new(ToolhostChecks {
+        pool: pool.clone(),
+        extra,
+    });
+    Ok(Running::new(Service::Toolhost)
+        .handles(handles)
+        .on_stop(async move { pool.shutdown().await })
+        .with_health(bus, &subjects, checks)
+        .await?)
 }
 
 /// Why the toolhost could not start.

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use hearth_proto::v1::{ServerStatus, Tool};
+use hearth_proto::v1::{ServerStatus, Tool, ToolStatus, Transport};
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, ClientJsonRpcMessage, Implementation,
     ProtocolVersion, ServerJsonRpcMessage,
@@ -95,11 +95,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn transport_name(&self) -> &'static str {
+    fn transport(&self) -> Transport {
         match self {
-            Endpoint::Stdio { .. } => "stdio",
-            Endpoint::Http { .. } => "http",
-            Endpoint::InProcess(_) => "in-process",
+            Endpoint::Stdio { .. } => Transport::Stdio,
+            Endpoint::Http { .. } => Transport::Http,
+            Endpoint::InProcess(_) => Transport::InProcess,
         }
     }
 }
@@ -299,28 +299,7 @@ struct Conn {
     last_error: Option<String>,
 }
 
-/// Whether a server's connection is there. On the wire (and in
-/// `hearth tools list`) it is its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerState {
-    /// Connected.
-    Up,
-    /// Broken off; a reconnect is scheduled.
-    Restarting,
-    /// Not connected (not started yet, or failed).
-    Down,
-}
-
-impl ServerState {
-    /// Its name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerState::Up => "up",
-            ServerState::Restarting => "restarting",
-            ServerState::Down => "down",
-        }
-    }
-}
+pub use hearth_proto::v1::ServerState;
 
 #[derive(Default)]
 struct Listing {
@@ -388,7 +367,8 @@ impl Server {
                     description,
                     input_schema_json: schema,
                     server: name.clone(),
-                    status: "ready".into(),
+                    status: ToolStatus::Ready.into(),
+                    status_detail: String::new(),
                 },
             ));
             raw.push(t);
@@ -526,8 +506,8 @@ impl Server {
         };
         ServerStatus {
             name: self.spec.name.clone(),
-            transport: self.spec.endpoint.transport_name().into(),
-            state: state.as_str().into(),
+            transport: self.spec.endpoint.transport().into(),
+            state: state.into(),
             detail: if up {
                 String::new()
             } else {
@@ -586,7 +566,7 @@ impl McpPool {
             let s = s.clone();
             async move {
                 match s.client().await {
-                    Ok(_) => tracing::info!(server = %s.spec.name, transport = s.spec.endpoint.transport_name(), "MCP server connected"),
+                    Ok(_) => tracing::info!(server = %s.spec.name, transport = s.spec.endpoint.transport().name(), "MCP server connected"),
                     Err(e) => tracing::warn!(server = %s.spec.name, error = %e, "MCP server is down"),
                 }
             }
@@ -610,7 +590,8 @@ impl McpPool {
                     if let Some(hold) = l.held.get(t.name.as_ref()) {
                         let name = format!("{}.{}", s.spec.name, t.name);
                         out.push(Tool {
-                            status: hold.status(&name),
+                            status: hold.status().into(),
+                            status_detail: hold.reason(&name),
                             name,
                             description: t
                                 .description
@@ -682,38 +663,7 @@ impl McpPool {
         };
         let (server_name, tool) = name.split_once('.').ok_or_else(unknown)?;
         let server = self.servers.get(server_name).ok_or_else(unknown)?;
-        if arguments_json.len() > MAX_ARGUMENT_BYTES {
-            return Err(PoolError::BadArguments {
-                name: name.to_string(),
-                reason: format!(
-                    "{} bytes of arguments; the limit is {MAX_ARGUMENT_BYTES}",
-                    arguments_json.len()
-                ),
-            });
-        }
-        let args = if arguments_json.trim().is_empty() {
-            "{}"
-        } else {
-            arguments_json
-        };
-        let args = match serde_json::from_str::<Value>(args) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
-                return Err(PoolError::BadArguments {
-                    name: name.to_string(),
-                    reason: format!(
-                        "they must be a JSON object, not `{}`",
-                        truncate(other.to_string(), 80)
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(PoolError::BadArguments {
-                    name: name.to_string(),
-                    reason: e.to_string(),
-                });
-            }
-        };
+        let args = arguments_object(name, arguments_json)?;
         // A server that is down is started now (its listing comes with it).
         let peer = server.client().await?;
         {
@@ -755,27 +705,8 @@ impl McpPool {
                 });
             }
         };
-        let mut text: Vec<String> = result
-            .content
-            .iter()
-            .map(|c| match c.as_text() {
-                Some(t) => t.text.clone(),
-                None => match serde_json::to_value(c) {
-                    Ok(v) => format!(
-                        "[{} content]",
-                        v.get("type").and_then(Value::as_str).unwrap_or("non-text")
-                    ),
-                    Err(_) => "[non-text content]".into(),
-                },
-            })
-            .collect();
-        if text.is_empty()
-            && let Some(s) = &result.structured_content
-        {
-            text.push(s.to_string());
-        }
         Ok(CallResult {
-            content: truncate(text.join("\n"), MAX_OUTPUT_BYTES),
+            content: truncate(result_text(&result), MAX_OUTPUT_BYTES),
             is_error: result.is_error == Some(true),
         })
     }
@@ -788,4 +719,70 @@ impl McpPool {
             }
         }
     }
+}
+
+/// A call's arguments as the JSON object MCP sends (empty text is `{}`),
+/// or why they are not one (too large, not JSON, not an object).
+fn arguments_object(
+    name: &str,
+    arguments_json: &str,
+) -> Result<serde_json::Map<String, Value>, PoolError> {
+    if arguments_json.len() > MAX_ARGUMENT_BYTES {
+        return Err(PoolError::BadArguments {
+            name: name.to_string(),
+            reason: format!(
+                "{} bytes of arguments; the limit is {MAX_ARGUMENT_BYTES}",
+                arguments_json.len()
+            ),
+        });
+    }
+    let args = if arguments_json.trim().is_empty() {
+        "{}"
+    } else {
+        arguments_json
+    };
+    let args = match serde_json::from_str::<Value>(args) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => {
+            return Err(PoolError::BadArguments {
+                name: name.to_string(),
+                reason: format!(
+                    "they must be a JSON object, not `{}`",
+                    truncate(other.to_string(), 80)
+                ),
+            });
+        }
+        Err(e) => {
+            return Err(PoolError::BadArguments {
+                name: name.to_string(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    Ok(args)
+}
+
+/// A tool result as text: its text blocks, other blocks named by type, or
+/// its structured content when it has no blocks.
+fn result_text(result: &rmcp::model::CallToolResult) -> String {
+    let mut text: Vec<String> = result
+        .content
+        .iter()
+        .map(|c| match c.as_text() {
+            Some(t) => t.text.clone(),
+            None => match serde_json::to_value(c) {
+                Ok(v) => format!(
+                    "[{} content]",
+                    v.get("type").and_then(Value::as_str).unwrap_or("non-text")
+                ),
+                Err(_) => "[non-text content]".into(),
+            },
+        })
+        .collect();
+    if text.is_empty()
+        && let Some(s) = &result.structured_content
+    {
+        text.push(s.to_string());
+    }
+    text.join("\n")
 }

@@ -34,6 +34,33 @@ pub use engine::{Origin, PrepareError, Prepared};
 pub use runtime::Runtime;
 pub use sandbox::{Limits, RunInput, RunOutcome, Status};
 
+/// Whether the sandbox's interpreter is there and compiled, as `hearth
+/// doctor` and the toolhost's health say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interpreter {
+    /// The interpreter is intact and compiled for this machine (the module
+    /// cached at this path): a run starts warm.
+    Ready(PathBuf),
+    /// Intact but not compiled yet: the first run compiles it (minutes).
+    NotCompiled,
+    /// The interpreter is missing or does not match its pins.
+    Broken(String),
+}
+
+/// Checks the interpreter under `opts` against its pinned digests and
+/// looks for its compiled module. Blocking: it reads the files.
+pub fn interpreter(opts: &CodeOptions) -> Interpreter {
+    let rt = Runtime::new(&opts.runtime_dir);
+    if let Err(e) = rt.verify() {
+        return Interpreter::Broken(e.to_string());
+    }
+    match engine::cached_artifact(&rt, opts.slots, &opts.limits) {
+        Ok((path, true)) => Interpreter::Ready(path),
+        Ok((_, false)) => Interpreter::NotCompiled,
+        Err(e) => Interpreter::Broken(e.to_string()),
+    }
+}
+
 /// How the code tool behaves.
 #[derive(Debug, Clone)]
 pub struct CodeOptions {

@@ -442,6 +442,38 @@ fn changed_files(dir: &Path, before: &Snapshot, cap: usize) -> Vec<OutFile> {
         .collect()
 }
 
+/// The guest's WASI context: python.wasm running `input.code`, the scratch
+/// directory as `/` (read-write), the standard library read-only at
+/// `/usr/local/lib`, output into the capped pipes, and no sockets and no
+/// name lookups. Nothing else of the host is there.
+fn guest_ctx(
+    input: &RunInput,
+    stdlib_dir: &Path,
+    scratch: &Path,
+    stdout: &Capped,
+    stderr: &Capped,
+) -> Result<WasiP1Ctx, String> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&["/usr/local/bin/python.wasm", "-c", input.code.as_str()])
+        .env("HOME", "/tmp")
+        .env("TMPDIR", "/tmp")
+        .env("LANG", "C.UTF-8")
+        .env("PYTHONTZPATH", "")
+        .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
+            input.stdin.clone(),
+        ))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    b.preopened_dir(scratch, "/", FsPerms::ReadWrite)
+        .map_err(|e| format!("preopening the scratch directory: {e}"))?;
+    b.preopened_dir(stdlib_dir, "/usr/local/lib", FsPerms::ReadOnly)
+        .map_err(|e| format!("preopening the standard library: {e}"))?;
+    Ok(b.build_p1())
+}
+
 /// Runs `input` in a fresh store with the scratch directory `scratch`.
 /// Async; call it where a tokio runtime runs (the server runs each on a
 /// thread of its own, so the guest never holds up the runtime's workers).
@@ -473,36 +505,10 @@ pub async fn run(
                 detail,
             }
         };
-    let mut b = WasiCtxBuilder::new();
-    b.args(&["/usr/local/bin/python.wasm", "-c", input.code.as_str()])
-        .env("HOME", "/tmp")
-        .env("TMPDIR", "/tmp")
-        .env("LANG", "C.UTF-8")
-        .env("PYTHONTZPATH", "")
-        .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
-            input.stdin.clone(),
-        ))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
-    if let Err(e) = b.preopened_dir(scratch, "/", FsPerms::ReadWrite) {
-        return finish(
-            Status::Error,
-            None,
-            None,
-            Some(format!("preopening the scratch directory: {e}")),
-        );
-    }
-    if let Err(e) = b.preopened_dir(stdlib_dir, "/usr/local/lib", FsPerms::ReadOnly) {
-        return finish(
-            Status::Error,
-            None,
-            None,
-            Some(format!("preopening the standard library: {e}")),
-        );
-    }
+    let wasi = match guest_ctx(input, stdlib_dir, scratch, &stdout, &stderr) {
+        Ok(w) => w,
+        Err(detail) => return finish(Status::Error, None, None, Some(detail)),
+    };
     let _ = std::fs::create_dir_all(scratch.join("tmp"));
     let limiter = Limiter {
         inner: StoreLimitsBuilder::new()
@@ -517,7 +523,7 @@ pub async fn run(
     let mut store = wasmtime::Store::new(
         &p.engine,
         Ctx {
-            wasi: b.build_p1(),
+            wasi,
             limiter,
             scratch: scratch.to_path_buf(),
             scratch_cap: limits.scratch_bytes,

@@ -71,7 +71,7 @@ impl OllamaBackend {
 }
 
 fn message_json(m: &ChatMessage, messages: &[ChatMessage]) -> Value {
-    let mut v = json!({ "role": m.role, "content": m.content });
+    let mut v = json!({ "role": m.role().name(), "content": m.content });
     if !m.tool_calls.is_empty() {
         v["tool_calls"] = m
             .tool_calls
@@ -83,7 +83,7 @@ fn message_json(m: &ChatMessage, messages: &[ChatMessage]) -> Value {
             })
             .collect();
     }
-    if m.role == "tool"
+    if m.role() == hearth_proto::v1::ChatRole::Tool
         && let Some(call) = messages
             .iter()
             .flat_map(|x| &x.tool_calls)
@@ -160,15 +160,16 @@ fn chunk_of(v: &Value, names: &HashMap<String, String>, calls_so_far: usize) -> 
         chunk.finish_reason = v
             .get("done_reason")
             .and_then(Value::as_str)
-            .unwrap_or("stop")
-            .to_string();
+            .and_then(hearth_proto::v1::FinishReason::from_name)
+            .unwrap_or(hearth_proto::v1::FinishReason::Stop)
+            .into();
         chunk.usage = Some(Usage {
             tokens_in: v
                 .get("prompt_eval_count")
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
             tokens_out: v.get("eval_count").and_then(Value::as_u64).unwrap_or(0),
-            backend: "ollama".into(),
+            backend: hearth_proto::v1::EngineBackend::Ollama.into(),
             calls: 1,
             ..Default::default()
         });
@@ -178,8 +179,8 @@ fn chunk_of(v: &Value, names: &HashMap<String, String>, calls_so_far: usize) -> 
 
 #[async_trait::async_trait]
 impl Backend for OllamaBackend {
-    fn name(&self) -> &'static str {
-        "ollama"
+    fn kind(&self) -> hearth_proto::v1::EngineBackend {
+        hearth_proto::v1::EngineBackend::Ollama
     }
 
     fn default_model(&self) -> &str {
@@ -225,7 +226,7 @@ impl Backend for OllamaBackend {
                     if let Some(u) = chunk.usage.as_mut() {
                         u.model = model.clone();
                         if any_call {
-                            chunk.finish_reason = "tool_calls".into();
+                            chunk.finish_reason = hearth_proto::v1::FinishReason::ToolCalls.into();
                         }
                     }
                     let empty = chunk.delta.is_empty() && chunk.tool_calls.is_empty() && !done;
@@ -315,12 +316,12 @@ mod tests {
         };
         let msgs = vec![
             ChatMessage {
-                role: "assistant".into(),
+                role: hearth_proto::v1::ChatRole::Assistant.into(),
                 tool_calls: vec![call],
                 ..Default::default()
             },
             ChatMessage {
-                role: "tool".into(),
+                role: hearth_proto::v1::ChatRole::Tool.into(),
                 content: "2".into(),
                 tool_call_id: "c1".into(),
                 ..Default::default()
@@ -362,9 +363,9 @@ mod tests {
             &names,
             1,
         );
-        let u = last.usage.unwrap();
+        let u = last.usage.clone().unwrap();
         assert_eq!((u.tokens_in, u.tokens_out), (12, 3));
-        assert_eq!(last.finish_reason, "stop");
+        assert_eq!(last.finish_reason(), hearth_proto::v1::FinishReason::Stop);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use hearth_proto::v1::{
-    ChatMessage, EmbedRequest, EmbedResponse, Embedding, GenerateChunk, GenerateRequest, ToolCall,
-    Usage,
+    ChatMessage, EmbedRequest, EmbedResponse, Embedding, EngineBackend, FinishReason,
+    GenerateChunk, GenerateRequest, ToolCall, Usage,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -83,7 +83,7 @@ impl OpenAiBackend {
 pub use super::http::wire_tool_name;
 
 fn message_json(m: &ChatMessage) -> Value {
-    let mut v = json!({ "role": m.role, "content": m.content });
+    let mut v = json!({ "role": m.role().name(), "content": m.content });
     if !m.tool_calls.is_empty() {
         v["tool_calls"] = m
             .tool_calls
@@ -146,7 +146,7 @@ struct PartialCall {
 #[derive(Default)]
 struct Assembler {
     calls: BTreeMap<u64, PartialCall>,
-    finish_reason: String,
+    finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
 }
 
@@ -202,13 +202,15 @@ impl Assembler {
                 }
             }
             if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
-                self.finish_reason = r.to_string();
+                // A reason outside the closed set (a provider's own) ends
+                // the turn like `stop`.
+                self.finish_reason = Some(FinishReason::from_name(r).unwrap_or(FinishReason::Stop));
             }
         }
         text
     }
 
-    fn finish(self, names: &HashMap<String, String>, backend: &str) -> GenerateChunk {
+    fn finish(self, names: &HashMap<String, String>, backend: EngineBackend) -> GenerateChunk {
         let tool_calls = self
             .calls
             .into_iter()
@@ -223,23 +225,18 @@ impl Assembler {
                 arguments_json: c.arguments,
             })
             .collect::<Vec<_>>();
-        let finish_reason = if self.finish_reason.is_empty() {
-            if tool_calls.is_empty() {
-                "stop"
-            } else {
-                "tool_calls"
-            }
-            .to_string()
+        let finish_reason = self.finish_reason.unwrap_or(if tool_calls.is_empty() {
+            FinishReason::Stop
         } else {
-            self.finish_reason
-        };
+            FinishReason::ToolCalls
+        });
         let mut usage = self.usage.unwrap_or_default();
-        usage.backend = backend.to_string();
+        usage.backend = backend.into();
         usage.calls = 1;
         GenerateChunk {
             delta: String::new(),
             tool_calls,
-            finish_reason,
+            finish_reason: finish_reason.into(),
             usage: Some(usage),
         }
     }
@@ -247,8 +244,8 @@ impl Assembler {
 
 #[async_trait::async_trait]
 impl Backend for OpenAiBackend {
-    fn name(&self) -> &'static str {
-        "openai"
+    fn kind(&self) -> hearth_proto::v1::EngineBackend {
+        hearth_proto::v1::EngineBackend::Openai
     }
 
     fn default_model(&self) -> &str {
@@ -330,7 +327,7 @@ impl Backend for OpenAiBackend {
                         .await;
                 }
             }
-            let mut last = asm.finish(&names, "openai");
+            let mut last = asm.finish(&names, EngineBackend::Openai);
             if let Some(u) = last.usage.as_mut() {
                 u.model = model;
             }
@@ -377,7 +374,7 @@ mod tests {
         );
         let req = GenerateRequest {
             messages: vec![ChatMessage {
-                role: "user".into(),
+                role: hearth_proto::v1::ChatRole::User.into(),
                 content: "hi".into(),
                 ..Default::default()
             }],
@@ -404,11 +401,14 @@ mod tests {
             "calculator__evaluate".to_string(),
             "calculator.evaluate".to_string(),
         )]);
-        let last = a.finish(&names, "openai");
+        let last = a.finish(&names, EngineBackend::Openai);
         assert_eq!(last.tool_calls.len(), 1);
         assert_eq!(last.tool_calls[0].name, "calculator.evaluate");
         assert_eq!(last.tool_calls[0].arguments_json, r#"{"expression":"1+1"}"#);
-        assert_eq!(last.finish_reason, "tool_calls");
+        assert_eq!(
+            last.finish_reason(),
+            hearth_proto::v1::FinishReason::ToolCalls
+        );
         let u = last.usage.unwrap();
         assert_eq!((u.tokens_in, u.tokens_out), (12, 7));
     }

@@ -56,8 +56,8 @@ fn words(text: &str) -> u64 {
 
 #[async_trait::async_trait]
 impl Backend for ScriptedBackend {
-    fn name(&self) -> &'static str {
-        "scripted"
+    fn kind(&self) -> hearth_proto::v1::EngineBackend {
+        hearth_proto::v1::EngineBackend::Scripted
     }
 
     fn default_model(&self) -> &str {
@@ -73,22 +73,25 @@ impl Backend for ScriptedBackend {
         let mut chunk = GenerateChunk::default();
         if req.answer_now {
             chunk.delta = format!("The answer is {}.", last.content.trim());
-        } else if last.role == "tool" {
+        } else if last.role() == hearth_proto::v1::ChatRole::Tool {
             let result = last.content.trim();
             chunk.delta = if result.starts_with("The answer is") {
                 result.to_string()
             } else {
                 format!("The answer is {result}.")
             };
-        } else if let Some((name, args)) = find_directive(&last.content)
-            .filter(|(n, _)| last.role == "user" && req.tools.iter().any(|t| &t.name == n))
-        {
+        } else if let Some((name, args)) = find_directive(&last.content).filter(|(n, _)| {
+            last.role() == hearth_proto::v1::ChatRole::User
+                && req.tools.iter().any(|t| &t.name == n)
+        }) {
             chunk.tool_calls.push(ToolCall {
                 id: "call_0".into(),
                 name,
                 arguments_json: args,
             });
-        } else if let Some(t) = tool(".delegate").filter(|_| last.role == "user") {
+        } else if let Some(t) =
+            tool(".delegate").filter(|_| last.role() == hearth_proto::v1::ChatRole::User)
+        {
             chunk.tool_calls.push(ToolCall {
                 id: "call_0".into(),
                 name: t.name.clone(),
@@ -104,16 +107,16 @@ impl Backend for ScriptedBackend {
             chunk.delta = last.content.clone();
         }
         chunk.finish_reason = if chunk.tool_calls.is_empty() {
-            "stop"
+            hearth_proto::v1::FinishReason::Stop
         } else {
-            "tool_calls"
+            hearth_proto::v1::FinishReason::ToolCalls
         }
         .into();
         chunk.usage = Some(Usage {
             tokens_in: req.messages.iter().map(|m| words(&m.content)).sum(),
             tokens_out: words(&chunk.delta) + chunk.tool_calls.len() as u64,
             model: "scripted".into(),
-            backend: "scripted".into(),
+            backend: hearth_proto::v1::EngineBackend::Scripted.into(),
             calls: 1,
             ..Default::default()
         });

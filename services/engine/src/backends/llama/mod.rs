@@ -304,7 +304,9 @@ impl LlamaCppBackend {
     /// are offered) followed by the template's end-of-turn marker.
     pub fn render_row(&self, req: &GenerateRequest) -> Result<RenderResponse, EngineError> {
         let (history, reply) = match req.messages.split_last() {
-            Some((last, rest)) if last.role == "assistant" => (rest, Some(last)),
+            Some((last, rest)) if last.role() == hearth_proto::v1::ChatRole::Assistant => {
+                (rest, Some(last))
+            }
             _ => (req.messages.as_slice(), None),
         };
         let mut prompt_req = req.clone();
@@ -419,8 +421,8 @@ impl LlamaCppBackend {
 
 #[async_trait::async_trait]
 impl Backend for LlamaCppBackend {
-    fn name(&self) -> &'static str {
-        "llama.cpp"
+    fn kind(&self) -> hearth_proto::v1::EngineBackend {
+        hearth_proto::v1::EngineBackend::LlamaCpp
     }
 
     fn default_model(&self) -> &str {
@@ -499,7 +501,7 @@ impl Backend for LlamaCppBackend {
                         tokens_cached,
                         tokens_out,
                         model: model_name.clone(),
-                        backend: "llama.cpp".into(),
+                        backend: hearth_proto::v1::EngineBackend::LlamaCpp.into(),
                         // Cached prompt tokens were not computed again.
                         flops: Some(2.0 * params * (tokens_in - tokens_cached + tokens_out) as f64),
                         ttft_ms: first.unwrap_or_default(),
@@ -507,7 +509,9 @@ impl Backend for LlamaCppBackend {
                         ..Default::default()
                     };
                     let mut chunk = GenerateChunk {
-                        finish_reason: finish.to_string(),
+                        finish_reason: hearth_proto::v1::FinishReason::from_name(finish)
+                            .unwrap_or(hearth_proto::v1::FinishReason::Stop)
+                            .into(),
                         usage: Some(usage),
                         ..Default::default()
                     };
@@ -521,7 +525,8 @@ impl Backend for LlamaCppBackend {
                                     name,
                                     arguments_json: arguments,
                                 });
-                                chunk.finish_reason = "tool_calls".into();
+                                chunk.finish_reason =
+                                    hearth_proto::v1::FinishReason::ToolCalls.into();
                             }
                             Err(e) => return Err(EngineError::Malformed(e)),
                         }

@@ -12,7 +12,7 @@
 //! assistant): tool calls the assistant made are shown as the JSON it wrote,
 //! and tool results come back as a user turn that names the tool.
 
-use hearth_proto::v1::{ChatMessage, ToolCall, ToolSpec};
+use hearth_proto::v1::{ChatMessage, ChatRole, ToolCall, ToolSpec};
 use serde_json::Value;
 
 use crate::backend::EngineError;
@@ -89,8 +89,8 @@ pub fn fold_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Templa
     };
     let mut system_seen = false;
     for m in messages {
-        match m.role.as_str() {
-            "system" => {
+        match m.role() {
+            ChatRole::System => {
                 let mut content = m.content.clone();
                 if !system_seen && !tools.is_empty() {
                     content.push_str(&tool_instructions(tools));
@@ -98,7 +98,7 @@ pub fn fold_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Templa
                 system_seen = true;
                 push("system", content);
             }
-            "assistant" => {
+            ChatRole::Assistant => {
                 let mut content = m.content.clone();
                 for c in &m.tool_calls {
                     if !content.is_empty() {
@@ -115,7 +115,7 @@ pub fn fold_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Templa
                 }
                 push("assistant", content);
             }
-            "tool" => {
+            ChatRole::Tool => {
                 let name = messages
                     .iter()
                     .flat_map(|x| &x.tool_calls)
@@ -126,7 +126,7 @@ pub fn fold_messages(messages: &[ChatMessage], tools: &[ToolSpec]) -> Vec<Templa
                     format!("Result of {name}: {}{AFTER_RESULT}", m.content),
                 );
             }
-            _ => push("user", m.content.clone()),
+            ChatRole::User | ChatRole::Unspecified => push("user", m.content.clone()),
         }
     }
     if !system_seen && !tools.is_empty() {
@@ -450,7 +450,7 @@ mod tests {
 
     fn msg(role: &str, content: &str) -> ChatMessage {
         ChatMessage {
-            role: role.into(),
+            role: ChatRole::from_name(role).unwrap_or_default().into(),
             content: content.into(),
             ..Default::default()
         }

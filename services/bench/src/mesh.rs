@@ -20,7 +20,7 @@ use hearth_mesh::bus::{Bus, BusError, FrameStream, Headers, RequestStream};
 use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
 use serde::Serialize;
 
-use crate::{Part, ask, start};
+use hearth_launch::{Part, ask, start};
 
 /// Options of `hearth bench mesh`.
 #[derive(Debug, Clone, clap::Args)]

@@ -28,8 +28,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::bench::{Series, series};
-use crate::{Part, start};
+use crate::mesh::{Series, series};
+use hearth_launch::{Part, start};
 
 /// Options of `hearth bench memory`.
 #[derive(Debug, Clone, clap::Args)]

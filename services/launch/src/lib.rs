@@ -1,24 +1,19 @@
-//! The launcher: starts any part of the mesh, or all of it, on a bus, and
-//! sends tasks to it. The `hearth` binary is a thin CLI over this.
+//! The launcher: starts any part of the mesh, or all of it, on a bus —
+//! each through its crate's `start` — and sends tasks to it. The `hearth`
+//! binary is a CLI over this; the benchmarks (`hearth-bench`) start the
+//! mesh the same way.
 //!
 //! With no NATS URL configured everything runs in one process on the
 //! in-process bus; with one, each part joins the mesh on NATS.
+//!
+//! - [`start`]: parts on a bus, dependencies first; [`Mesh`] holds them
+//!   and drains them.
+//! - [`Session`]: the mesh a command talks to (the running one over NATS,
+//!   or the parts it needs started here).
+//! - [`ask`]: one task to its end, with what it cost.
+//! - [`builtins`]: the built-in MCP tool servers and their options.
 
-pub mod agents_cli;
-pub mod bench;
-pub mod bench_a2a;
-pub mod bench_code;
-pub mod bench_engine;
-pub mod bench_memory;
-pub mod bench_tools;
 pub mod builtins;
-pub mod config_cli;
-pub mod doctor;
-pub mod init;
-pub mod learn_cli;
-pub mod memory_cli;
-pub mod models;
-pub mod tools_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hearth_mesh::a2a::{RunError, text_message};
 use hearth_mesh::clients::AgentClient;
+use hearth_mesh::running::Running;
 use hearth_mesh::subjects::Service;
 use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
 use hearth_proto::a2a::{Role, TaskState};
@@ -56,6 +52,19 @@ pub enum Part {
 }
 
 impl Part {
+    /// Its service on the bus (the role it answers health under).
+    pub fn service(self) -> Service {
+        match self {
+            Part::Engine => Service::Engine,
+            Part::Toolhost => Service::Toolhost,
+            Part::Orchestrator => Service::Orchestrator,
+            Part::Operative => Service::Operative,
+            Part::Gateway => Service::Gateway,
+            Part::Memory => Service::Memory,
+            Part::Learning => Service::Learning,
+        }
+    }
+
     /// Every part, in start-up order (dependencies first).
     pub const ALL: [Part; 7] = [
         Part::Engine,
@@ -88,17 +97,21 @@ pub struct Mesh {
     pub gateway: Option<SocketAddr>,
     /// Where its gRPC listener is, if it has one.
     pub gateway_grpc: Option<SocketAddr>,
-    handles: Vec<JoinHandle<()>>,
-    /// The loops where new tasks come in (the agent services' role
-    /// subjects): the first to stop when the mesh drains.
-    intake: Vec<JoinHandle<()>>,
-    pool: Option<Arc<hearth_toolhost::McpPool>>,
+    /// Each part, as it started.
+    running: Vec<Running>,
+    /// Loops this process serves beside the parts (a metrics listener).
+    extra: Vec<JoinHandle<()>>,
 }
 
 impl Mesh {
     /// The serving loops, for a caller that serves more beside them.
     pub fn handles_mut(&mut self) -> &mut Vec<JoinHandle<()>> {
-        &mut self.handles
+        &mut self.extra
+    }
+
+    /// The parts running here.
+    pub fn running(&self) -> &[Running] {
+        &self.running
     }
 
     /// Drains: stops taking new tasks (over NATS a queue peer gets them),
@@ -106,19 +119,50 @@ impl Mesh {
     /// already taken — the tasks it runs and the model and tool calls they
     /// make here — to finish. True when nothing was left in flight.
     pub async fn drain(&mut self, deadline: Duration) -> bool {
-        for h in self.intake.drain(..) {
-            h.abort();
-        }
-        hearth_mesh::rpc::drained(deadline).await
+        hearth_mesh::running::drain(&mut self.running, deadline).await
     }
 
-    /// Stops the serving loops and the MCP servers.
+    /// Stops every part (its loops, its MCP servers).
     pub async fn shutdown(self) {
-        for h in self.intake.iter().chain(&self.handles) {
+        for h in &self.extra {
             h.abort();
         }
-        if let Some(pool) = self.pool {
-            pool.shutdown().await;
+        // The last started first: the front door before what it calls.
+        for r in self.running.into_iter().rev() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// The mesh a command talks to: over NATS the one already running (nothing
+/// starts here); embedded, the `parts` it needs, started in this process.
+/// The one start-up preamble of every command that calls the mesh.
+pub struct Session {
+    /// Where to call it.
+    pub bus: SharedBus,
+    mesh: Option<Mesh>,
+}
+
+impl Session {
+    /// Joins the configured mesh, or starts `parts` here when none is.
+    pub async fn open(config: &Config, parts: &[Part]) -> Result<Self> {
+        let bus = connect_bus(config).await?;
+        let mesh = match config.nats_url {
+            None => Some(start(config, bus.clone(), parts).await?),
+            Some(_) => None,
+        };
+        Ok(Self { bus, mesh })
+    }
+
+    /// Whether the parts run in this process.
+    pub fn embedded(&self) -> bool {
+        self.mesh.is_some()
+    }
+
+    /// Stops what was started here.
+    pub async fn close(self) {
+        if let Some(m) = self.mesh {
+            m.shutdown().await;
         }
     }
 }
@@ -157,91 +201,63 @@ pub async fn serve_metrics(addr: SocketAddr) -> Result<(SocketAddr, JoinHandle<(
     Ok((bound, h))
 }
 
-/// Starts `parts` on `bus`.
+/// Starts `parts` on `bus`, dependencies first, each through its crate's
+/// `start` (configuration and bus in, a [`Running`] out).
 pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Mesh> {
-    let subjects = config.subjects();
     let mut mesh = Mesh {
         bus: bus.clone(),
         gateway: None,
         gateway_grpc: None,
-        handles: Vec::new(),
-        intake: Vec::new(),
-        pool: None,
+        running: Vec::new(),
+        extra: Vec::new(),
     };
     for part in Part::ALL.iter().filter(|p| parts.contains(p)) {
-        match part {
-            Part::Engine => {
-                // Loading a local model reads the whole file: off the runtime.
-                let (engine_cfg, data_dir) = (config.engine.clone(), config.data_dir());
-                let backend = tokio::task::spawn_blocking(move || {
-                    hearth_engine::backend_from_config(&engine_cfg, &data_dir)
-                })
+        let running = match part {
+            Part::Engine => hearth_engine::start(config, bus.clone())
                 .await
-                .context("starting the engine")?
-                .context("starting the engine")?;
-                let metering = hearth_engine::metering_for(&config.engine, backend.default_model());
-                let svc = hearth_engine::EngineService::new(backend, metering).with_embeddings(
-                    hearth_engine::embeddings_for(&config.engine, &config.data_dir()),
-                );
-                mesh.handles
-                    .extend(hearth_engine::serve(svc, bus.clone(), &subjects).await?);
-            }
-            Part::Learning => {
-                let data_dir = config.data_dir();
-                let svc = hearth_learning::LearningService::new(
-                    config,
-                    hearth_learning::traces_dir(config, &data_dir),
-                    hearth_learning::convert::Source::Live,
-                );
-                mesh.handles
-                    .extend(hearth_learning::serve(svc, bus.clone(), config).await?);
-            }
+                .context("starting the engine")?,
+            Part::Learning => hearth_learning::start(config, bus.clone())
+                .await
+                .context("starting the learning service")?,
             Part::Memory => {
                 let started =
-                    hearth_memory::run(config, bus.clone(), &config.data_dir().join("memory"))
+                    hearth_memory::start(config, bus.clone(), &config.data_dir().join("memory"))
                         .await;
                 match started {
-                    Ok(handles) => mesh.handles.extend(handles),
+                    Ok(r) => r,
                     // Agents answer without memory; only memory commands
                     // and `hearth serve memory` need it.
                     Err(e) if parts.contains(&Part::Operative) => {
                         tracing::warn!(error = %e, "running without agent memory");
+                        continue;
                     }
                     Err(e) => return Err(e).context("starting the memory service"),
                 }
             }
-            Part::Toolhost => {
-                let builtins = builtins::servers(config, bus.clone())?;
-                let (pool, handles) =
-                    hearth_toolhost::run(config, bus.clone(), builtins, &config.data_dir())
-                        .await
-                        .context("starting the toolhost")?;
-                mesh.pool = Some(pool);
-                mesh.handles.extend(handles);
-            }
-            Part::Operative => {
-                let r = hearth_operative::run(config, bus.clone())
-                    .await
-                    .context("starting an operative")?;
-                mesh.intake.extend(r.intake);
-                mesh.handles.extend(r.handles);
-            }
-            Part::Orchestrator => {
-                let r = hearth_orchestrator::run(config, bus.clone())
-                    .await
-                    .context("starting the orchestrator")?;
-                mesh.intake.extend(r.intake);
-                mesh.handles.extend(r.handles);
-            }
+            Part::Toolhost => hearth_toolhost::start(
+                config,
+                bus.clone(),
+                builtins::servers(config, bus.clone())?,
+                builtins::checks(config),
+            )
+            .await
+            .context("starting the toolhost")?,
+            Part::Operative => hearth_operative::start(config, bus.clone())
+                .await
+                .context("starting an operative")?,
+            Part::Orchestrator => hearth_orchestrator::start(config, bus.clone())
+                .await
+                .context("starting the orchestrator")?,
             Part::Gateway => {
-                let r = hearth_gateway::run(config, bus.clone())
+                let r = hearth_gateway::start(config, bus.clone())
                     .await
                     .context("starting the gateway")?;
-                mesh.gateway = Some(r.addr);
-                mesh.gateway_grpc = r.grpc_addr;
-                mesh.handles.extend(r.handles);
+                mesh.gateway = r.listeners.get("http").copied();
+                mesh.gateway_grpc = r.listeners.get("grpc").copied();
+                r
             }
-        }
+        };
+        mesh.running.push(running);
     }
     Ok(mesh)
 }
@@ -326,10 +342,11 @@ impl UsageReport {
                 .then(|| u.tokens_out as f64 / (latency_ms / 1e3)),
             model_calls: u.calls,
             model: u.model.clone(),
-            backend: u.backend.clone(),
+            backend: u.backend().name().to_string(),
             flops: u.flops,
             energy_joules: u.energy_joules,
-            energy_meter: (!u.energy_meter.is_empty()).then(|| u.energy_meter.clone()),
+            energy_meter: (u.energy_meter() != hearth_proto::v1::EnergyMeter::Unspecified)
+                .then(|| u.energy_meter().name().to_string()),
             cost_usd: u.cost_usd,
             unmeasured: (!u.unmeasured.is_empty()).then(|| u.unmeasured.clone()),
         }

@@ -19,8 +19,8 @@ use hearth_mesh::{Config, LocalBus, SharedBus};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bench::{Series, series};
-use crate::{Part, ask, start};
+use crate::mesh::{Series, series};
+use hearth_launch::{Part, ask, start};
 
 /// Options of `hearth bench a2a`.
 #[derive(Debug, Clone, clap::Args)]
@@ -96,7 +96,7 @@ pub async fn a2a(config: &Config, args: A2aArgs) -> Result<()> {
         bail!("--requests and --concurrency must be positive");
     }
     let mut config = config.clone();
-    let _state = crate::bench::isolate(&mut config)?;
+    let _state = crate::mesh::isolate(&mut config)?;
     config.engine.backend = hearth_mesh::config::BackendKind::Scripted;
     // The mesh is measured, not the trace store (no learning service runs here).
     config.learning.traces = false;

@@ -201,7 +201,7 @@ fn free_port() -> Result<u16> {
 
 /// Runs the benchmark and prints its report.
 pub async fn tools(args: ToolsArgs) -> Result<()> {
-    let exe = crate::current_exe()?;
+    let exe = hearth_launch::current_exe()?;
     let params = echo_params();
     let mut lat = Vec::new();
 
@@ -291,7 +291,7 @@ pub async fn tools(args: ToolsArgs) -> Result<()> {
     }];
     // The Python SDK's server, same tool, same client, same machine.
     let script = std::env::temp_dir().join(format!("hearth-bench-echo-{}.py", std::process::id()));
-    std::fs::write(&script, include_str!("../bench/mcp_echo_server.py"))?;
+    std::fs::write(&script, include_str!("../fixtures/mcp_echo_server.py"))?;
     let port = free_port()?;
     let py = tokio::process::Command::new(&args.python)
         .arg(&script)

@@ -136,7 +136,7 @@ struct Run {
 async fn run(backend: &dyn Backend, prompt: String, max_tokens: u32) -> Result<Run> {
     let req = GenerateRequest {
         messages: vec![ChatMessage {
-            role: "user".into(),
+            role: hearth_proto::v1::ChatRole::User.into(),
             content: prompt,
             ..Default::default()
         }],
@@ -314,7 +314,7 @@ pub async fn engine(config: &Config, args: EngineArgs) -> Result<()> {
     let single = median(single_wall);
     let batched_tok_s = median(batched);
     let report = EngineReport {
-        backend: backend.name().to_string(),
+        backend: backend.kind().name().to_string(),
         model: backend.default_model().to_string(),
         load_s,
         memory_over_model_mb,
@@ -454,7 +454,7 @@ async fn llama_batched_bench(
 
 /// Times `runs` cold starts of `hearth ask` on the configured engine.
 async fn cold_starts(runs: usize) -> Result<ColdStart> {
-    let exe = crate::current_exe()?;
+    let exe = hearth_launch::current_exe()?;
     let (mut first, mut startup, mut wall) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..runs {
         let t0 = Instant::now();

@@ -76,7 +76,7 @@ fn print1() -> CallToolRequestParams {
 /// The hidden `hearth bench-code-first`: from this process's start, load
 /// the interpreter and run `print(1)`; print the two times as JSON.
 pub async fn first_run(config: &Config) -> Result<()> {
-    let pool = hearth_code::Sandboxes::new(crate::builtins::code_options(config));
+    let pool = hearth_code::Sandboxes::new(hearth_launch::builtins::code_options(config));
     let t = Instant::now();
     let p = pool.prepare().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if p.origin != hearth_code::Origin::Cached {
@@ -97,7 +97,10 @@ pub async fn first_run(config: &Config) -> Result<()> {
     if out.stdout.trim() != "1" {
         bail!("print(1) printed {:?}", out.stdout);
     }
-    let since_start = crate::process_elapsed().unwrap_or_default().as_secs_f64() * 1e3;
+    let since_start = hearth_launch::process_elapsed()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1e3;
     println!(
         "{}",
         serde_json::json!({ "first_run_ms": since_start, "load_ms": load_ms })
@@ -107,7 +110,7 @@ pub async fn first_run(config: &Config) -> Result<()> {
 
 /// Runs the benchmark and prints its report.
 pub async fn code(config: &Config, args: CodeArgs) -> Result<()> {
-    let opts = crate::builtins::code_options(config);
+    let opts = hearth_launch::builtins::code_options(config);
     let slots = opts.slots;
     let pool = hearth_code::Sandboxes::new(opts);
     eprintln!("loading the interpreter (compiling it first if it is not cached: minutes) …");
@@ -169,7 +172,7 @@ pub async fn code(config: &Config, args: CodeArgs) -> Result<()> {
     eprintln!("busy run done");
 
     // First run after a process start.
-    let exe = crate::current_exe()?;
+    let exe = hearth_launch::current_exe()?;
     let (mut first, mut load) = (Vec::new(), Vec::new());
     for i in 0..args.starts {
         let out = tokio::process::Command::new(&exe)
