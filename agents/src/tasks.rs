@@ -184,7 +184,7 @@ enum Admit {
     Done(ReplyStream<TaskEvent>),
     /// Run it: the task, the conversation before this message, and who
     /// watches it.
-    Go(Task, Vec<(Role, String)>, Watchers),
+    Go(Box<Task>, Vec<(Role, String)>, Watchers),
 }
 
 impl TaskHost {
@@ -251,7 +251,7 @@ impl TaskHost {
                 t.status = Some(status(TaskState::Submitted, None));
                 slot.events = Some(tx.clone());
                 slot.started = Instant::now();
-                Ok(Admit::Go(t.clone(), prior, slot.watchers.clone()))
+                Ok(Admit::Go(Box::new(t.clone()), prior, slot.watchers.clone()))
             }
             None => {
                 let context_id = if message.context_id.is_empty() {
@@ -285,7 +285,7 @@ impl TaskHost {
                         started: Instant::now(),
                     },
                 );
-                Ok(Admit::Go(task, Vec::new(), watchers))
+                Ok(Admit::Go(Box::new(task), Vec::new(), watchers))
             }
         }
     }
@@ -325,7 +325,7 @@ impl TaskHost {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let (task, prior, watchers) = match self.admit(&task_id, message, &tx)? {
             Admit::Done(events) => return Ok(events),
-            Admit::Go(task, prior, watchers) => (task, prior, watchers),
+            Admit::Go(task, prior, watchers) => (*task, prior, watchers),
         };
         let context_id = task.context_id.clone();
         let first = task_event(&task, None, &self.worker);

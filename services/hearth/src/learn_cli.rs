@@ -296,20 +296,9 @@ async fn evaluate_keeping(
 ) -> Result<Report> {
     let iso = Isolated::new(config)?;
     let bus: SharedBus = Arc::new(LocalBus::default());
-    let mesh = start(
-        &iso.config,
-        bus.clone(),
-        &[
-            Part::Engine,
-            Part::Learning,
-            Part::Memory,
-            Part::Toolhost,
-            Part::Operative,
-            Part::Orchestrator,
-        ],
-    )
-    .await
-    .context("starting the evaluation mesh")?;
+    let mesh = start(&iso.config, bus.clone(), &Part::TASK)
+        .await
+        .context("starting the evaluation mesh")?;
     let runner = MeshRunner {
         config: iso.config.clone(),
         bus,

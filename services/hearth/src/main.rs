@@ -134,8 +134,10 @@ enum Command {
     /// Example: hearth init --dry-run
     Init(crate::init::InitArgs),
     /// Check everything Hearth needs: hardware fit, model weights present and
-    /// intact, the engine answering, NATS, each MCP server, the energy meter.
-    /// Prints the fix for each failure; exits non-zero if any check fails.
+    /// intact, NATS, then what each service says of itself (the engine's
+    /// model, embeddings and meter, each MCP server, the sandbox, memory,
+    /// traces) with the engine probed. Prints the fix for each failure;
+    /// exits non-zero if any check fails.
     Doctor(crate::doctor::DoctorArgs),
     /// Ask each service of the running mesh (over NATS) whether it is up and
     /// ready, with its own checks; with --check, exit non-zero unless the
@@ -695,18 +697,7 @@ impl Stops {
 /// `hearth ask`: the task to the orchestrator of the configured mesh (the
 /// embedded one when no NATS is set), the answer and what it cost.
 async fn ask_cmd(config: &Config, question: &str, json: bool, verbose: bool) -> Result<()> {
-    let session = hearth_launch::Session::open(
-        config,
-        &[
-            Part::Engine,
-            Part::Learning,
-            Part::Memory,
-            Part::Toolhost,
-            Part::Operative,
-            Part::Orchestrator,
-        ],
-    )
-    .await?;
+    let session = hearth_launch::Session::open(config, &Part::TASK).await?;
     let progress = move |text: &str| {
         if verbose {
             eprintln!("… {text}");

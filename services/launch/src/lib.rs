@@ -65,6 +65,17 @@ impl Part {
         }
     }
 
+    /// What a task needs, in start-up order: every part but the gateway
+    /// (what `hearth ask` and `hearth eval` start when embedded).
+    pub const TASK: [Part; 6] = [
+        Part::Engine,
+        Part::Learning,
+        Part::Memory,
+        Part::Toolhost,
+        Part::Operative,
+        Part::Orchestrator,
+    ];
+
     /// Every part, in start-up order (dependencies first).
     pub const ALL: [Part; 7] = [
         Part::Engine,
