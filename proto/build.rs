@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hearth/v1/memory.proto",
         "hearth/v1/learning.proto",
         "hearth/v1/health.proto",
+        "hearth/v1/work.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -13,6 +13,8 @@
 //! - [`convert`]: building and reading A2A messages — `hearth_mesh::a2a`,
 //!   re-exported.
 //! - [`memory`]: what an agent remembers between tasks, and recalls.
+//! - [`replay`]: a redelivered subtask's model turns and tool results
+//!   replayed from its step log instead of run again.
 //! - [`trace`]: each run's whole trajectory, sent to the learning service.
 //!
 //! Not for transport: the services that host agents serve these on the bus.
@@ -20,6 +22,7 @@
 pub use hearth_mesh::a2a as convert;
 pub mod memory;
 pub mod model;
+pub mod replay;
 pub mod runtime;
 pub mod service;
 pub use hearth_specs as spec;

@@ -11,17 +11,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use hearth_mesh::a2a::{is_final, text_of};
 use hearth_mesh::bindings::agent_bus;
 use hearth_mesh::rpc::{ReplyStream, ServeAt};
 use hearth_mesh::subjects::Service;
+use hearth_mesh::work::{Attempt, Outcome as WorkOutcome, StepLog, WorkQueue};
 use hearth_mesh::{BusError, SharedBus, Subjects};
 use hearth_proto::a2a::{ListTasksRequest, ListTasksResponse, SubscribeToTaskRequest};
+use hearth_proto::a2a::{TaskState, stream_response::Payload};
 use hearth_proto::v1::agent_server::Agent;
 use hearth_proto::v1::{
     CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent, TaskRecord, ToolSpec,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+
+use crate::replay::{ReplayedModel, ReplayedTools};
 
 use crate::model::Model;
 use crate::runtime::{ASK_USER_TOOL, AgentLoop, Progress, ask_user_spec};
@@ -140,16 +146,15 @@ impl LocalTool for AskUser {
     }
 }
 
-#[tonic::async_trait]
-impl Agent for AgentService {
-    type SendTaskStream = ReplyStream<TaskEvent>;
-    type SubscribeTaskStream = ReplyStream<TaskEvent>;
-
-    async fn send_task(
+impl AgentService {
+    /// Starts a task and returns its events; with a step log, the agent's
+    /// model turns and tool results are recorded there, and those an
+    /// earlier attempt recorded are replayed instead of run again.
+    fn start_task(
         &self,
-        request: Request<SendTaskRequest>,
-    ) -> Result<Response<Self::SendTaskStream>, Status> {
-        let req = request.into_inner();
+        req: SendTaskRequest,
+        steps: Option<Arc<StepLog>>,
+    ) -> Result<ReplyStream<TaskEvent>, Status> {
         let name = if req.agent.is_empty() {
             self.default_spec.clone()
         } else {
@@ -169,14 +174,19 @@ impl Agent for AgentService {
         if req.interactive {
             tools = Arc::new(ToolSet::new(vec![Arc::new(AskUser)], tools));
         }
-        let mut agent = AgentLoop::new(spec.clone(), self.model.clone(), tools);
+        let mut model = self.model.clone();
+        if let Some(log) = steps {
+            model = Arc::new(ReplayedModel::new(model, log.clone()));
+            tools = Arc::new(ReplayedTools::new(tools, log));
+        }
+        let mut agent = AgentLoop::new(spec.clone(), model, tools);
         if let Some((memory, recall)) = &self.memory {
             agent = agent.with_memory(memory.clone(), *recall);
         }
         if let Some(sink) = &self.traces {
             agent = agent.with_traces(sink.clone());
         }
-        let stream = self.host.start(req, timeout, move |h| {
+        self.host.start(req, timeout, move |h| {
             Box::pin(async move {
                 let relay = h.clone();
                 let ctx = CallContext {
@@ -192,8 +202,66 @@ impl Agent for AgentService {
                     .instrument(span)
                     .await
             })
-        })?;
-        Ok(Response::new(stream))
+        })
+    }
+
+    /// Runs one attempt at a subtask from the work queue: its events go to
+    /// the submitter as they come, except a failure's, which are held back
+    /// (the queue retries the subtask, or gives it up with the reason).
+    pub async fn run_attempt(&self, attempt: Attempt) -> WorkOutcome {
+        let Some(req) = attempt.item.task.clone() else {
+            return WorkOutcome::Failed("the work item has no task".into());
+        };
+        // A failed earlier attempt on this instance is tried afresh.
+        self.host.forget_failed(&req.task_id);
+        let mut events = match self.start_task(req, Some(attempt.steps.clone())) {
+            Ok(events) => events,
+            Err(status) => return WorkOutcome::Failed(status.message().to_string()),
+        };
+        while let Some(ev) = events.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(status) => return WorkOutcome::Failed(status.message().to_string()),
+            };
+            let (state, text) = match ev.event.as_ref().and_then(|e| e.payload.as_ref()) {
+                Some(Payload::StatusUpdate(u)) => u
+                    .status
+                    .as_ref()
+                    .map(|s| (s.state, s.message.as_ref().map(text_of).unwrap_or_default()))
+                    .unwrap_or_default(),
+                Some(Payload::Task(t)) => (
+                    t.status.as_ref().map_or(0, |s| s.state),
+                    hearth_mesh::a2a::answer_of(t),
+                ),
+                _ => (0, String::new()),
+            };
+            if state == TaskState::Failed as i32 {
+                return WorkOutcome::Failed(text);
+            }
+            let last = matches!(
+                ev.event.as_ref().and_then(|e| e.payload.as_ref()),
+                Some(Payload::Task(_))
+            ) && is_final(state);
+            attempt.events.send(&ev).await;
+            if last {
+                return WorkOutcome::Done;
+            }
+        }
+        WorkOutcome::Failed("the task's events ended before it did".into())
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type SendTaskStream = ReplyStream<TaskEvent>;
+    type SubscribeTaskStream = ReplyStream<TaskEvent>;
+
+    async fn send_task(
+        &self,
+        request: Request<SendTaskRequest>,
+    ) -> Result<Response<Self::SendTaskStream>, Status> {
+        self.start_task(request.into_inner(), None)
+            .map(Response::new)
     }
 
     async fn get_task(
@@ -261,13 +329,15 @@ impl hearth_mesh::running::Checks for AgentChecks {
 /// Serves `service` on the bus as `kind` (orchestrator or operative): on
 /// the role's subjects in its queue group, and on this instance's own
 /// subjects (a task's lookups and cancels go to the instance that runs it),
-/// with its health.
+/// with its health; an operative with a work queue also takes subtasks
+/// from it (the durable path).
 pub async fn serve(
     service: AgentService,
     kind: Service,
     bus: SharedBus,
     subjects: &Subjects,
-) -> Result<Running, BusError> {
+    work: Option<WorkQueue>,
+) -> Result<Running, ServeError> {
     let at = ServeAt::role(bus.clone(), subjects.clone(), kind);
     let worker = service.worker().to_string();
     let mine = at.clone().instance(&worker);
@@ -276,14 +346,36 @@ pub async fn serve(
         agents: service.specs.iter().count(),
     });
     let service = Arc::new(service);
-    let intake = agent_bus::serve(service.clone(), &at).await?;
+    let mut intake = agent_bus::serve(service.clone(), &at).await?;
+    if let Some(queue) = work {
+        let svc = service.clone();
+        intake.push(
+            queue
+                .serve(worker.clone(), move |attempt| {
+                    let svc = svc.clone();
+                    async move { svc.run_attempt(attempt).await }
+                })
+                .await?,
+        );
+    }
     let handles = agent_bus::serve(service, &mine).await?;
-    Running::new(kind)
+    Ok(Running::new(kind)
         .worker(worker)
         .intake(intake)
         .handles(handles)
         .with_health(bus, subjects, checks)
-        .await
+        .await?)
+}
+
+/// Why an agent service could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// It could not subscribe on the bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The durable work queue could not be opened or consumed.
+    #[error(transparent)]
+    Work(#[from] hearth_mesh::work::WorkError),
 }
 
 /// A worker name for a new instance of `kind`: unique, and a valid subject token.

@@ -490,6 +490,21 @@ impl TaskHost {
         .await;
     }
 
+    /// Forgets task `id` if it ended `failed`, so that the same id can be
+    /// run again (the work queue's next attempt at a subtask that failed
+    /// here). A task in any other state is kept.
+    pub fn forget_failed(&self, id: &str) {
+        let mut store = lock(&self.store);
+        let failed = store
+            .slots
+            .get(id)
+            .is_some_and(|s| state_of(s.record.task.as_ref()) == TaskState::Failed as i32);
+        if failed {
+            store.slots.remove(id);
+            store.order.retain(|o| o != id);
+        }
+    }
+
     /// Looks a task up.
     pub fn get(&self, req: &GetTaskRequest) -> Result<TaskRecord, Status> {
         let store = lock(&self.store);

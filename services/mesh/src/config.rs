@@ -90,7 +90,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// NATS server URL; unset runs the whole mesh in one process on the
+    /// NATS server URL, or several separated by commas (the servers of a
+    /// cluster); unset runs the whole mesh in one process on the
     /// in-process bus. (`nats` in the file; `HEARTH_NATS_URL`.)
     #[serde(rename = "nats")]
     pub nats_url: Option<String>,
@@ -131,6 +132,10 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// Traces, evaluation and learned adapters.
     pub learning: LearningConfig,
+    /// How subtasks reach operatives over NATS: the durable work queue.
+    pub work: WorkConfig,
+    /// Hearth's streams and buckets on NATS.
+    pub bus: BusConfig,
 }
 
 impl Default for Config {
@@ -151,8 +156,83 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             agents: AgentsConfig::default(),
             learning: LearningConfig::default(),
+            work: WorkConfig::default(),
+            bus: BusConfig::default(),
         }
     }
+}
+
+/// The work section: subtasks through a JetStream work queue over NATS
+/// (the in-process mesh hands them over directly and needs none of it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkConfig {
+    /// Over NATS, subtasks go through the durable work queue: explicitly
+    /// acknowledged, redelivered to another operative when one dies,
+    /// retried a bounded number of times, then dead-lettered. `false`
+    /// keeps the plain request path (lower latency; a subtask in flight
+    /// dies with its operative).
+    pub durable: bool,
+    /// How long an operative may go without reporting progress on a
+    /// subtask before JetStream hands it to another (milliseconds). An
+    /// operative reports progress every third of this while it works, so
+    /// this is about how long a dead operative's work waits.
+    pub ack_wait_ms: u64,
+    /// Attempts charged to a subtask (a failed run, or an operative that
+    /// died holding it) before it is dead-lettered and its task fails.
+    pub max_attempts: u32,
+    /// Wait before retrying a failed attempt (milliseconds), doubling each time.
+    pub retry_backoff_ms: u64,
+    /// How long a delegation waits for any operative to take its subtask
+    /// before it withdraws it and fails (milliseconds).
+    pub pickup_timeout_ms: u64,
+    /// Subtasks one operative process works on at once.
+    pub slots: u32,
+    /// How long a subtask's step log is kept (hours).
+    pub step_log_hours: u64,
+}
+
+impl Default for WorkConfig {
+    fn default() -> Self {
+        Self {
+            durable: true,
+            ack_wait_ms: 1_500,
+            max_attempts: 3,
+            retry_backoff_ms: 1_000,
+            pickup_timeout_ms: 300_000,
+            slots: 4,
+            step_log_hours: 24,
+        }
+    }
+}
+
+/// The bus section: how every service signs in to NATS, and how Hearth's
+/// JetStream streams and buckets are kept. Secrets come from here, the
+/// environment (`HEARTH_BUS_*`) or files; they are never logged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Replicas of each stream and bucket (1 on a single server; 3 on a
+    /// three-node cluster). 0 means 1.
+    pub replicas: usize,
+    /// NATS user (with `password`).
+    pub user: Option<String>,
+    /// NATS password.
+    pub password: Secret,
+    /// NATS token.
+    pub token: Secret,
+    /// A file holding an NKey seed (`SU…`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (a user JWT and its NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate (PEM) the server's certificate must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Refuse to talk to the server without TLS.
+    pub tls_required: bool,
 }
 
 /// The engine section.
@@ -878,8 +958,9 @@ fn default_file() -> Option<PathBuf> {
 /// anything else is a top-level key (`HEARTH_NATS_URL` → `nats`).
 /// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
 fn env_provider() -> Env {
-    const SECTIONS: [&str; 8] = [
-        "engine", "gateway", "toolhost", "agents", "tools", "mcp", "memory", "learning",
+    const SECTIONS: [&str; 10] = [
+        "engine", "gateway", "toolhost", "agents", "tools", "mcp", "memory", "learning", "work",
+        "bus",
     ];
     // Tables inside sections: `HEARTH_TOOLS_FILES_ROOT` → `tools.files.root`.
     const SUBSECTIONS: [(&str, &str); 3] = [

@@ -18,6 +18,8 @@
 //! - [`sync`]: a lock that survives a panicked holder.
 //! - [`config`]: the one configuration struct (`hearth.toml` + `HEARTH_*`).
 //! - [`telemetry`]: tracing set-up.
+//! - [`work`]: the durable work queue on JetStream (subtasks to operatives,
+//!   redelivery, dead letters, the step log that replays a redelivered subtask).
 //! - [`json`]: JSON in canonical form (keys sorted), for comparisons and digests.
 //!
 //! Not for service logic: services live in their own crates and meet only here.
@@ -52,6 +54,7 @@ pub mod running;
 pub mod subjects;
 pub mod sync;
 pub mod telemetry;
+pub mod work;
 
 pub use bus::{Bus, BusError, Headers, IncomingRequest, LocalBus, NatsBus, Responder, SharedBus};
 pub use config::{Config, ConfigError, Secret};

@@ -301,10 +301,10 @@ where
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// One request being handled, counted in [`in_flight`] until dropped.
-struct InFlight;
+pub(crate) struct InFlight;
 
 impl InFlight {
-    fn enter() -> Self {
+    pub(crate) fn enter() -> Self {
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         InFlight
     }

@@ -94,6 +94,23 @@ impl Subjects {
     }
 }
 
+impl Subjects {
+    /// `<prefix>.v1.work.<service>`: the durable work queue of a role.
+    pub fn work(&self, service: Service) -> String {
+        format!("{}.v1.work.{}", self.prefix, service.name())
+    }
+
+    /// `<prefix>.v1.work.dead`: subtasks that used up their attempts.
+    pub fn work_dead(&self) -> String {
+        format!("{}.v1.work.dead", self.prefix)
+    }
+
+    /// `<prefix>.v1.work.events.<task>`: a queued subtask's events.
+    pub fn work_events(&self, task_token: &str) -> String {
+        format!("{}.v1.work.events.{task_token}", self.prefix)
+    }
+}
+
 /// Whether a NATS-style subject pattern (`*` one token, `>` the rest)
 /// matches a concrete subject.
 pub fn matches(pattern: &str, subject: &str) -> bool {

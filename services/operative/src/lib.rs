@@ -1,7 +1,9 @@
 //! The operative: runs subtasks with the agent loop, asking the engine and
 //! calling tools over the bus. Stateless between tasks; start as many as you
-//! like on any machine pointed at the same NATS, and they share the work as
-//! one queue group.
+//! like on any machine pointed at the same NATS, and they share the work:
+//! over NATS as one durable consumer of the work queue (a subtask whose
+//! operative dies goes to another, and replays the steps already recorded),
+//! and as one queue group for direct requests.
 
 use std::sync::Arc;
 
@@ -23,6 +25,12 @@ pub enum OperativeError {
     /// It could not subscribe on the bus.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// It could not be served.
+    #[error(transparent)]
+    Serve(#[from] hearth_agents::service::ServeError),
+    /// The durable work queue could not be opened.
+    #[error(transparent)]
+    Work(#[from] hearth_mesh::work::WorkError),
 }
 
 /// A running operative: its worker name, its intake and its other loops.
@@ -65,7 +73,8 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, Operative
         svc = svc.with_memory(m, config.memory.recall as usize);
     }
     let svc = svc.with_bus_traces(config, bus.clone());
-    let running = service::serve(svc, Service::Operative, bus, &subjects).await?;
+    let work = hearth_mesh::work::WorkQueue::for_bus(config, &bus).await?;
+    let running = service::serve(svc, Service::Operative, bus, &subjects, work).await?;
     tracing::info!(worker = %running.worker, "operative ready");
     Ok(running)
 }

@@ -1,8 +1,9 @@
 //! `hearth.delegate`: hands a subtask to an operative and waits for its answer.
 
 use hearth_agents::tools::{CallContext, LocalTool, ToolOutput};
-use hearth_mesh::a2a::{RunError, text_message};
+use hearth_mesh::a2a::{Event, Finished, RunError, follow_to_end, text_message};
 use hearth_mesh::clients::AgentClient;
+use hearth_mesh::work::WorkQueue;
 use hearth_proto::a2a::Role;
 use hearth_proto::v1::{CancelTaskRequest, SendTaskRequest, ToolSpec};
 use serde_json::{Value, json};
@@ -43,12 +44,47 @@ pub const DELEGATE_TOOL: &str = "hearth.delegate";
 pub struct Delegate {
     operatives: AgentClient,
     agent: String,
+    work: Option<WorkQueue>,
+    between: std::time::Duration,
 }
 
 impl Delegate {
-    /// Delegates to `operatives`, running the spec `agent`.
-    pub fn new(operatives: AgentClient, agent: String) -> Self {
-        Self { operatives, agent }
+    /// Delegates to `operatives`, running the spec `agent`: through the
+    /// durable work queue `work` when there is one (over NATS), else by a
+    /// direct request to the operatives' queue group. `between` is how long
+    /// a subtask's events may be apart.
+    pub fn new(
+        operatives: AgentClient,
+        agent: String,
+        work: Option<WorkQueue>,
+        between: std::time::Duration,
+    ) -> Self {
+        Self {
+            operatives,
+            agent,
+            work,
+            between,
+        }
+    }
+
+    /// Runs `req` to its end: through the work queue, or directly.
+    async fn run(
+        &self,
+        req: &SendTaskRequest,
+        guard: &mut CancelOnDrop,
+        on_event: impl FnMut(Event<'_>),
+    ) -> Result<Finished, RunError> {
+        let Some(queue) = &self.work else {
+            return self.operatives.run_to_end(req, on_event).await;
+        };
+        let mut headers = hearth_mesh::Headers::new();
+        hearth_mesh::telemetry::inject(&tracing::Span::current(), &mut headers);
+        let submitted = queue
+            .submit(req.clone(), &headers)
+            .await
+            .map_err(|e| RunError::NotTaken(Status::unavailable(e.to_string())))?;
+        guard.queued = Some((queue.clone(), submitted.sequence()));
+        follow_to_end(submitted.events(self.between), on_event).await
     }
 }
 
@@ -56,21 +92,31 @@ impl Delegate {
 /// (the parent task was canceled or timed out).
 struct CancelOnDrop {
     client: AgentClient,
-    worker: String,
+    /// The operative running it, once its first event said so.
+    worker: std::sync::Arc<std::sync::Mutex<String>>,
     task_id: String,
     armed: bool,
+    /// The subtask's place in the work queue, while no operative has it.
+    queued: Option<(WorkQueue, u64)>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if !self.armed || self.worker.is_empty() {
+        if !self.armed {
+            return;
+        }
+        let worker = hearth_mesh::sync::lock(&self.worker).clone();
+        if worker.is_empty() {
+            // Not taken yet: take it back out of the queue.
+            if let (Some((queue, seq)), Ok(rt)) =
+                (self.queued.take(), tokio::runtime::Handle::try_current())
+            {
+                rt.spawn(async move { queue.withdraw(seq).await });
+            }
             return;
         }
         let client = self.client.clone();
-        let (worker, id) = (
-            std::mem::take(&mut self.worker),
-            std::mem::take(&mut self.task_id),
-        );
+        let id = std::mem::take(&mut self.task_id);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = client
@@ -110,16 +156,20 @@ impl LocalTool for Delegate {
         };
         let mut guard = CancelOnDrop {
             client: self.operatives.clone(),
-            worker: String::new(),
+            worker: Default::default(),
             task_id: sub_id,
             armed: true,
+            queued: None,
         };
+        let seen = guard.worker.clone();
         let done = self
-            .operatives
-            .run_to_end(&req, |ev| {
-                if guard.worker.is_empty() {
-                    guard.worker = ev.worker.to_string();
+            .run(&req, &mut guard, |ev| {
+                // The latest: a redelivered subtask moves to another operative.
+                let mut worker = hearth_mesh::sync::lock(&seen);
+                if !ev.worker.is_empty() && *worker != ev.worker {
+                    *worker = ev.worker.to_string();
                 }
+                drop(worker);
                 if let (Some(text), Some(p)) = (ev.working, ctx.progress.as_ref()) {
                     p(format!("operative {}: {text}", ev.worker));
                 }

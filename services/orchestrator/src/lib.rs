@@ -8,6 +8,12 @@
 //! fails the task with that reason; one that runs and fails is reported to
 //! the model, which may answer or try again.
 //!
+//! Over NATS a subtask goes through the durable work queue
+//! ([`hearth_mesh::work`]): an operative that dies holding it hands it to
+//! another, and a subtask that keeps failing ends the delegation with the
+//! reason. `[work] durable = false`, and the in-process mesh, hand it to
+//! the operatives' queue group directly.
+//!
 //! External A2A agents (`[[agents.remote]]`) are tools too, `remote.<name>`
 //! (see [`remote`]); their cards are read when the orchestrator starts.
 
@@ -35,6 +41,12 @@ pub enum OrchestratorError {
     /// It could not subscribe on the bus.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// It could not be served.
+    #[error(transparent)]
+    Serve(#[from] hearth_agents::service::ServeError),
+    /// The durable work queue could not be opened.
+    #[error(transparent)]
+    Work(#[from] hearth_mesh::work::WorkError),
 }
 
 /// A running orchestrator: its worker name, its intake and its other loops.
@@ -53,7 +65,13 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, Orchestra
         Service::Operative,
         config.task_timeout(),
     );
-    let local = Arc::new(Delegate::new(operatives, config.agents.operative.clone()));
+    let work = hearth_mesh::work::WorkQueue::for_bus(config, &bus).await?;
+    let local = Arc::new(Delegate::new(
+        operatives,
+        config.agents.operative.clone(),
+        work,
+        config.task_timeout(),
+    ));
     let delegate: Arc<dyn LocalTool> = local.clone();
     let http = reqwest::Client::new();
     let mut own: Vec<Arc<dyn LocalTool>> = vec![delegate];
@@ -92,7 +110,7 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, Orchestra
         config.task_timeout(),
     )?;
     let svc = svc.with_bus_traces(config, bus.clone());
-    let running = service::serve(svc, Service::Orchestrator, bus, &subjects).await?;
+    let running = service::serve(svc, Service::Orchestrator, bus, &subjects, None).await?;
     tracing::info!(worker = %running.worker, "orchestrator ready");
     Ok(running)
 }

@@ -4,10 +4,15 @@
 //! never a default: it runs only when `engine.backend = "scripted"`.
 //!
 //! Rules, in order, on the last message:
-//! 1. a tool result → answer `The answer is <result>.` (a result that is
-//!    already such an answer is passed on as it is);
+//! 0. the task's message contains `scripted:fail` → the call fails (a
+//!    poison task: the work queue's tests retry and dead-letter it);
+//! 1. a tool result → if the task's message holds more `call` directives
+//!    than tool results so far, call the next one (rule 2); else answer
+//!    `The answer is <result>.` (a result that is already such an answer is
+//!    passed on as it is);
 //! 2. a user message saying `call <tool> <json object>` with that tool
-//!    offered → call it with those arguments (tests drive any tool this way);
+//!    offered → call it with those arguments (tests drive any tool this
+//!    way; `call a {…} then call b {…}` calls them one after the other);
 //! 3. a user message and a tool named `*.delegate` offered → delegate the
 //!    whole message;
 //! 4. a user message and a tool named `*.evaluate` offered → call it with the
@@ -38,17 +43,34 @@ pub fn find_expression(text: &str) -> Option<String> {
 
 /// `call <tool> {…}` in a message: the tool's name and the JSON arguments.
 pub fn find_directive(text: &str) -> Option<(String, String)> {
-    let at = text.find("call ")?;
-    let rest = &text[at + 5..];
-    let (name, args) = rest.trim_start().split_once(char::is_whitespace)?;
-    let args = args.trim();
-    let end = args.rfind('}')?;
-    let args = &args[..=end];
-    serde_json::from_str::<serde_json::Value>(args)
-        .ok()
-        .filter(serde_json::Value::is_object)?;
-    Some((name.to_string(), args.to_string()))
+    find_directives(text).into_iter().next()
 }
+
+/// Every `call <tool> {…}` in a message, in order.
+pub fn find_directives(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("call ") {
+        rest = &rest[at + 5..];
+        let Some((name, after)) = rest.trim_start().split_once(char::is_whitespace) else {
+            break;
+        };
+        let args = after.trim_start();
+        let mut values = serde_json::Deserializer::from_str(args).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(v)) if v.is_object() => {
+                let end = values.byte_offset();
+                out.push((name.to_string(), args[..end].to_string()));
+                rest = &args[end..];
+            }
+            _ => rest = after,
+        }
+    }
+    out
+}
+
+/// What marks a poison task (rule 0).
+pub const FAIL_MARK: &str = "scripted:fail";
 
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -70,9 +92,44 @@ impl Backend for ScriptedBackend {
             .last()
             .ok_or_else(|| EngineError::InvalidRequest("no messages".into()))?;
         let tool = |suffix: &str| req.tools.iter().find(|t| t.name.ends_with(suffix));
+        let user_at = req
+            .messages
+            .iter()
+            .rposition(|m| m.role() == hearth_proto::v1::ChatRole::User);
+        let user = user_at.map(|i| &req.messages[i]);
+        let results = user_at.map_or(0, |i| {
+            req.messages[i + 1..]
+                .iter()
+                .filter(|m| m.role() == hearth_proto::v1::ChatRole::Tool)
+                .count()
+        });
+        let directives: Vec<(String, String)> = user
+            .map(|u| find_directives(&u.content))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(n, _)| req.tools.iter().any(|t| &t.name == n))
+            .collect();
+        if user.is_some_and(|u| u.content.contains(FAIL_MARK)) {
+            return Err(EngineError::Backend {
+                status: 500,
+                body: format!("the task says `{FAIL_MARK}` (a poison task)"),
+            });
+        }
         let mut chunk = GenerateChunk::default();
+        let next_directive = directives.get(results).filter(|_| {
+            matches!(
+                last.role(),
+                hearth_proto::v1::ChatRole::Tool | hearth_proto::v1::ChatRole::User
+            )
+        });
         if req.answer_now {
             chunk.delta = format!("The answer is {}.", last.content.trim());
+        } else if let Some((name, args)) = next_directive {
+            chunk.tool_calls.push(ToolCall {
+                id: format!("call_{results}"),
+                name: name.clone(),
+                arguments_json: args.clone(),
+            });
         } else if last.role() == hearth_proto::v1::ChatRole::Tool {
             let result = last.content.trim();
             chunk.delta = if result.starts_with("The answer is") {
@@ -80,15 +137,6 @@ impl Backend for ScriptedBackend {
             } else {
                 format!("The answer is {result}.")
             };
-        } else if let Some((name, args)) = find_directive(&last.content).filter(|(n, _)| {
-            last.role() == hearth_proto::v1::ChatRole::User
-                && req.tools.iter().any(|t| &t.name == n)
-        }) {
-            chunk.tool_calls.push(ToolCall {
-                id: "call_0".into(),
-                name,
-                arguments_json: args,
-            });
         } else if let Some(t) =
             tool(".delegate").filter(|_| last.role() == hearth_proto::v1::ChatRole::User)
         {
@@ -147,5 +195,12 @@ mod tests {
             ))
         );
         assert_eq!(find_directive("call x not-json"), None);
+        assert_eq!(
+            find_directives(r#"call a.b {"x": 1} then call c.d {"y": "}"} and stop"#),
+            vec![
+                ("a.b".to_string(), r#"{"x": 1}"#.to_string()),
+                ("c.d".to_string(), r#"{"y": "}"}"#.to_string()),
+            ]
+        );
     }
 }

@@ -18,6 +18,7 @@ use hearth_proto::v1::{Frame, frame};
 use prost::Message as _;
 
 pub use local::LocalBus;
+pub(crate) use nats::headers_of;
 pub use nats::{NatsBus, subscriptions_in_force};
 
 /// The largest payload a bus carries by default (NATS's own default).
@@ -143,6 +144,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A short name for logs: `nats` or `local`.
     fn kind(&self) -> &'static str;
+
+    /// The NATS connection under this bus, for what only NATS has (the
+    /// durable work queue on JetStream); none in process.
+    fn nats(&self) -> Option<&async_nats::Client> {
+        None
+    }
 }
 
 /// A request delivered to a subscriber.

@@ -49,14 +49,38 @@ fn lock(
 }
 
 impl NatsBus {
-    /// Connects to the NATS server(s) at `url` (e.g. `nats://127.0.0.1:4222`).
+    /// Connects to the NATS server at `url` (e.g. `nats://127.0.0.1:4222`)
+    /// with no credentials.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        Self::connect_with(url, &crate::config::BusConfig::default()).await
+    }
+
+    /// Connects to the NATS server(s) at `urls` (one, or several separated
+    /// by commas: a cluster's), signing in and securing the connection as
+    /// `[bus]` says.
+    pub async fn connect_with(
+        urls: &str,
+        bus: &crate::config::BusConfig,
+    ) -> Result<Self, BusError> {
+        let servers = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| BusError::Transport(format!("NATS address `{u}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(BusError::Transport("no NATS server address given".into()));
+        }
+        let client = connect_options(bus)
+            .await?
             .name("hearth")
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
-            .map_err(|e| BusError::Transport(format!("connecting to NATS at {url}: {e}")))?;
+            .map_err(|e| BusError::Transport(format!("connecting to NATS at {urls}: {e}")))?;
         Self::from_client(client).await
     }
 
@@ -106,6 +130,65 @@ impl NatsBus {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
+}
+
+/// The connection options `[bus]` asks for: who signs in (a `.creds`
+/// file, an NKey seed, a token, or a user and password) and TLS.
+async fn connect_options(
+    bus: &crate::config::BusConfig,
+) -> Result<async_nats::ConnectOptions, BusError> {
+    let unreadable = |what: &str, path: &std::path::Path, e: std::io::Error| {
+        BusError::Transport(format!("reading the {what} {}: {e}", path.display()))
+    };
+    let mut options = if let Some(path) = &bus.creds_file {
+        async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| unreadable("NATS credentials file", path, e))?
+    } else if let Some(path) = &bus.nkey_seed_file {
+        let seed =
+            std::fs::read_to_string(path).map_err(|e| unreadable("NKey seed file", path, e))?;
+        async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
+    } else {
+        async_nats::ConnectOptions::new()
+    };
+    if !bus.token.is_empty() {
+        options = options.token(bus.token.expose().to_string());
+    }
+    if let Some(user) = &bus.user {
+        options = options.user_and_password(user.clone(), bus.password.expose().to_string());
+    }
+    if let Some(ca) = &bus.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    match (&bus.tls_cert, &bus.tls_key) {
+        (Some(cert), Some(key)) => {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(BusError::Transport(
+                "[bus] tls_cert and tls_key go together: set both or neither".into(),
+            ));
+        }
+    }
+    if bus.tls_required {
+        options = options.require_tls(true);
+    }
+    // What the server refuses (a permission violation, say) is said in the
+    // log, not lost: a publish has no reply to carry it.
+    options = options.event_callback(|event| async move {
+        match event {
+            async_nats::Event::ServerError(e) => tracing::warn!(error = %e, "NATS refused"),
+            async_nats::Event::Disconnected => {
+                tracing::warn!("disconnected from NATS; reconnecting")
+            }
+            async_nats::Event::SlowConsumer(_) | async_nats::Event::ClientError(_) => {
+                tracing::warn!(%event, "NATS")
+            }
+            other => tracing::debug!(event = %other, "NATS"),
+        }
+    });
+    Ok(options)
 }
 
 /// Returns once the server has processed every subscription `client` made
@@ -241,10 +324,14 @@ impl Bus for NatsBus {
     fn kind(&self) -> &'static str {
         "nats"
     }
+
+    fn nats(&self) -> Option<&async_nats::Client> {
+        Some(&self.client)
+    }
 }
 
 /// A NATS message's headers, the ones that are text (the last value of each).
-fn headers_of(map: &async_nats::HeaderMap) -> Headers {
+pub(crate) fn headers_of(map: &async_nats::HeaderMap) -> Headers {
     let mut out = Headers::new();
     for (name, values) in map.iter() {
         if let Some(v) = values.last() {
