@@ -293,6 +293,20 @@ impl HearthProcess {
         let _ = self.child.kill().await;
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Sends it SIGTERM (what a service manager sends to stop it).
     pub fn terminate(&self) -> Result<()> {
         let pid = self.child.id().context("it has already exited")?;

@@ -397,3 +397,153 @@ async fn a_mesh_runs_under_the_least_privilege_layout_and_nobody_steps_outside_i
         p.kill().await;
     }
 }
+
+/// Submits `n` subtasks ("What is i*7?") to the work queue at once and
+/// follows them all; each must answer right, exactly once. Returns each
+/// task's time from submission to its answer, and the wall time of all.
+async fn run_batch(queue: &WorkQueue, tag: &str, n: usize) -> (Vec<Duration>, Duration) {
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let mut t = task(&format!("What is {i}*7?"));
+        t.task_id = format!("{tag}-{i}");
+        let submitted = queue.submit(t, &Headers::new()).await.unwrap();
+        let sent = Instant::now();
+        handles.push(tokio::spawn(async move {
+            let mut events = submitted.events(Duration::from_secs(120));
+            let final_of = |ev: hearth_proto::v1::TaskEvent| match ev.event.and_then(|e| e.payload)
+            {
+                Some(Payload::Task(t))
+                    if t.status
+                        .as_ref()
+                        .is_some_and(|s| hearth_mesh::a2a::is_final(s.state)) =>
+                {
+                    Some(t)
+                }
+                _ => None,
+            };
+            let mut finals = Vec::new();
+            while let Some(ev) = events.next().await {
+                if let Some(t) = final_of(ev.unwrap()) {
+                    finals.push(t);
+                    break;
+                }
+            }
+            let took = sent.elapsed();
+            // Anything final within a moment more would be a duplicate.
+            while let Ok(Some(ev)) =
+                tokio::time::timeout(Duration::from_millis(50), events.next()).await
+            {
+                if let Some(t) = ev.ok().and_then(final_of) {
+                    finals.push(t);
+                }
+            }
+            (i, finals, took)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for h in handles {
+        let (i, finals, took) = h.await.unwrap();
+        assert_eq!(finals.len(), 1, "task {i}: {} final events", finals.len());
+        let answer = answer_of(&finals[0]);
+        assert!(answer.contains(&(i * 7).to_string()), "task {i}: {answer}");
+        latencies.push(took);
+    }
+    let wall = t0.elapsed();
+    latencies.sort();
+    (latencies, wall)
+}
+
+fn pct(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+#[tokio::test]
+async fn a_thousand_subtasks_at_once_on_four_operatives_all_answer_once_and_throughput_scales() {
+    let nats = NatsServer::start().await.unwrap();
+    let prefix = unique_prefix("durload");
+    let mut env = vec![
+        ("HEARTH_NATS_URL", nats.url.as_str()),
+        ("HEARTH_SUBJECT_PREFIX", prefix.as_str()),
+        ("HEARTH_ENGINE_BACKEND", "scripted"),
+        ("HEARTH_MEMORY_AGENT_MEMORY", "false"),
+        ("HEARTH_LEARNING_TRACES", "false"),
+        ("HEARTH_TOOLS_FILES_ENABLED", "false"),
+        ("HEARTH_TOOLS_WEB_ENABLED", "false"),
+        ("HEARTH_TOOLS_CODE_ENABLED", "false"),
+        // Each model call takes 50 ms; each operative holds one subtask at a time.
+        ("HEARTH_ENGINE_SCRIPTED_DELAY_MS", "50"),
+        ("HEARTH_WORK_SLOTS", "1"),
+    ];
+    let engine = HearthProcess::serve("engine", &env).await.unwrap();
+    let toolhost = HearthProcess::serve("toolhost", &env).await.unwrap();
+    let mut ops = vec![HearthProcess::serve("operative", &env).await.unwrap()];
+    let config = {
+        let mut c = test_config(&prefix);
+        c.nats_url = Some(nats.url.clone());
+        c
+    };
+    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    let queue = WorkQueue::open(
+        client,
+        &config.subjects(),
+        WorkSettings::from_config(&config),
+    )
+    .await
+    .unwrap();
+
+    // Throughput: 40 subtasks (two model calls each) on one operative, then on four.
+    let (_, one) = run_batch(&queue, "one", 40).await;
+    for _ in 0..3 {
+        ops.push(HearthProcess::serve("operative", &env).await.unwrap());
+    }
+    let (_, four) = run_batch(&queue, "four", 40).await;
+    let speedup = one.as_secs_f64() / four.as_secs_f64();
+    eprintln!(
+        "40 subtasks at 50 ms a model call: 1 operative {one:?}, 4 operatives {four:?}: {speedup:.2}x"
+    );
+    assert!(
+        speedup >= 3.0,
+        "4 operatives gave {speedup:.2}x the throughput of one"
+    );
+
+    // Load: a thousand at once, no model delay, four slots each.
+    for op in ops {
+        op.kill().await;
+    }
+    env.retain(|(k, _)| *k != "HEARTH_ENGINE_SCRIPTED_DELAY_MS" && *k != "HEARTH_WORK_SLOTS");
+    engine.kill().await;
+    let engine = HearthProcess::serve("engine", &env).await.unwrap();
+    let mut ops = Vec::new();
+    for _ in 0..4 {
+        ops.push(HearthProcess::serve("operative", &env).await.unwrap());
+    }
+    let rss_before: u64 = ops.iter().filter_map(HearthProcess::rss_kib).sum();
+    let (lat, wall) = run_batch(&queue, "load", 1000).await;
+    let rss_after: u64 = ops.iter().filter_map(HearthProcess::rss_kib).sum();
+    eprintln!(
+        "1000 subtasks on 4 operatives: p50 {:?}, p99 {:?}, {:.0} tasks/s; operatives' RSS {} → {} MiB",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        1000.0 / wall.as_secs_f64(),
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        rss_after < rss_before * 3 + 200 * 1024,
+        "resident memory grew from {rss_before} to {rss_after} KiB"
+    );
+    let stats = hearth_mesh::work::stats(
+        &async_nats::connect(nats.url.as_str()).await.unwrap(),
+        &config.subjects(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(stats.waiting, 0, "{stats:?}");
+    assert_eq!(stats.in_progress, 0, "{stats:?}");
+    assert_eq!(stats.dead_letters, 0, "{stats:?}");
+    for p in ops.into_iter().chain([engine, toolhost]) {
+        p.kill().await;
+    }
+}

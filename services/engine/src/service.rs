@@ -64,7 +64,9 @@ pub fn backend_from_config(
             Duration::from_millis(cfg.timeout_ms),
             cfg.max_tokens,
         )?)),
-        BackendKind::Scripted => Ok(Arc::new(ScriptedBackend)),
+        BackendKind::Scripted => Ok(Arc::new(ScriptedBackend::with_delay(
+            Duration::from_millis(cfg.scripted_delay_ms),
+        ))),
         #[cfg(feature = "llama")]
         BackendKind::Llama => Ok(Arc::new(load_llama(cfg, data_dir)?)),
         #[cfg(not(feature = "llama"))]

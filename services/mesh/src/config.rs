@@ -296,6 +296,10 @@ pub struct EngineConfig {
     /// it made the main job no faster (warm medians 3.5–4.2 s with and
     /// without), so it stays a setting until a measurement says otherwise.
     pub draft_tokens: u32,
+    /// The scripted test double only (`backend = "scripted"`): how long each
+    /// of its calls takes, in milliseconds — a stand-in for model time in
+    /// throughput tests and benchmarks of the mesh.
+    pub scripted_delay_ms: u64,
 }
 
 /// Which engine backend runs the model. An unknown name in the
@@ -405,6 +409,7 @@ impl Default for EngineConfig {
             temperature: None,
             learned_adapter: true,
             draft_tokens: 0,
+            scripted_delay_ms: 0,
         }
     }
 }

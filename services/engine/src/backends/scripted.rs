@@ -20,6 +20,7 @@
 //! 5. anything else → answer with the message echoed back.
 //!
 //! A request marked `answer_now` is answered (`The answer is <last message>.`).
+//! `[engine] scripted_delay_ms` makes each call take that long.
 
 use futures::StreamExt;
 use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
@@ -29,7 +30,16 @@ use crate::backend::{Backend, ChunkStream, EngineError};
 
 /// The scripted test double.
 #[derive(Debug, Default, Clone)]
-pub struct ScriptedBackend;
+pub struct ScriptedBackend {
+    delay: std::time::Duration,
+}
+
+impl ScriptedBackend {
+    /// The double, each call taking `delay` (a stand-in for model time).
+    pub fn with_delay(delay: std::time::Duration) -> Self {
+        Self { delay }
+    }
+}
 
 /// The longest run of characters that can form an arithmetic expression.
 pub fn find_expression(text: &str) -> Option<String> {
@@ -87,6 +97,9 @@ impl Backend for ScriptedBackend {
     }
 
     async fn generate(&self, req: GenerateRequest) -> Result<ChunkStream, EngineError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let last = req
             .messages
             .last()
