@@ -99,7 +99,9 @@ impl Tools for ReplayedTools {
                 usage: t.usage,
             });
         }
-        let out = self.inner.call(ctx, name, arguments_json).await?;
+        let mut keyed = ctx.clone();
+        keyed.step = Some(key.clone());
+        let out = self.inner.call(&keyed, name, arguments_json).await?;
         let step = Step {
             kind: Some(step::Kind::Tool(RecordedTool {
                 name: name.to_string(),

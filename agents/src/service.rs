@@ -9,7 +9,7 @@
 //! instance running a task knows it, and on the shared subjects too.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use hearth_mesh::a2a::{is_final, text_of};
@@ -154,6 +154,7 @@ impl AgentService {
         &self,
         req: SendTaskRequest,
         steps: Option<Arc<StepLog>>,
+        deadline: Option<SystemTime>,
     ) -> Result<ReplyStream<TaskEvent>, Status> {
         let name = if req.agent.is_empty() {
             self.default_spec.clone()
@@ -170,6 +171,14 @@ impl AgentService {
             0 => self.task_timeout,
             ms => Duration::from_millis(u64::from(ms)).min(self.task_timeout),
         };
+        // A deadline from whoever queued it bounds it too; either way the
+        // task's deadline is the sooner, and its tool calls and the work
+        // it hands on inherit it.
+        let timeout = match deadline {
+            Some(d) => timeout.min(d.duration_since(SystemTime::now()).unwrap_or_default()),
+            None => timeout,
+        };
+        let deadline = Some(SystemTime::now() + timeout);
         let mut tools = (self.tools_for)(spec.clone());
         if req.interactive {
             tools = Arc::new(ToolSet::new(vec![Arc::new(AskUser)], tools));
@@ -195,6 +204,8 @@ impl AgentService {
                     context_id: h.context_id.clone(),
                     parent_task_id: h.parent_task_id.clone(),
                     progress: Some(Arc::new(move |text| relay.progress(text))),
+                    step: None,
+                    deadline,
                 };
                 let span = tracing::info_span!("task", task_id = %h.task_id, agent = %spec.name);
                 agent
@@ -205,20 +216,44 @@ impl AgentService {
         })
     }
 
-    /// Runs one attempt at a subtask from the work queue: its events go to
-    /// the submitter as they come, except a failure's, which are held back
-    /// (the queue retries the subtask, or gives it up with the reason).
+    /// Runs one attempt at a task from the work queue: its events go to
+    /// its followers as they come, the final one confirmed before the
+    /// attempt ends, except a failure's, which are held back (the queue
+    /// retries the task, or gives it up with the reason). A cancel request
+    /// cancels the task here.
     pub async fn run_attempt(&self, attempt: Attempt) -> WorkOutcome {
-        let Some(req) = attempt.item.task.clone() else {
+        let Attempt {
+            item,
+            steps,
+            events: sink,
+            mut cancel,
+            ..
+        } = attempt;
+        let deadline = hearth_mesh::work::deadline_of(&item);
+        let Some(req) = item.task else {
             return WorkOutcome::Failed("the work item has no task".into());
         };
+        let task_id = req.task_id.clone();
         // A failed earlier attempt on this instance is tried afresh.
-        self.host.forget_failed(&req.task_id);
-        let mut events = match self.start_task(req, Some(attempt.steps.clone())) {
+        self.host.forget_failed(&task_id);
+        let mut events = match self.start_task(req, Some(steps), deadline) {
             Ok(events) => events,
             Err(status) => return WorkOutcome::Failed(status.message().to_string()),
         };
-        while let Some(ev) = events.next().await {
+        let mut canceled = false;
+        loop {
+            let ev = tokio::select! {
+                ev = events.next() => ev,
+                why = cancel.requested(), if !canceled => {
+                    canceled = true;
+                    tracing::info!(task_id = %task_id, why = %why, "canceled by request");
+                    if let Err(status) = self.host.cancel(&task_id).await {
+                        tracing::debug!(task_id = %task_id, error = %status.message(), "not canceled");
+                    }
+                    continue;
+                }
+            };
+            let Some(ev) = ev else { break };
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(status) => return WorkOutcome::Failed(status.message().to_string()),
@@ -242,10 +277,13 @@ impl AgentService {
                 ev.event.as_ref().and_then(|e| e.payload.as_ref()),
                 Some(Payload::Task(_))
             ) && is_final(state);
-            attempt.events.send(&ev).await;
             if last {
-                return WorkOutcome::Done;
+                return match sink.send_final(&ev).await {
+                    Ok(()) => WorkOutcome::Done,
+                    Err(e) => WorkOutcome::Failed(e.to_string()),
+                };
             }
+            sink.send(&ev).await;
         }
         WorkOutcome::Failed("the task's events ended before it did".into())
     }
@@ -260,7 +298,7 @@ impl Agent for AgentService {
         &self,
         request: Request<SendTaskRequest>,
     ) -> Result<Response<Self::SendTaskStream>, Status> {
-        self.start_task(request.into_inner(), None)
+        self.start_task(request.into_inner(), None, None)
             .map(Response::new)
     }
 
@@ -351,7 +389,7 @@ pub async fn serve(
         let svc = service.clone();
         intake.push(
             queue
-                .serve(worker.clone(), move |attempt| {
+                .serve(kind, worker.clone(), move |attempt| {
                     let svc = svc.clone();
                     async move { svc.run_attempt(attempt).await }
                 })

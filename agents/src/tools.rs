@@ -35,6 +35,13 @@ pub struct CallContext {
     pub parent_task_id: String,
     /// Where a tool may report progress.
     pub progress: Option<ProgressFn>,
+    /// The call's idempotency key: the task step it is, the same on every
+    /// attempt at the task (set on the durable path; a tool that hands work
+    /// on derives that work's id from it, so a replay finds it again).
+    pub step: Option<String>,
+    /// When the task must have ended (from whoever queued it): tool calls
+    /// get at most the time left, and work it hands on inherits it.
+    pub deadline: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -117,6 +124,7 @@ impl Tools for BusTools {
                 arguments_json: arguments_json.to_string(),
                 agent: ctx.agent.clone(),
                 task_id: ctx.task_id.clone(),
+                deadline_unix_ms: ctx.deadline.map_or(0, hearth_mesh::work::unix_ms),
             })
             .await?;
         Ok(ToolOutput {

@@ -132,6 +132,8 @@ pub struct NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
     child: Child,
+    conf: PathBuf,
+    port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -150,6 +152,12 @@ impl NatsServer {
     /// Starts one with `extra` added to its configuration file (an
     /// `authorization` block, say).
     pub async fn start_with(extra: &str) -> Result<Self> {
+        Self::start_on("127.0.0.1", extra).await
+    }
+
+    /// Starts one listening on `host` (`0.0.0.0`: every interface, for
+    /// clients in other network namespaces); its `url` stays the loopback one.
+    pub async fn start_on(host: &str, extra: &str) -> Result<Self> {
         let bin = nats_server_bin();
         let out = Command::new(&bin)
             .arg("--version")
@@ -182,7 +190,7 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "host: 127.0.0.1\nport: -1\nports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n{extra}\n",
+                "host: {host}\nport: -1\nports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n{extra}\n",
                 dir.path().display().to_string(),
                 dir.path().join("js").display().to_string(),
             ),
@@ -221,8 +229,222 @@ impl NatsServer {
         Ok(Self {
             url: format!("nats://127.0.0.1:{port}"),
             child,
+            conf,
+            port,
             _dir: dir,
         })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILLs the server (nothing flushed that was not already synced).
+    pub async fn kill_hard(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Starts it again on the same port with the same store (after
+    /// [`kill_hard`](Self::kill_hard)).
+    pub async fn restart(&mut self) -> Result<()> {
+        let text = std::fs::read_to_string(&self.conf)?
+            .replace("port: -1\n", &format!("port: {}\n", self.port));
+        std::fs::write(&self.conf, text)?;
+        self.child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server again")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "nats-server did not listen again on {} within 15 s",
+                    self.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A network namespace joined to this host by a veth pair: a host of its
+/// own on a /24 (`10.<n>.<m>.1` on this side, `.2` inside). Needs root and
+/// iproute2. Removed (with its link) when dropped.
+pub struct Netns {
+    /// Its name (`ip netns exec <name> …`).
+    pub name: String,
+    /// This side's address (reach the host's services here from inside).
+    pub host_ip: String,
+    /// The address inside.
+    pub ns_ip: String,
+    link: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {} (network namespaces need root and iproute2)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Netns {
+    /// Makes namespace number `m` (1..=250) of this test run.
+    pub fn create(m: u8) -> Result<Self> {
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let n = 100 + (std::process::id() % 100) as u8;
+        let name = format!("hearth{tag}{m}");
+        let link = format!("hv{tag}{m}");
+        let peer = format!("hp{tag}{m}");
+        let host_ip = format!("10.{n}.{m}.1");
+        let ns_ip = format!("10.{n}.{m}.2");
+        ip(&["netns", "add", &name])?;
+        let made = Self {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+            ns_ip: ns_ip.clone(),
+            link: link.clone(),
+        };
+        ip(&["link", "add", &link, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &name])?;
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &link])?;
+        ip(&["link", "set", &link, "up"])?;
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/24"),
+            "dev",
+            &peer,
+        ])?;
+        ip(&["-n", &name, "link", "set", &peer, "up"])?;
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        Ok(made)
+    }
+
+    /// Cuts its link: nothing crosses until [`restore`](Self::restore).
+    pub fn cut(&self) -> Result<()> {
+        ip(&["link", "set", &self.link, "down"])
+    }
+
+    /// Brings its link back.
+    pub fn restore(&self) -> Result<()> {
+        ip(&["link", "set", &self.link, "up"])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.link]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A cluster of nats-servers on loopback (routes between them, JetStream
+/// on each with file storage and fsync before every ack). Killed when dropped.
+pub struct NatsCluster {
+    /// Each node's client URL, `nats://127.0.0.1:<port>`.
+    pub urls: Vec<String>,
+    nodes: Vec<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Free loopback ports, found by binding and letting go.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes and waits until JetStream has a leader.
+    pub async fn start(n: usize) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ports = free_ports(2 * n)?;
+        let (client, route) = ports.split_at(n);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let routes: Vec<String> = (0..n)
+                .filter(|j| *j != i)
+                .map(|j| format!("nats-route://127.0.0.1:{}", route[j]))
+                .collect();
+            let conf = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: n{i}\nhost: 127.0.0.1\nport: {}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\ncluster {{\n  name: hearth\n  host: 127.0.0.1\n  port: {}\n  routes: [{}]\n}}\n",
+                    client[i],
+                    dir.path().join(format!("js{i}")).display().to_string(),
+                    route[i],
+                    routes.join(", ")
+                ),
+            )?;
+            nodes.push(Some(
+                Command::new(nats_server_bin())
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("starting a nats-server node")?,
+            ));
+        }
+        let urls: Vec<String> = client
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        // Ready when JetStream answers with a cluster behind it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(c) = async_nats::connect(urls[0].as_str()).await {
+                let js = async_nats::jetstream::new(c);
+                if js.query_account().await.is_ok() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the NATS cluster had no JetStream leader within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Self {
+            urls,
+            nodes,
+            _dir: dir,
+        })
+    }
+
+    /// Every node's URL, comma-separated (`HEARTH_NATS_URL`).
+    pub fn url_list(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// SIGKILLs node `i`.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes.get_mut(i).and_then(Option::take) {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
     }
 }
 
@@ -242,7 +464,20 @@ pub struct HearthProcess {
 impl HearthProcess {
     /// Runs `hearth serve <part>` with `env` and waits until it says it is ready.
     pub async fn serve(part: &str, env: &[(&str, &str)]) -> Result<Self> {
-        let mut cmd = Command::new(hearth_bin());
+        Self::serve_in(None, part, env).await
+    }
+
+    /// [`serve`](Self::serve), inside the network namespace `netns` when
+    /// one is given (`ip netns exec`: the same process, another network).
+    pub async fn serve_in(netns: Option<&str>, part: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(hearth_bin());
+                c
+            }
+            None => Command::new(hearth_bin()),
+        };
         cmd.args(["serve", part])
             .env_remove("HEARTH_CONFIG")
             .envs(env.iter().copied())

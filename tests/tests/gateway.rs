@@ -134,6 +134,42 @@ async fn a_configured_token_is_required_but_the_card_stays_public() {
     mesh.shutdown().await;
 }
 
+#[tokio::test]
+async fn failed_token_attempts_are_limited_per_address_and_the_rest_of_the_gateway_is_undisturbed()
+{
+    let (mesh, url) = gateway(Some("s3cret")).await;
+    // Ten wrong tokens in a minute (the default) are each refused 401…
+    for i in 0..10 {
+        let (status, _) = rpc(&url, send("What is 1+2?"), Some(&format!("guess-{i}"))).await;
+        assert_eq!(status, 401, "attempt {i}");
+    }
+    // …then this address is refused 429, right token or not, saying when
+    // to come back.
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .header("A2A-Version", "1.0")
+        .header("Content-Type", "application/json")
+        .bearer_auth("s3cret")
+        .body(send("What is 1+2?"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(resp.text().await.unwrap().contains("too many requests"));
+    // The agent card stays public.
+    let card = reqwest::get(format!("{url}/.well-known/agent-card.json"))
+        .await
+        .unwrap();
+    assert_eq!(card.status().as_u16(), 200);
+    mesh.shutdown().await;
+}
+
 /// The value of the sample `name{…labels…}` whose labels include all of
 /// `want`, from Prometheus text.
 fn sample(text: &str, name: &str, want: &[&str]) -> Option<f64> {

@@ -183,3 +183,56 @@ async fn with_no_orchestrator_ask_is_unavailable_not_a_hang() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn hearth_batch_runs_a_file_in_process_and_a_second_run_redoes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("q.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"prompt\": \"What is 17*23+4?\"}\n\"What is 6*7?\"\nWhat is 2*21?\n",
+    )
+    .unwrap();
+    let env = [
+        ("HEARTH_ENGINE_BACKEND", "scripted"),
+        ("HEARTH_DATA_DIR", dir.path().to_str().unwrap()),
+    ];
+    let (code, out, err) = hearth(
+        &["batch", input.to_str().unwrap(), "--json"],
+        &env,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["completed"], 3, "{summary}");
+    assert_eq!(summary["durable"], false, "{summary}");
+    let results = std::fs::read_to_string(dir.path().join("q.results.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{results}");
+    for (id, want) in [("a", "395"), ("2", "42"), ("3", "42")] {
+        let row = rows.iter().find(|r| r["id"] == id).unwrap();
+        assert!(row["answer"].as_str().unwrap().contains(want), "{row}");
+        assert_eq!(row["state"], "TASK_STATE_COMPLETED");
+    }
+    // Run again: every line is there already, so nothing is redone.
+    let (code, out, err) = hearth(
+        &["batch", input.to_str().unwrap(), "--json"],
+        &env,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out} {err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["already_done"], 3, "{summary}");
+    assert_eq!(summary["completed"], 0, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("q.results.jsonl")).unwrap(),
+        results
+    );
+}

@@ -22,7 +22,7 @@ use hearth_mesh::bus::{Bus, BusError, FrameStream, Headers, RequestStream};
 use hearth_mesh::{Config, LocalBus, NatsBus, SharedBus};
 use serde::Serialize;
 
-use hearth_launch::{Part, ask, start};
+use hearth_launch::{Part, start};
 
 /// Options of `hearth bench mesh`.
 #[derive(Debug, Clone, clap::Args)]
@@ -168,14 +168,17 @@ async fn run_tasks(
     label: &str,
 ) -> Result<Series> {
     let quiet = |_: &str| {};
+    // One door for the run, as a client that sends many tasks keeps one.
+    let door = hearth_launch::Door::open(config, bus).await;
+    let task = || hearth_launch::new_task("What is 17*23+4?");
     for _ in 0..warmup {
-        ask(config, bus.clone(), "What is 17*23+4?", &quiet).await?;
+        door.run(&task(), &quiet).await?;
     }
     let mut samples = Vec::with_capacity(n);
     let t0 = Instant::now();
     for i in 0..n {
         let s = Instant::now();
-        let a = ask(config, bus.clone(), "What is 17*23+4?", &quiet).await?;
+        let a = door.run(&task(), &quiet).await?;
         samples.push(s.elapsed());
         if !a.answer.contains("395") {
             bail!("{label} task {i} answered `{}` ({})", a.answer, a.state);

@@ -257,6 +257,9 @@ pub fn router(
     let extended_json = Arc::new(card::card_json(&extended, at));
     let handler = Arc::new(A2aHandler::new(config, bus.clone(), extended));
     let token = (!config.gateway.token.is_empty()).then(|| config.gateway.token.clone());
+    let failures = Arc::new(auth::Failures::new(
+        config.gateway.max_auth_failures_per_minute,
+    ));
     // Beyond loopback the MCP endpoint is reached by whatever name the
     // machine has; the token, not the Host header, guards it then.
     let beyond_loopback = !config
@@ -284,7 +287,10 @@ pub fn router(
             beyond_loopback && token.is_some(),
         ))
         .layer(axum::middleware::from_fn_with_state(
-            token,
+            auth::Guard {
+                token,
+                failures: failures.clone(),
+            },
             auth::require_token,
         ));
     let router = Router::new()
@@ -343,6 +349,8 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, GatewayEr
     };
     let (app, handler) = router(config, bus.clone(), &at)?;
     let mut handles = vec![tokio::spawn(async move {
+        // The client's address, for counting its failed token attempts.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "gateway stopped");
         }
@@ -350,7 +358,13 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, GatewayEr
     let mut grpc_addr = None;
     if let Some((l, a)) = grpc_listener {
         let token = (!config.gateway.token.is_empty()).then(|| config.gateway.token.clone());
-        let (_, h) = grpc::serve(l, handler, token, config.gateway.max_body_bytes)
+        let guard = auth::Guard {
+            token,
+            failures: Arc::new(auth::Failures::new(
+                config.gateway.max_auth_failures_per_minute,
+            )),
+        };
+        let (_, h) = grpc::serve(l, handler, guard, config.gateway.max_body_bytes)
             .map_err(|source| GatewayError::Bind { addr: a, source })?;
         handles.push(h);
         grpc_addr = Some(a);

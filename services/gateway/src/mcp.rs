@@ -200,6 +200,7 @@ impl ServerHandler for MeshMcp {
             arguments_json: Value::Object(args).to_string(),
             agent: String::new(),
             task_id: String::new(),
+            deadline_unix_ms: 0,
         };
         Ok(match self.toolhost.call_tool(&call).await {
             Ok(r) => text_result(r.content, r.is_error),

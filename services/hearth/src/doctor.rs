@@ -442,6 +442,10 @@ async fn service_checks(config: &Config, with_engine: bool, probe: bool) -> Vec<
             match health_of(&bus, config, r.service).await {
                 Ok(h) => {
                     for c in h.checks {
+                        // One process: its instance line says nothing per service.
+                        if c.name == "instance" {
+                            continue;
+                        }
                         // The engine's own line becomes the probe's.
                         if r.service == Service::Engine && c.name == "engine" {
                             served = c.detail;

@@ -3,13 +3,16 @@
 //! below, which print what the libraries return.
 
 mod agents_cli;
+mod batch_cli;
 mod config_cli;
 mod doctor;
 mod init;
 mod learn_cli;
 mod memory_cli;
 mod models;
+mod security_cli;
 mod status_cli;
+mod tasks_cli;
 mod tools_cli;
 
 use anyhow::{Context, Result, bail};
@@ -145,6 +148,28 @@ enum Command {
     ///
     /// Example: hearth status --check engine,operative
     Status(crate::status_cli::StatusArgs),
+    /// The tasks of the durable mesh over NATS: list them, show one (and
+    /// reattach to it with --wait), cancel one wherever it runs, retry one
+    /// that ended.
+    ///
+    /// Example: hearth tasks list && hearth tasks show <id> --wait
+    Tasks {
+        #[command(subcommand)]
+        what: crate::tasks_cli::TasksCommand,
+    },
+    /// Run many tasks from a JSONL file (`{"id", "prompt"}`, a JSON string
+    /// or plain text a line), writing each result as a JSON line as it
+    /// arrives; run it again after an interruption and finished lines are
+    /// not redone.
+    ///
+    /// Example: hearth batch questions.jsonl --out answers.jsonl
+    Batch(crate::batch_cli::BatchArgs),
+    /// Security: `hearth security audit` lists the exposures of the
+    /// configuration in force, each with its fix.
+    Security {
+        #[command(subcommand)]
+        what: SecurityCommand,
+    },
     /// The configuration: every effective value and where it came from
     /// (default, file, environment), secrets masked.
     ///
@@ -189,6 +214,21 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecurityCommand {
+    /// The exposures of the configuration in force (a gateway beyond
+    /// loopback without a token, NATS without credentials or TLS, an MCP
+    /// server over plain HTTP off this machine, a files root of `/`, …),
+    /// each with its fix; exits non-zero when one is high.
+    ///
+    /// Example: hearth security audit --json
+    Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -639,6 +679,29 @@ async fn run(cli: Cli, config: Result<Config, hearth_mesh::ConfigError>) -> Resu
         Command::Init(args) => crate::init::init(&config, args),
         Command::Status(args) => {
             let code = crate::status_cli::run(&config, &args).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Security {
+            what: SecurityCommand::Audit { json },
+        } => {
+            let code = crate::security_cli::run(&config, json)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Tasks { what } => {
+            let code = crate::tasks_cli::run(&config, what).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Batch(args) => {
+            let code = crate::batch_cli::run(&config, args).await?;
             if code != 0 {
                 std::process::exit(code);
             }

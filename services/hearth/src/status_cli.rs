@@ -1,7 +1,8 @@
 //! `hearth status`: asks each service of the running mesh (over NATS) for
 //! its health — the `Health` RPC every service answers under its role —
 //! and prints one row per service, then what the durable work queue
-//! holds (waiting, in progress, redelivered, dead letters). With `--check`, the exit code says
+//! holds (waiting, in progress, redelivered, dead letters) and every
+//! instance alive on every machine (from their heartbeats). With `--check`, the exit code says
 //! whether the named services are ready: the health check a container
 //! runs.
 
@@ -117,6 +118,22 @@ pub async fn run(config: &Config, args: &StatusArgs) -> Result<i32> {
         }
         _ => None,
     };
+    // Every instance alive, from the heartbeats (on every machine).
+    let instances = match bus.nats() {
+        Some(client) if args.check.is_empty() => {
+            match hearth_mesh::heartbeat::instances(client, &config.subjects()).await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the heartbeats could not be read");
+                    Vec::new()
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     if args.json {
         println!(
             "{}",
@@ -124,6 +141,7 @@ pub async fn run(config: &Config, args: &StatusArgs) -> Result<i32> {
                 "ready": rows.iter().all(|r| r.ready),
                 "services": rows,
                 "work": work,
+                "instances": instances,
             }))?
         );
     } else {
@@ -170,10 +188,44 @@ pub async fn run(config: &Config, args: &StatusArgs) -> Result<i32> {
             ]);
         }
         println!("{t}");
+        if !instances.is_empty() {
+            let mut t = Table::new();
+            t.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "instance of",
+                "instance",
+                "host",
+                "pid",
+                "version",
+                "load",
+                "in flight",
+                "NATS server",
+                "last beat",
+            ]);
+            for b in &instances {
+                t.add_row([
+                    b.service.clone(),
+                    b.instance.clone(),
+                    b.host.clone(),
+                    b.pid.to_string(),
+                    b.version.clone(),
+                    b.load.map_or_else(|| "?".into(), |l| format!("{l:.2}")),
+                    b.in_flight.to_string(),
+                    b.nats_server.clone(),
+                    format!("{} s ago", now.saturating_sub(b.at)),
+                ]);
+            }
+            println!("{t}");
+        }
         if let Some(w) = &work {
+            for r in &w.roles {
+                println!(
+                    "work queue ({}): {} waiting, {} in progress ({} redelivered), {} free slot(s)",
+                    r.role, r.waiting, r.in_progress, r.redelivered, r.free_slots
+                );
+            }
             println!(
-                "work queue: {} waiting, {} in progress ({} redelivered), {} free operative slot(s), {} dead letter(s)",
-                w.waiting, w.in_progress, w.redelivered, w.free_slots, w.dead_letters
+                "{} dead letter(s); {} task(s) kept (`hearth tasks list`)",
+                w.dead_letters, w.tasks_kept
             );
         }
     }

@@ -116,6 +116,7 @@ pub async fn call(config: &Config, name: &str, arguments: &str, json: bool) -> R
             arguments_json: arguments.to_string(),
             agent: String::new(),
             task_id: String::new(),
+            deadline_unix_ms: 0,
         })
         .await;
     let wall = t0.elapsed().as_secs_f64() * 1e3;

@@ -268,6 +268,23 @@ pub async fn start(config: &Config, bus: SharedBus, parts: &[Part]) -> Result<Me
                 r
             }
         };
+        let mut running = running;
+        // Over NATS, each service says it is alive (`hearth status` lists
+        // every instance on every machine from these beats).
+        if let Some(client) = bus.nats() {
+            let instance = if running.worker.is_empty() {
+                format!("{}-{}", hearth_mesh::heartbeat::host(), std::process::id())
+            } else {
+                running.worker.clone()
+            };
+            running.handles.push(hearth_mesh::heartbeat::start(
+                client.clone(),
+                &config.subjects(),
+                running.service,
+                instance,
+                config.bus.replicas,
+            ));
+        }
         mesh.running.push(running);
     }
     Ok(mesh)
@@ -413,31 +430,157 @@ pub async fn ask(
     question: &str,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Answer> {
-    let started = Instant::now();
-    let startup_ms = PROCESS_START
-        .get()
-        .map(|t| started.duration_since(*t).as_secs_f64() * 1e3);
-    let client = AgentClient::new(
-        bus,
-        config.subjects(),
-        Service::Orchestrator,
-        config.task_timeout(),
-    );
-    let req = SendTaskRequest {
+    Door::open(config, bus)
+        .await
+        .run(&new_task(question), progress)
+        .await
+}
+
+/// A task for the orchestrator: `question`, with a new id.
+pub fn new_task(question: &str) -> SendTaskRequest {
+    SendTaskRequest {
         message: Some(text_message(Role::User, question, "", "")),
+        task_id: uuid::Uuid::now_v7().to_string(),
         ..Default::default()
-    };
-    // The task's root span: with OTEL_* set, the trace every service adds to.
-    let span = tracing::info_span!("ask", otel.name = "hearth ask");
-    let trace_id = hearth_mesh::telemetry::trace_id(&span);
-    let done = client
-        .run_to_end(&req, |ev| {
+    }
+}
+
+/// How this client's tasks reach the orchestrator: over NATS with `[work]
+/// durable` (the default), through the orchestrator's work queue, where a
+/// task outlives the orchestrator that holds it and this client can
+/// reattach to it by id; otherwise by a request to the orchestrators'
+/// queue group (in process, `durable = false`, or a mesh whose queue no
+/// service has laid out).
+#[derive(Clone)]
+pub struct Door {
+    client: AgentClient,
+    queue: Option<hearth_mesh::work::WorkQueue>,
+    between: Duration,
+}
+
+impl Door {
+    /// The door to the orchestrator of `config`'s mesh on `bus`.
+    pub async fn open(config: &Config, bus: SharedBus) -> Self {
+        let queue = match bus.nats() {
+            Some(nats) if config.work.durable => {
+                match hearth_mesh::work::WorkQueue::attach(
+                    nats.clone(),
+                    &config.subjects(),
+                    hearth_mesh::work::WorkSettings::from_config(config),
+                )
+                .await
+                {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        tracing::info!(error = %e, "no durable work queue on this mesh: sending by request");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Self {
+            client: AgentClient::new(
+                bus,
+                config.subjects(),
+                Service::Orchestrator,
+                config.task_timeout(),
+            ),
+            queue,
+            between: config.task_timeout(),
+        }
+    }
+
+    /// The door through `queue` (attached already) on `bus`.
+    pub fn from_queue(
+        config: &Config,
+        bus: SharedBus,
+        queue: hearth_mesh::work::WorkQueue,
+    ) -> Self {
+        Self {
+            client: AgentClient::new(
+                bus,
+                config.subjects(),
+                Service::Orchestrator,
+                config.task_timeout(),
+            ),
+            queue: Some(queue),
+            between: config.task_timeout(),
+        }
+    }
+
+    /// Reattaches to the task `task_id` sent earlier (by anyone) and waits
+    /// for its answer: its events are read from the first.
+    pub async fn reattach(&self, task_id: &str) -> Result<Answer> {
+        let Some(queue) = &self.queue else {
+            anyhow::bail!("tasks are kept only by the durable mesh over NATS");
+        };
+        if !queue.kept(task_id).await? {
+            anyhow::bail!("no task {task_id} is kept (`hearth tasks list` shows those that are)");
+        }
+        let started = Instant::now();
+        let submitted = queue.reattach(Service::Orchestrator, task_id).await?;
+        let done = hearth_mesh::a2a::follow_to_end(submitted.events(self.between), |_| {})
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}").context("waiting for the task"))?;
+        Ok(Answer {
+            answer: done.answer(),
+            task_id: done.task.id.clone(),
+            state: done.state.as_str_name().to_string(),
+            usage: UsageReport::from_usage(&done.usage.unwrap_or_default(), started.elapsed()),
+            startup_ms: None,
+            trace_id: None,
+        })
+    }
+
+    /// The work queue behind it, when tasks go through one.
+    pub fn queue(&self) -> Option<&hearth_mesh::work::WorkQueue> {
+        self.queue.as_ref()
+    }
+
+    /// Runs `req` (its `task_id` set: through the queue, a task already
+    /// under way with that id is followed, not sent again) to its end.
+    pub async fn run(
+        &self,
+        req: &SendTaskRequest,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Answer> {
+        let started = Instant::now();
+        let startup_ms = PROCESS_START
+            .get()
+            .map(|t| started.duration_since(*t).as_secs_f64() * 1e3);
+        // The task's root span: with OTEL_* set, the trace every service adds to.
+        let span = tracing::info_span!("ask", otel.name = "hearth ask", task_id = %req.task_id);
+        let trace_id = hearth_mesh::telemetry::trace_id(&span);
+        let on_event = |ev: hearth_mesh::a2a::Event<'_>| {
             if let Some(text) = ev.working {
                 progress(text);
             }
-        })
-        .instrument(span)
-        .await
+        };
+        let done = match &self.queue {
+            Some(queue) => {
+                let mut headers = hearth_mesh::Headers::new();
+                hearth_mesh::telemetry::inject(&span, &mut headers);
+                async {
+                    // A task given a timeout must have ended by then,
+                    // wherever it runs.
+                    let deadline = (req.timeout_ms > 0).then(|| {
+                        std::time::SystemTime::now()
+                            + Duration::from_millis(u64::from(req.timeout_ms))
+                    });
+                    let submitted = queue
+                        .submit_until(Service::Orchestrator, req.clone(), &headers, deadline)
+                        .await
+                        .map_err(|e| {
+                            RunError::NotTaken(tonic::Status::unavailable(e.to_string()))
+                        })?;
+                    hearth_mesh::a2a::follow_to_end(submitted.events(self.between), on_event).await
+                }
+                .instrument(span)
+                .await
+            }
+            None => self.client.run_to_end(req, on_event).instrument(span).await,
+        }
         .map_err(|e| match e {
             RunError::NotTaken(s) => {
                 anyhow::anyhow!("{}", s.message()).context("sending the task to the orchestrator")
@@ -447,14 +590,15 @@ pub async fn ask(
                 anyhow::anyhow!("the orchestrator's event stream ended before the task did")
             }
         })?;
-    Ok(Answer {
-        answer: done.answer(),
-        task_id: done.task.id.clone(),
-        state: done.state.as_str_name().to_string(),
-        usage: UsageReport::from_usage(&done.usage.unwrap_or_default(), started.elapsed()),
-        startup_ms,
-        trace_id,
-    })
+        Ok(Answer {
+            answer: done.answer(),
+            task_id: done.task.id.clone(),
+            state: done.state.as_str_name().to_string(),
+            usage: UsageReport::from_usage(&done.usage.unwrap_or_default(), started.elapsed()),
+            startup_ms,
+            trace_id,
+        })
+    }
 }
 
 /// This binary's path, for starting the built-in MCP servers.

@@ -188,6 +188,9 @@ pub struct WorkConfig {
     pub pickup_timeout_ms: u64,
     /// Subtasks one operative process works on at once.
     pub slots: u32,
+    /// Tasks one orchestrator process works on at once (each mostly waits
+    /// on its subtasks, so many more than an operative's).
+    pub orchestrator_slots: u32,
     /// How long a subtask's step log is kept (hours).
     pub step_log_hours: u64,
 }
@@ -201,6 +204,7 @@ impl Default for WorkConfig {
             retry_backoff_ms: 1_000,
             pickup_timeout_ms: 300_000,
             slots: 4,
+            orchestrator_slots: 64,
             step_log_hours: 24,
         }
     }
@@ -438,6 +442,10 @@ pub struct GatewayConfig {
     /// (off: only public addresses, so a caller cannot aim the gateway at
     /// the machine's own services).
     pub push_allow_private: bool,
+    /// Requests with a wrong or missing token one client address may make
+    /// in a minute; past that it is answered 429 (gRPC: resource
+    /// exhausted) until the minute is over, right token or not. 0: no limit.
+    pub max_auth_failures_per_minute: u32,
 }
 
 impl Default for GatewayConfig {
@@ -449,6 +457,7 @@ impl Default for GatewayConfig {
             token: Secret::default(),
             max_body_bytes: 1024 * 1024,
             push_allow_private: false,
+            max_auth_failures_per_minute: 10,
         }
     }
 }

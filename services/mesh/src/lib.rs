@@ -47,6 +47,7 @@ pub mod echo {
     include!(concat!(env!("OUT_DIR"), "/echo/hearth.test.rs"));
 }
 pub mod config;
+pub mod heartbeat;
 pub mod json;
 pub mod metrics;
 pub mod rpc;

@@ -63,6 +63,73 @@ struct HealthService {
     worker: String,
     started: Instant,
     checks: Arc<dyn Checks>,
+    bus: SharedBus,
+}
+
+/// This machine's name, for telling instances on many machines apart.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The one-minute load average, where the kernel says it.
+pub(crate) fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_string)
+}
+
+/// Every service's own checks: which Hearth runs where (version, host,
+/// process, load, requests in flight), and which NATS server it is
+/// connected to (a cluster's node, say).
+fn instance_checks(bus: &SharedBus) -> Vec<HealthCheck> {
+    let mut out = vec![check(
+        "instance",
+        CheckOutcome::Ok,
+        format!(
+            "hearth {} on {}, pid {}, load {}, {} request(s) in flight",
+            env!("CARGO_PKG_VERSION"),
+            host_name(),
+            std::process::id(),
+            load_average().unwrap_or_else(|| "?".into()),
+            crate::rpc::in_flight()
+        ),
+        None,
+    )];
+    if let Some(client) = bus.nats() {
+        let info = client.server_info();
+        let state = client.connection_state();
+        let connected = matches!(state, async_nats::connection::State::Connected);
+        out.push(check(
+            "bus",
+            if connected {
+                CheckOutcome::Ok
+            } else {
+                CheckOutcome::Warn
+            },
+            format!(
+                "{} to NATS server {} at {}:{} (nats-server {})",
+                if connected {
+                    "connected"
+                } else {
+                    "reconnecting"
+                },
+                if info.server_name.is_empty() {
+                    info.server_id.as_str()
+                } else {
+                    info.server_name.as_str()
+                },
+                info.host,
+                info.port,
+                info.version
+            ),
+            None,
+        ));
+    }
+    out
 }
 
 #[tonic::async_trait]
@@ -71,7 +138,8 @@ impl Health for HealthService {
         &self,
         _request: tonic::Request<HealthRequest>,
     ) -> Result<tonic::Response<HealthResponse>, tonic::Status> {
-        let checks = self.checks.checks().await;
+        let mut checks = self.checks.checks().await;
+        checks.extend(instance_checks(&self.bus));
         let failed = checks.iter().any(|c| c.outcome() == CheckOutcome::Fail);
         let draining = draining();
         Ok(tonic::Response::new(HealthResponse {
@@ -171,6 +239,7 @@ impl Running {
             worker: self.worker.clone(),
             started: Instant::now(),
             checks,
+            bus: bus.clone(),
         });
         let at = ServeAt::role(bus, subjects.clone(), self.service);
         if !self.worker.is_empty() {
@@ -269,7 +338,16 @@ mod tests {
         let h = ask(Service::Memory).check(&HealthRequest {}).await.unwrap();
         assert_eq!(h.service, "memory");
         assert!(h.ready && !h.draining);
-        assert_eq!(h.checks.len(), 1);
+        let names: Vec<&str> = h.checks.iter().map(|c| c.name.as_str()).collect();
+        // Its own check, then which Hearth runs where (no NATS here: no bus line).
+        assert_eq!(names, ["memory", "instance"]);
+        assert!(
+            h.checks[1]
+                .detail
+                .contains(&format!("pid {}", std::process::id())),
+            "{:?}",
+            h.checks[1]
+        );
         let h = ask(Service::Operative)
             .check(&HealthRequest {})
             .await

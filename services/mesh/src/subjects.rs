@@ -105,9 +105,16 @@ impl Subjects {
         format!("{}.v1.work.dead", self.prefix)
     }
 
-    /// `<prefix>.v1.work.events.<task>`: a queued subtask's events.
+    /// `<prefix>.v1.work.events.<task>`: a queued task's events, kept in
+    /// the events stream so a waiting client can reattach.
     pub fn work_events(&self, task_token: &str) -> String {
         format!("{}.v1.work.events.{task_token}", self.prefix)
+    }
+
+    /// `<prefix>.v1.work.cancel.<task>`: a request to cancel a queued task,
+    /// heard by whichever instance holds it.
+    pub fn work_cancel(&self, task_token: &str) -> String {
+        format!("{}.v1.work.cancel.{task_token}", self.prefix)
     }
 }
 

@@ -3,6 +3,7 @@
 use hearth_agents::tools::{CallContext, LocalTool, ToolOutput};
 use hearth_mesh::a2a::{Event, Finished, RunError, follow_to_end, text_message};
 use hearth_mesh::clients::AgentClient;
+use hearth_mesh::subjects::Service;
 use hearth_mesh::work::WorkQueue;
 use hearth_proto::a2a::Role;
 use hearth_proto::v1::{CancelTaskRequest, SendTaskRequest, ToolSpec};
@@ -71,6 +72,7 @@ impl Delegate {
     async fn run(
         &self,
         req: &SendTaskRequest,
+        deadline: Option<std::time::SystemTime>,
         guard: &mut CancelOnDrop,
         on_event: impl FnMut(Event<'_>),
     ) -> Result<Finished, RunError> {
@@ -80,24 +82,25 @@ impl Delegate {
         let mut headers = hearth_mesh::Headers::new();
         hearth_mesh::telemetry::inject(&tracing::Span::current(), &mut headers);
         let submitted = queue
-            .submit(req.clone(), &headers)
+            .submit_until(Service::Operative, req.clone(), &headers, deadline)
             .await
             .map_err(|e| RunError::NotTaken(Status::unavailable(e.to_string())))?;
-        guard.queued = Some((queue.clone(), submitted.sequence()));
+        guard.queued = Some(queue.clone());
         follow_to_end(submitted.events(self.between), on_event).await
     }
 }
 
-/// Cancels the subtask on its operative if the delegation is dropped early
-/// (the parent task was canceled or timed out).
+/// Cancels the subtask if the delegation is dropped early (the parent task
+/// was canceled or timed out): through the work queue (whoever holds it,
+/// or whoever picks it up next), or on the operative running it.
 struct CancelOnDrop {
     client: AgentClient,
     /// The operative running it, once its first event said so.
     worker: std::sync::Arc<std::sync::Mutex<String>>,
     task_id: String,
     armed: bool,
-    /// The subtask's place in the work queue, while no operative has it.
-    queued: Option<(WorkQueue, u64)>,
+    /// The work queue it went through, on the durable path.
+    queued: Option<WorkQueue>,
 }
 
 impl Drop for CancelOnDrop {
@@ -105,14 +108,17 @@ impl Drop for CancelOnDrop {
         if !self.armed {
             return;
         }
+        if let (Some(queue), Ok(rt)) = (self.queued.take(), tokio::runtime::Handle::try_current()) {
+            let id = std::mem::take(&mut self.task_id);
+            rt.spawn(async move {
+                if let Err(e) = queue.cancel(&id, "its delegating task ended first").await {
+                    tracing::warn!(task_id = %id, error = %e, "the subtask could not be canceled");
+                }
+            });
+            return;
+        }
         let worker = hearth_mesh::sync::lock(&self.worker).clone();
         if worker.is_empty() {
-            // Not taken yet: take it back out of the queue.
-            if let (Some((queue, seq)), Ok(rt)) =
-                (self.queued.take(), tokio::runtime::Handle::try_current())
-            {
-                rt.spawn(async move { queue.withdraw(seq).await });
-            }
             return;
         }
         let client = self.client.clone();
@@ -143,14 +149,28 @@ impl LocalTool for Delegate {
             Err(refused) => return Ok(*refused),
         };
         let task = task.as_str();
-        let sub_id = uuid::Uuid::now_v7().to_string();
+        // On the durable path the id comes from the step: a restarted
+        // orchestrator replaying this task asks for the same subtask, and
+        // finds it under way (or done) instead of handing it over again.
+        let sub_id = match &ctx.step {
+            Some(step) if self.work.is_some() => {
+                format!("{}-{}", ctx.task_id, step.rsplit('.').next().unwrap_or("0"))
+            }
+            _ => uuid::Uuid::now_v7().to_string(),
+        };
         let mut message = text_message(Role::User, task, "", &ctx.context_id);
         message.reference_task_ids.push(ctx.task_id.clone());
         let req = SendTaskRequest {
             message: Some(message),
             agent: self.agent.clone(),
             task_id: sub_id.clone(),
-            timeout_ms: 0,
+            // The parent's deadline is the subtask's too.
+            timeout_ms: ctx.deadline.map_or(0, |d| {
+                let left = d
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
             // Nobody is there to answer an operative's question.
             interactive: false,
         };
@@ -163,7 +183,7 @@ impl LocalTool for Delegate {
         };
         let seen = guard.worker.clone();
         let done = self
-            .run(&req, &mut guard, |ev| {
+            .run(&req, ctx.deadline, &mut guard, |ev| {
                 // The latest: a redelivered subtask moves to another operative.
                 let mut worker = hearth_mesh::sync::lock(&seen);
                 if !ev.worker.is_empty() && *worker != ev.worker {

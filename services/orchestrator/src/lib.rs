@@ -8,11 +8,14 @@
 //! fails the task with that reason; one that runs and fails is reported to
 //! the model, which may answer or try again.
 //!
-//! Over NATS a subtask goes through the durable work queue
-//! ([`hearth_mesh::work`]): an operative that dies holding it hands it to
-//! another, and a subtask that keeps failing ends the delegation with the
-//! reason. `[work] durable = false`, and the in-process mesh, hand it to
-//! the operatives' queue group directly.
+//! Over NATS the orchestrator takes tasks from its own durable work queue
+//! ([`hearth_mesh::work`]) as well as by request, and a subtask goes
+//! through the operatives' queue: an instance that dies holding either
+//! hands it to another, which replays the recorded steps (a restarted
+//! orchestrator finds the subtask it had handed over, by an id made from
+//! the step), and a subtask that keeps failing ends the delegation with the
+//! reason. `[work] durable = false`, and the in-process mesh, use requests
+//! to the queue groups directly.
 //!
 //! External A2A agents (`[[agents.remote]]`) are tools too, `remote.<name>`
 //! (see [`remote`]); their cards are read when the orchestrator starts.
@@ -69,7 +72,7 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, Orchestra
     let local = Arc::new(Delegate::new(
         operatives,
         config.agents.operative.clone(),
-        work,
+        work.clone(),
         config.task_timeout(),
     ));
     let delegate: Arc<dyn LocalTool> = local.clone();
@@ -110,7 +113,7 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, Orchestra
         config.task_timeout(),
     )?;
     let svc = svc.with_bus_traces(config, bus.clone());
-    let running = service::serve(svc, Service::Orchestrator, bus, &subjects, None).await?;
+    let running = service::serve(svc, Service::Orchestrator, bus, &subjects, work).await?;
     tracing::info!(worker = %running.worker, "orchestrator ready");
     Ok(running)
 }

@@ -26,6 +26,9 @@ pub enum Outcome {
     Refused,
     /// It could not run (server down, timeout).
     Failed,
+    /// Its task was canceled while it ran: the call was canceled at the
+    /// server.
+    Canceled,
 }
 
 /// One audit record.

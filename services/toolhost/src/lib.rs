@@ -24,10 +24,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use hearth_mesh::config::McpServer;
 use hearth_mesh::rpc::ServeAt;
 use hearth_mesh::running::{Checks, Running, check};
-use hearth_mesh::subjects::Service;
+use hearth_mesh::subjects::{Service, Subjects};
 use hearth_mesh::telemetry::annotate;
 use hearth_mesh::{BusError, Config, SharedBus};
 use hearth_proto::v1::toolhost_server::Toolhost;
@@ -47,6 +48,9 @@ pub struct ToolhostService {
     pool: Arc<McpPool>,
     specs: Arc<Specs>,
     audit: AuditLog,
+    /// Over NATS, where a task's cancel is heard (`work.cancel.<task>`):
+    /// a call of a canceled task is canceled at its server.
+    cancels: Option<(async_nats::Client, Subjects)>,
 }
 
 impl ToolhostService {
@@ -57,6 +61,32 @@ impl ToolhostService {
             pool,
             specs: Arc::new(specs),
             audit,
+            cancels: None,
+        }
+    }
+
+    /// Hears tasks' cancels on `client`, under `subjects`.
+    pub fn with_cancels(mut self, client: async_nats::Client, subjects: Subjects) -> Self {
+        self.cancels = Some((client, subjects));
+        self
+    }
+
+    /// Waits until the task `task_id` is canceled (forever when nothing
+    /// can say so); returns why.
+    async fn canceled(&self, task_id: &str) -> String {
+        let sub = match &self.cancels {
+            Some((client, subjects)) if !task_id.is_empty() => client
+                .subscribe(subjects.work_cancel(&hearth_mesh::work::token(task_id)))
+                .await
+                .ok(),
+            _ => None,
+        };
+        match sub {
+            Some(mut sub) => match sub.next().await {
+                Some(msg) => String::from_utf8_lossy(&msg.payload).into_owned(),
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
         }
     }
 
@@ -133,7 +163,33 @@ impl Toolhost for ToolhostService {
         annotate(&span, "hearth.tool", req.name.clone());
         annotate(&span, "hearth.agent", req.agent.clone());
         annotate(&span, "hearth.task_id", req.task_id.clone());
-        let result = self.pool.call(&req.name, &req.arguments_json).await;
+        // The calling task's deadline bounds the call.
+        let limit = u64::try_from(req.deadline_unix_ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| {
+                (std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+            });
+        if limit.is_some_and(|l| l.is_zero()) {
+            let why = "the calling task's deadline has passed".to_string();
+            self.audit
+                .record(record(Outcome::Refused, Some(why.clone())));
+            return Err(Status::deadline_exceeded(why));
+        }
+        let call = self.pool.call_within(&req.name, &req.arguments_json, limit);
+        let result = tokio::select! {
+            r = call => r,
+            why = self.canceled(&req.task_id) => {
+                // Dropping the call cancels it at the server.
+                hearth_mesh::metrics::tool_call(&req.name, "canceled");
+                let why = format!("the task was canceled: {why}");
+                tracing::info!(tool = %req.name, task_id = %req.task_id, "{why}");
+                self.audit.record(record(Outcome::Canceled, Some(why.clone())));
+                return Err(Status::cancelled(why));
+            }
+        };
         let outcome = match &result {
             Ok(r) if r.is_error => "tool_error",
             Ok(_) => "ok",
@@ -323,12 +379,15 @@ pub async fn start(
         .await?,
     );
     let specs = Specs::load(config.agents.dir.as_deref())?;
-    let svc = ToolhostService::new(
+    let mut svc = ToolhostService::new(
         pool.clone(),
         specs,
         AuditLog::open(Some(audit_path(config, data_dir))),
     );
     let subjects = config.subjects();
+    if let Some(client) = bus.nats() {
+        svc = svc.with_cancels(client.clone(), subjects.clone());
+    }
     let at = ServeAt::role(bus.clone(), subjects.clone(), Service::Toolhost);
     let handles = hearth_mesh::bindings::toolhost_bus::serve(Arc::new(svc), &at).await?;
     tracing::info!(tools = pool.tools(false).len(), "toolhost ready");

@@ -657,6 +657,19 @@ impl McpPool {
 
     /// Calls `name` (`server.tool`) with `arguments_json` (a JSON object).
     pub async fn call(&self, name: &str, arguments_json: &str) -> Result<CallResult, PoolError> {
+        self.call_within(name, arguments_json, None).await
+    }
+
+    /// [`call`](Self::call), given at most `limit` (the time left to the
+    /// calling task) besides the server's own timeout. A call that is
+    /// dropped, or runs out of time, is canceled at the server (MCP's
+    /// `notifications/cancelled`).
+    pub async fn call_within(
+        &self,
+        name: &str,
+        arguments_json: &str,
+        limit: Option<Duration>,
+    ) -> Result<CallResult, PoolError> {
         let unknown = || PoolError::UnknownTool {
             name: name.to_string(),
             known: self.known(),
@@ -680,6 +693,7 @@ impl McpPool {
             }
         }
         let timeout = server.spec.timeout.unwrap_or(self.default_timeout);
+        let timeout = limit.map_or(timeout, |l| l.min(timeout));
         let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args);
         let result = tokio::time::timeout(timeout, peer.call_tool(params))
             .await
