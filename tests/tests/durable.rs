@@ -1429,3 +1429,192 @@ async fn twenty_randomized_fault_runs_lose_no_answer_and_double_none() {
         p.kill().await;
     }
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `hearth status --json` as a client with `env`: its exit code and stderr.
+async fn status_as(env: &[(&str, &str)]) -> (i32, String, String) {
+    hearth_e2e::hearth(&["status", "--json"], env, Duration::from_secs(30))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn services_sign_in_by_token_nkey_and_tls_and_wrong_credentials_are_refused() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = setup(state.path());
+    let cfg = cfg.to_str().unwrap();
+    let dir = state.path();
+
+    // A token.
+    let nats = NatsServer::start_with("authorization { token: \"t0ken-of-the-mesh\" }")
+        .await
+        .unwrap();
+    let prefix = unique_prefix("token");
+    let mut env = mesh_env(cfg, &nats.url, &prefix);
+    env.push(("HEARTH_BUS_TOKEN", "t0ken-of-the-mesh"));
+    let engine = HearthProcess::serve("engine", &env).await.unwrap();
+    let (code, out, err) = status_as(&env).await;
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("\"service\": \"engine\""), "{out}");
+    let mut wrong = mesh_env(cfg, &nats.url, &prefix);
+    wrong.push(("HEARTH_BUS_TOKEN", "a-guess"));
+    let (code, out, err) = status_as(&wrong).await;
+    assert_ne!(code, 0, "a wrong token is refused: {out}");
+    assert!(err.to_lowercase().contains("authoriz"), "{err}");
+    assert!(!err.contains("a-guess"), "the token is not echoed: {err}");
+    let (code, _, err) = status_as(&mesh_env(cfg, &nats.url, &prefix)).await;
+    assert_ne!(code, 0, "no token is refused: {err}");
+    engine.kill().await;
+    drop(nats);
+
+    // An NKey: the server knows only the public key.
+    let user = nkeys::KeyPair::new_user();
+    let seed_file = dir.join("user.nk");
+    std::fs::write(&seed_file, user.seed().unwrap()).unwrap();
+    let nats = NatsServer::start_with(&format!(
+        "authorization {{ users: [ {{ nkey: \"{}\" }} ] }}",
+        user.public_key()
+    ))
+    .await
+    .unwrap();
+    let prefix = unique_prefix("nkey");
+    let mut env = mesh_env(cfg, &nats.url, &prefix);
+    env.push(("HEARTH_BUS_NKEY_SEED_FILE", seed_file.to_str().unwrap()));
+    let engine = HearthProcess::serve("engine", &env).await.unwrap();
+    let (code, out, err) = status_as(&env).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let other = dir.join("other.nk");
+    std::fs::write(&other, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let mut wrong = mesh_env(cfg, &nats.url, &prefix);
+    wrong.push(("HEARTH_BUS_NKEY_SEED_FILE", other.to_str().unwrap()));
+    let (code, out, err) = status_as(&wrong).await;
+    assert_ne!(code, 0, "an unknown NKey is refused: {out}");
+    assert!(err.to_lowercase().contains("authoriz"), "{err}");
+    engine.kill().await;
+    drop(nats);
+
+    // TLS both ways: the server's certificate checked against the CA, the
+    // client's by the server (`verify: true`).
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hearth-test-ca",
+        ],
+    );
+    // Version 3 certificates (rustls takes no other), each with its use.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for name in ["server", "client"] {
+        let (key, csr, pem, ext, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN=hearth-test-{name}"),
+        );
+        openssl(
+            dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                &subj,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &pem,
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let nats = NatsServer::start_with(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
+        path("server.pem"),
+        path("server.key"),
+        path("ca.pem")
+    ))
+    .await
+    .unwrap();
+    let prefix = unique_prefix("tls");
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let mut env = mesh_env(cfg, &nats.url, &prefix);
+    env.extend([
+        ("HEARTH_BUS_TLS_CA", ca.as_str()),
+        ("HEARTH_BUS_TLS_CERT", cert.as_str()),
+        ("HEARTH_BUS_TLS_KEY", key.as_str()),
+        ("HEARTH_BUS_TLS_REQUIRED", "true"),
+    ]);
+    let engine = HearthProcess::serve("engine", &env).await.unwrap();
+    let (code, out, err) = status_as(&env).await;
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("\"service\": \"engine\""), "{out}");
+    // Without its certificate the client is refused by the server…
+    let mut no_cert = mesh_env(cfg, &nats.url, &prefix);
+    no_cert.extend([
+        ("HEARTH_BUS_TLS_CA", ca.as_str()),
+        ("HEARTH_BUS_TLS_REQUIRED", "true"),
+    ]);
+    let (code, out, _) = status_as(&no_cert).await;
+    assert_ne!(
+        code, 0,
+        "a client without its certificate is refused: {out}"
+    );
+    // …and without the CA it does not trust the server.
+    let mut no_ca = mesh_env(cfg, &nats.url, &prefix);
+    no_ca.extend([
+        ("HEARTH_BUS_TLS_CERT", cert.as_str()),
+        ("HEARTH_BUS_TLS_KEY", key.as_str()),
+        ("HEARTH_BUS_TLS_REQUIRED", "true"),
+    ]);
+    let (code, out, _) = status_as(&no_ca).await;
+    assert_ne!(
+        code, 0,
+        "a server signed by an unknown CA is not trusted: {out}"
+    );
+    engine.kill().await;
+}

@@ -493,6 +493,10 @@ enum BenchKind {
 
 fn main() {
     hearth_launch::mark_process_start();
+    // Two rustls crypto providers are compiled in (async-nats asks for
+    // ring, the HTTP clients for aws-lc-rs), so rustls cannot pick one by
+    // itself and TLS to NATS would panic: ring, once, for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,

@@ -82,6 +82,10 @@ const REFOLLOW_AFTER: Duration = Duration::from_secs(4);
 /// How long one pull waits for work before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
+/// How much longer than [`PULL_EXPIRES`] a pull is waited for before it is
+/// taken as lost with its server.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+
 /// What can go wrong with the work queue.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkError {
@@ -778,13 +782,21 @@ impl WorkQueue {
                         continue;
                     }
                 };
-                let msg = match batch.next().await {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(e)) => {
+                // Bounded here too: a pull whose server died (restarted,
+                // or a cluster node lost) is never answered, and an intake
+                // waiting on it would take no work again.
+                let msg = match tokio::time::timeout(PULL_EXPIRES + PULL_GRACE, batch.next()).await
+                {
+                    Ok(Some(Ok(msg))) => msg,
+                    Ok(Some(Err(e))) => {
                         tracing::debug!(error = %e, "work queue pull ended");
                         continue;
                     }
-                    None => continue,
+                    Ok(None) => continue,
+                    Err(_) => {
+                        tracing::debug!("work queue pull unanswered: asking again");
+                        continue;
+                    }
                 };
                 let counted = crate::rpc::InFlight::enter();
                 let (queue, handler, worker) = (queue.clone(), handler.clone(), worker.clone());
