@@ -227,13 +227,16 @@ impl AgentService {
             steps,
             events: sink,
             mut cancel,
-            ..
+            number,
+            of,
         } = attempt;
         let deadline = hearth_mesh::work::deadline_of(&item);
         let Some(req) = item.task else {
             return WorkOutcome::Failed("the work item has no task".into());
         };
         let task_id = req.task_id.clone();
+        // One line per task taken: which instance ran what reads off its log.
+        tracing::info!(task_id = %task_id, attempt = number, of, "took a task from the queue");
         // A failed earlier attempt on this instance is tried afresh.
         self.host.forget_failed(&task_id);
         let mut events = match self.start_task(req, Some(steps), deadline) {
@@ -278,6 +281,7 @@ impl AgentService {
                 Some(Payload::Task(_))
             ) && is_final(state);
             if last {
+                tracing::info!(task_id = %task_id, state = %hearth_mesh::a2a::state_name(state), "the task ended");
                 return match sink.send_final(&ev).await {
                     Ok(()) => WorkOutcome::Done,
                     Err(e) => WorkOutcome::Failed(e.to_string()),

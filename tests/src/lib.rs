@@ -506,8 +506,23 @@ impl HearthProcess {
         .await
         .with_context(|| format!("hearth serve {part} was not ready within 30 s"))?;
         ready?;
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining its output so it never blocks on a full pipe; with
+        // HEARTH_TEST_LOG_DIR set, into `<dir>/<part>-<pid>.log` (what a
+        // failing mesh test's services said, for its post-mortem).
+        let keep = std::env::var_os("HEARTH_TEST_LOG_DIR").and_then(|dir| {
+            let path = std::path::Path::new(&dir)
+                .join(format!("{part}-{}.log", child.id().unwrap_or_default()));
+            std::fs::File::create(path).ok()
+        });
+        tokio::spawn(async move {
+            let mut keep = keep;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(f) = keep.as_mut() {
+                    use std::io::Write as _;
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
         let mut out_lines = BufReader::new(stdout).lines();
         let mut stdout_lines = Vec::new();
         if part == "gateway"

@@ -75,6 +75,10 @@ const FINAL_RETRY_FOR: Duration = Duration::from_secs(60);
 /// How long a task's queuing is retried while JetStream does not answer.
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 
+/// How long a read of kept events is tried again while a cluster elects a
+/// stream's leader or a server restarts (an election takes seconds).
+const READ_RETRY_FOR: Duration = Duration::from_secs(15);
+
 /// A follower silent this long makes its consumer again from the next
 /// event (the old one may have died with a server).
 const REFOLLOW_AFTER: Duration = Duration::from_secs(4);
@@ -326,7 +330,35 @@ impl WorkQueue {
     /// Opens (creating what is missing) the work stream, the dead-letter
     /// stream, the events stream and the step-log bucket of the mesh under
     /// `subjects`: what a service that takes work does.
+    ///
+    /// A JetStream that does not answer yet (a cluster just started, or
+    /// electing the leader of a stream made just now) is asked again for up
+    /// to 30 s; a layout of another Hearth is refused at once.
     pub async fn open(
+        client: async_nats::Client,
+        subjects: &Subjects,
+        settings: WorkSettings,
+    ) -> Result<Self, WorkError> {
+        let started = std::time::Instant::now();
+        loop {
+            let waited = started.elapsed();
+            match Self::open_once(client.clone(), subjects, settings.clone()).await {
+                // A server without JetStream says so at once, as does a
+                // cluster in its first seconds: a short wait tells them apart.
+                Err(WorkError::NoJetStream(e)) if waited < Duration::from_secs(5) => {
+                    tracing::debug!(error = %e, "no JetStream yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(WorkError::JetStream(e)) if waited < PUBLISH_RETRY_FOR => {
+                    tracing::info!(error = %e, "JetStream is not answering yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn open_once(
         client: async_nats::Client,
         subjects: &Subjects,
         settings: WorkSettings,
@@ -639,15 +671,14 @@ impl WorkQueue {
     async fn last_event(&self, subject: &str) -> Result<Option<TaskEvent>, WorkError> {
         // A cluster electing a stream leader (a node just died) answers
         // nothing for a moment: ask again before giving up.
-        let mut tries = 0;
+        let until = std::time::Instant::now() + READ_RETRY_FOR;
         loop {
-            tries += 1;
             match self.events.get_last_raw_message_by_subject(subject).await {
                 Ok(msg) => return Ok(TaskEvent::decode(msg.payload).ok()),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
                     return Ok(None);
                 }
-                Err(e) if tries < 4 => {
+                Err(e) if std::time::Instant::now() < until => {
                     tracing::debug!(error = %e, "reading a task's last event again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -1164,6 +1195,21 @@ impl WorkQueue {
     /// Every event kept of the task `task_id`, oldest first (empty when
     /// none is kept).
     pub async fn history(&self, task_id: &str) -> Result<Vec<TaskEvent>, WorkError> {
+        // Read again from the first while a cluster elects the stream's
+        // leader (a node just died): a read cut short is not an answer.
+        let until = std::time::Instant::now() + READ_RETRY_FOR;
+        loop {
+            match self.history_once(task_id).await {
+                Err(e) if std::time::Instant::now() < until => {
+                    tracing::debug!(task_id, error = %e, "reading a task's events again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn history_once(&self, task_id: &str) -> Result<Vec<TaskEvent>, WorkError> {
         let subject = self.subjects.work_events(&token(task_id));
         if self.last_event(&subject).await?.is_none() {
             return Ok(Vec::new());
@@ -1565,12 +1611,29 @@ impl EventSink {
 
     /// Stores a final event, confirmed by JetStream, before the item is
     /// acked: retried while NATS is unreachable (up to a minute).
+    ///
+    /// A task keeps one final event of each kind, whoever sends it: the
+    /// message id names the task's events and the kind, so a retry whose
+    /// first try was stored (its ack lost with a dying node) and a second
+    /// holder's final (a redelivery that read a replica not yet caught up)
+    /// are both dropped by the stream.
     pub async fn send_final(&self, ev: &TaskEvent) -> Result<(), WorkError> {
         let payload: Bytes = ev.encode_to_vec().into();
+        let kind = match ev.event.as_ref().and_then(|e| e.payload.as_ref()) {
+            Some(Payload::Task(_)) => "task",
+            Some(Payload::StatusUpdate(_)) => "status",
+            Some(Payload::ArtifactUpdate(_)) => "artifact",
+            Some(Payload::Message(_)) => "message",
+            None => "none",
+        };
+        let id = format!("{}#final-{kind}", self.subject);
         let started = std::time::Instant::now();
         let mut wait = Duration::from_millis(100);
         loop {
-            let sent = match self.js.publish(self.subject.clone(), payload.clone()).await {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id.as_str());
+            let sent = match self.js.send_publish(self.subject.clone(), publish).await {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
