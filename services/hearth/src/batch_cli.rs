@@ -302,7 +302,6 @@ pub async fn run(config: &Config, args: BatchArgs) -> Result<i32> {
     if tty && total > 0 {
         eprintln!();
     }
-    drop(runs);
     session.close().await;
     latencies.sort_by(f64::total_cmp);
     let summary = Summary {

@@ -1187,7 +1187,7 @@ impl WorkQueue {
             };
             out.push(summary_of(&ev, updated));
         }
-        out.sort_by(|a, b| b.updated.cmp(&a.updated));
+        out.sort_by_key(|s| std::cmp::Reverse(s.updated));
         out.truncate(limit);
         Ok(out)
     }
