@@ -751,7 +751,7 @@ async fn an_orchestrator_killed_mid_task_is_resumed_when_it_starts_again_and_the
 }
 
 #[tokio::test]
-#[ignore = "intermittent: failed 1 run in 4 (a task sent no event for 30 s after nats-server restarted with 50 in flight); not yet explained: cargo test -- --ignored"]
+#[ignore = "fails most runs: after nats-server restarts, tasks still running as attempt 1 are redelivered (their progress acks were lost) and the redelivery on the same orchestrator fails `already running`, while attempt 1 of some task stalls with no event for 30 s; run with --ignored (HEARTH_TEST_LOG_DIR keeps each service's log)"]
 async fn nats_killed_with_fifty_tasks_in_flight_and_started_again_loses_none() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut nats = NatsServer::start().await.unwrap();
