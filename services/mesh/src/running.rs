@@ -25,6 +25,9 @@ use crate::rpc::ServeAt;
 use crate::subjects::Service;
 use crate::{BusError, SharedBus, Subjects};
 
+/// How long a stopped service's loops get to be dropped.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// One check, as `hearth doctor` and the `Health` RPC report it.
 pub fn check(
     name: impl Into<String>,
@@ -260,9 +263,14 @@ impl Running {
 
     /// Stops every loop and finishes what it must.
     pub async fn shutdown(self) {
-        for h in self.intake.iter().chain(&self.handles) {
+        let loops: Vec<JoinHandle<()>> = self.intake.into_iter().chain(self.handles).collect();
+        for h in &loops {
             h.abort();
         }
+        // An aborted loop is dropped when the runtime next reaches it; wait
+        // for that, so what it holds (a memory store flushing its files, say)
+        // is closed before the caller removes the directory it lives in.
+        let _ = tokio::time::timeout(STOP_WAIT, futures::future::join_all(loops)).await;
         let stops = std::mem::take(&mut *crate::sync::lock(&self.on_stop));
         for stop in stops {
             stop.await;
