@@ -1,6 +1,8 @@
 //! The model an agent talks to, as a trait; [`BusModel`] asks the engine
 //! over the bus and collects its streamed reply into one turn.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use hearth_mesh::clients::EngineClient;
 use hearth_proto::v1::{GenerateRequest, ToolCall, Usage};
@@ -36,10 +38,17 @@ impl BusModel {
     }
 }
 
-#[async_trait::async_trait]
-impl Model for BusModel {
-    async fn turn(&self, req: GenerateRequest) -> Result<Turn, tonic::Status> {
-        let mut stream = self.engine.generate(&req).await?;
+/// How many times a model call cut off by a dropped connection is asked
+/// again (generating has no side effect), and the pause before each.
+const ASK_AGAIN: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+
+impl BusModel {
+    async fn turn_once(&self, req: &GenerateRequest) -> Result<Turn, tonic::Status> {
+        let mut stream = self.engine.generate(req).await?;
         let mut turn = Turn::default();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -50,5 +59,26 @@ impl Model for BusModel {
             }
         }
         Ok(turn)
+    }
+}
+
+#[async_trait::async_trait]
+impl Model for BusModel {
+    async fn turn(&self, req: GenerateRequest) -> Result<Turn, tonic::Status> {
+        let mut pauses = ASK_AGAIN.iter();
+        loop {
+            match self.turn_once(&req).await {
+                // The bus lost its connection while the reply was on its
+                // way (NATS restarted): the reply will not come.
+                Err(status) if status.code() == tonic::Code::Aborted => {
+                    let Some(pause) = pauses.next() else {
+                        return Err(status);
+                    };
+                    tracing::info!(error = %status.message(), "the model call was cut off; asking again");
+                    tokio::time::sleep(*pause).await;
+                }
+                other => return other,
+            }
+        }
     }
 }

@@ -239,8 +239,25 @@ impl AgentService {
         tracing::info!(task_id = %task_id, attempt = number, of, "took a task from the queue");
         // A failed earlier attempt on this instance is tried afresh.
         self.host.forget_failed(&task_id);
-        let mut events = match self.start_task(req, Some(steps), deadline) {
+        let mut events = match self.start_task(req.clone(), Some(steps.clone()), deadline) {
             Ok(events) => events,
+            // The earlier attempt still runs here: the queue handed the
+            // task out again because its progress acks were lost (NATS
+            // restarted, say). Follow that attempt instead of failing this
+            // one; its final event is kept once, whichever sends it.
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                match self.host.subscribe(&task_id) {
+                    Ok(events) => {
+                        tracing::info!(task_id = %task_id, attempt = number, "the earlier attempt still runs here: following it");
+                        events
+                    }
+                    // It ended in between: its final event comes back.
+                    Err(_) => match self.start_task(req, Some(steps), deadline) {
+                        Ok(events) => events,
+                        Err(status) => return WorkOutcome::Failed(status.message().to_string()),
+                    },
+                }
+            }
             Err(status) => return WorkOutcome::Failed(status.message().to_string()),
         };
         let mut canceled = false;

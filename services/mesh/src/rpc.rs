@@ -4,7 +4,9 @@
 //! Errors are [`tonic::Status`] on both sides, so a service written once as a
 //! tonic service answers the same way on the bus and over gRPC. Bus failures
 //! map onto status codes: no responders → `Unavailable`, a missed deadline →
-//! `DeadlineExceeded`, an oversize payload → `ResourceExhausted`.
+//! `DeadlineExceeded`, an oversize payload → `ResourceExhausted`, a
+//! connection dropped while waiting → `Aborted` (an idempotent call asks
+//! again).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -88,6 +90,7 @@ impl From<BusError> for Status {
             BusError::Timeout { .. } => Code::DeadlineExceeded,
             BusError::PayloadTooLarge { .. } => Code::ResourceExhausted,
             BusError::Transport(_) => Code::Unavailable,
+            BusError::ConnectionLost => Code::Aborted,
             BusError::Malformed { .. } => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -57,6 +57,12 @@ pub enum BusError {
     /// The transport failed (connection lost, subscription closed, …).
     #[error("bus transport error: {0}")]
     Transport(String),
+    /// The connection dropped while the request waited: its reply may be
+    /// lost. Nothing says whether the request was served.
+    #[error(
+        "the connection to NATS dropped before the reply came (the request may or may not have been served)"
+    )]
+    ConnectionLost,
     /// A frame could not be decoded.
     #[error("malformed frame on `{subject}`: {reason}")]
     Malformed {

@@ -74,24 +74,29 @@ impl NatsBus {
         if servers.is_empty() {
             return Err(BusError::Transport("no NATS server address given".into()));
         }
-        let client = connect_options(bus)
+        let pending: Pending = Arc::default();
+        let client = connect_options(bus, Some(pending.clone()))
             .await?
             .name("hearth")
             .connection_timeout(Duration::from_secs(5))
             .connect(servers)
             .await
             .map_err(|e| BusError::Transport(format!("connecting to NATS at {urls}: {e}")))?;
-        Self::from_client(client).await
+        Self::wrap(client, pending).await
     }
 
-    /// Wraps a connected client.
+    /// Wraps a connected client. (A bus connected by [`NatsBus::connect_with`]
+    /// also ends the requests in flight when the connection drops.)
     pub async fn from_client(client: async_nats::Client) -> Result<Self, BusError> {
+        Self::wrap(client, Pending::default()).await
+    }
+
+    async fn wrap(client: async_nats::Client, pending: Pending) -> Result<Self, BusError> {
         let inbox = client.new_inbox();
         let mut sub = client
             .subscribe(format!("{inbox}.*"))
             .await
             .map_err(|e| BusError::Transport(e.to_string()))?;
-        let pending: Pending = Arc::default();
         let routes = pending.clone();
         let prefix_len = inbox.len() + 1;
         tokio::spawn(async move {
@@ -132,10 +137,29 @@ impl NatsBus {
     }
 }
 
+/// Ends every request waiting for a reply with `ConnectionLost`: a reply
+/// sent while the connection was down (or before this client subscribed
+/// again) never comes, and a caller waiting for it would wait out its whole
+/// deadline. An idempotent caller asks again (`BusModel` does).
+fn end_pending(pending: &Pending) {
+    let routes = std::mem::take(&mut *lock(pending));
+    if !routes.is_empty() {
+        tracing::info!(
+            requests = routes.len(),
+            "ending the requests in flight: their replies may be lost"
+        );
+    }
+    for tx in routes.into_values() {
+        let _ = tx.try_send(Err(BusError::ConnectionLost));
+    }
+}
+
 /// The connection options `[bus]` asks for: who signs in (a `.creds`
-/// file, an NKey seed, a token, or a user and password) and TLS.
+/// file, an NKey seed, a token, or a user and password) and TLS; `pending`,
+/// the requests to end when the connection drops.
 async fn connect_options(
     bus: &crate::config::BusConfig,
+    pending: Option<Pending>,
 ) -> Result<async_nats::ConnectOptions, BusError> {
     let unreadable = |what: &str, path: &std::path::Path, e: std::io::Error| {
         BusError::Transport(format!("reading the {what} {}: {e}", path.display()))
@@ -176,16 +200,22 @@ async fn connect_options(
     }
     // What the server refuses (a permission violation, say) is said in the
     // log, not lost: a publish has no reply to carry it.
-    options = options.event_callback(|event| async move {
-        match event {
-            async_nats::Event::ServerError(e) => tracing::warn!(error = %e, "NATS refused"),
-            async_nats::Event::Disconnected => {
-                tracing::warn!("disconnected from NATS; reconnecting")
+    options = options.event_callback(move |event| {
+        let pending = pending.clone();
+        async move {
+            match event {
+                async_nats::Event::ServerError(e) => tracing::warn!(error = %e, "NATS refused"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("disconnected from NATS; reconnecting");
+                    if let Some(p) = &pending {
+                        end_pending(p);
+                    }
+                }
+                async_nats::Event::SlowConsumer(_) | async_nats::Event::ClientError(_) => {
+                    tracing::warn!(%event, "NATS")
+                }
+                other => tracing::debug!(event = %other, "NATS"),
             }
-            async_nats::Event::SlowConsumer(_) | async_nats::Event::ClientError(_) => {
-                tracing::warn!(%event, "NATS")
-            }
-            other => tracing::debug!(event = %other, "NATS"),
         }
     });
     Ok(options)
