@@ -109,6 +109,47 @@ impl UrlProcess {
     }
 }
 
+/// The body of an A2A `SendMessage` (JSON-RPC, A2A 1.0) of `text`.
+pub fn a2a_send_body(text: &str) -> serde_json::Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+        "params": { "message": {
+            "messageId": uuid::Uuid::new_v4().to_string(),
+            "role": "ROLE_USER", "parts": [{ "text": text }] } }
+    })
+}
+
+/// Posts `body` (JSON-RPC; left as it is, malformed or not) to the A2A
+/// gateway at `url` with `A2A-Version: 1.0` and, when given, `token` as a
+/// bearer token: the HTTP status and the body (JSON, or its text as a JSON
+/// string). A transport failure is status 0 and its message.
+pub async fn a2a_rpc(
+    url: &str,
+    body: String,
+    token: Option<&str>,
+    timeout: Duration,
+) -> (u16, serde_json::Value) {
+    let mut rb = reqwest::Client::new()
+        .post(url)
+        .timeout(timeout)
+        .header("Content-Type", "application/json")
+        .header("A2A-Version", "1.0")
+        .body(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => return (0, serde_json::Value::String(e.to_string())),
+    };
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -24,21 +24,13 @@ async fn gateway(token: Option<&str>) -> (hearth_launch::Mesh, String) {
 }
 
 async fn rpc(url: &str, body: String, token: Option<&str>) -> (u16, Value) {
-    let mut rb = reqwest::Client::new()
-        .post(format!("{url}/"))
-        .header("A2A-Version", "1.0")
-        .header("Content-Type", "application/json")
-        .body(body);
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    hearth_e2e::a2a_rpc(
+        &format!("{url}/"),
+        body,
+        token,
+        std::time::Duration::from_secs(120),
     )
+    .await
 }
 
 fn send(text: &str) -> String {

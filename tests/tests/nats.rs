@@ -169,20 +169,13 @@ async fn calculator_question_across_processes_over_nats() {
     assert_eq!(v["usage"]["model_calls"], 3);
 
     // The same task through the gateway's A2A JSON-RPC endpoint.
-    let body = serde_json::json!({
-        "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
-        "params": { "message": { "messageId": "m1", "role": "ROLE_USER", "parts": [{ "text": "What is 17*23+4?" }] } }
-    });
-    let resp: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{addr}/"))
-        .header("A2A-Version", "1.0")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, resp) = hearth_e2e::a2a_rpc(
+        &format!("http://{addr}/"),
+        hearth_e2e::a2a_send_body("What is 17*23+4?").to_string(),
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(
         resp["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
         "{resp}"

@@ -3,6 +3,13 @@
 //! HTTP+JSON, gRPC, and the v0.3 JSON-RPC names). Conversions between the
 //! SDK's types and the wire's are `a2a_pb::pbconv`'s.
 //!
+//! Over NATS with the durable mesh on (the default there), a new task goes
+//! through the orchestrators' work queue and its events are read back from
+//! the events stream: an orchestrator that dies mid-task is replaced by
+//! another (or itself, restarted), and the caller still gets its answer.
+//! A task the orchestrators no longer hold in memory is read back from the
+//! events kept (`GetTask`, `SubscribeToTask`).
+//!
 //! Tasks sent here are interactive: the orchestrator may answer with a
 //! question (`TASK_STATE_INPUT_REQUIRED`), and the next message naming the
 //! same task continues it. Push-notification webhooks hear every event of a
@@ -19,7 +26,8 @@ use futures::stream::BoxStream;
 use hearth_mesh::a2a::{is_final, is_terminal, state_name, trim_history};
 use hearth_mesh::clients::AgentClient;
 use hearth_mesh::subjects::Service;
-use hearth_mesh::{Config, SharedBus};
+use hearth_mesh::work::{WorkQueue, WorkSettings};
+use hearth_mesh::{Config, Headers, SharedBus, Subjects};
 use hearth_proto::a2a::stream_response::Payload;
 use hearth_proto::v1::{CancelTaskRequest, GetTaskRequest, SendTaskRequest, TaskEvent};
 use sdk::A2AError;
@@ -34,6 +42,40 @@ pub struct A2aHandler {
     task_timeout: Duration,
     push: Arc<Push>,
     extended_card: sdk::AgentCard,
+    durable: Option<Durable>,
+}
+
+/// The orchestrators' work queue, attached on first use (the orchestrator
+/// that makes it may start after the gateway).
+struct Durable {
+    bus: SharedBus,
+    subjects: Subjects,
+    settings: WorkSettings,
+    queue: tokio::sync::OnceCell<WorkQueue>,
+}
+
+impl Durable {
+    /// The queue, when it is there (else new tasks go by request).
+    async fn queue(&self) -> Option<&WorkQueue> {
+        let attached = self
+            .queue
+            .get_or_try_init(|| async {
+                let Some(nats) = self.bus.nats() else {
+                    return Err(hearth_mesh::work::WorkError::JetStream(
+                        "the bus is not NATS".into(),
+                    ));
+                };
+                WorkQueue::attach(nats.clone(), &self.subjects, self.settings.clone()).await
+            })
+            .await;
+        match attached {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::info!(error = %e, "no durable work queue on this mesh yet: sending by request");
+                None
+            }
+        }
+    }
 }
 
 impl A2aHandler {
@@ -42,7 +84,7 @@ impl A2aHandler {
     pub fn new(config: &Config, bus: SharedBus, extended_card: sdk::AgentCard) -> Self {
         Self {
             orchestrator: AgentClient::new(
-                bus,
+                bus.clone(),
                 config.subjects(),
                 Service::Orchestrator,
                 config.task_timeout(),
@@ -50,7 +92,38 @@ impl A2aHandler {
             task_timeout: config.task_timeout(),
             push: Arc::new(Push::new(config.gateway.push_allow_private)),
             extended_card,
+            durable: match bus.nats() {
+                Some(_) if config.work.durable => Some(Durable {
+                    bus: bus.clone(),
+                    subjects: config.subjects(),
+                    settings: WorkSettings::from_config(config),
+                    queue: tokio::sync::OnceCell::new(),
+                }),
+                _ => None,
+            },
         }
+    }
+
+    /// The work queue, when tasks go through one.
+    async fn queue(&self) -> Option<&WorkQueue> {
+        match &self.durable {
+            Some(d) => d.queue().await,
+            None => None,
+        }
+    }
+
+    /// The task `id` as its last kept event has it (a durable task the
+    /// orchestrators no longer hold in memory: one restarted, say).
+    async fn kept_task(&self, id: &str) -> Option<hearth_proto::a2a::Task> {
+        let queue = self.queue().await?;
+        let events = queue.history(id).await.ok()?;
+        events
+            .into_iter()
+            .rev()
+            .find_map(|ev| match ev.event.and_then(|e| e.payload) {
+                Some(Payload::Task(t)) => Some(t),
+                _ => None,
+            })
     }
 }
 
@@ -210,13 +283,32 @@ impl A2aHandler {
                 )));
             }
         }
-        let send = SendTaskRequest {
+        let mut send = SendTaskRequest {
             task_id: message.task_id.clone(),
             message: Some(message),
             agent: String::new(),
             timeout_ms: u32::try_from(self.task_timeout.as_millis()).unwrap_or(u32::MAX),
             interactive: true,
         };
+        // A new task goes through the work queue when there is one; an
+        // answer to a question goes to the orchestrator holding the task.
+        if send.task_id.is_empty()
+            && let Some(queue) = self.queue().await
+        {
+            send.task_id = uuid::Uuid::now_v7().to_string();
+            let mut headers = Headers::new();
+            hearth_mesh::telemetry::inject(&tracing::Span::current(), &mut headers);
+            let deadline = std::time::SystemTime::now() + self.task_timeout;
+            let submitted = queue
+                .submit_until(Service::Orchestrator, send, &headers, Some(deadline))
+                .await
+                .map_err(|e| {
+                    A2AError::internal(format!("the work queue did not take the task: {e}"))
+                })?;
+            return first_or_error(submitted.events(self.task_timeout))
+                .await
+                .map_err(|s| a2a_error(s, None));
+        }
         let events = self
             .orchestrator
             .send_task(&send)
@@ -321,15 +413,22 @@ impl RequestHandler for A2aHandler {
                 "historyLength must not be negative",
             ));
         }
-        let rec = self
+        let asked = self
             .orchestrator
             .get_task(&GetTaskRequest {
                 id: req.id.clone(),
                 history_length: req.history_length,
             })
-            .await
-            .map_err(|s| a2a_error(s, Some(&req.id)))?;
-        let task = rec.task.ok_or_else(|| A2AError::task_not_found(&req.id))?;
+            .await;
+        let task = match asked {
+            Ok(rec) => rec.task,
+            Err(s) if s.code() == Code::NotFound => self
+                .kept_task(&req.id)
+                .await
+                .map(|t| trim_history(t, req.history_length)),
+            Err(s) => return Err(a2a_error(s, Some(&req.id))),
+        };
+        let task = task.ok_or_else(|| A2AError::task_not_found(&req.id))?;
         Ok(pbconv::from_proto_task(&task))
     }
 
@@ -384,12 +483,39 @@ impl RequestHandler for A2aHandler {
             )),
             _ => a2a_error(s, Some(&id)),
         };
-        let events = self
+        let asked = self
             .orchestrator
             .subscribe_task(&pbconv::to_proto_subscribe_to_task_request(&req))
-            .await
-            .map_err(refused)?;
-        let events = first_or_error(events).await.map_err(refused)?;
+            .await;
+        let asked = match asked {
+            Ok(events) => first_or_error(events).await,
+            Err(s) => Err(s),
+        };
+        let events = match asked {
+            Ok(events) => events,
+            // Not held in memory: a durable task is followed from its
+            // kept events.
+            Err(s) if s.code() == Code::NotFound => {
+                let Some(task) = self.kept_task(&req.id).await else {
+                    return Err(refused(s));
+                };
+                if task.status.as_ref().is_some_and(|st| is_terminal(st.state)) {
+                    return Err(refused(tonic::Status::failed_precondition(format!(
+                        "it is {}",
+                        state_name(task.status.as_ref().map_or(0, |st| st.state))
+                    ))));
+                }
+                let Some(queue) = self.queue().await else {
+                    return Err(refused(s));
+                };
+                queue
+                    .reattach(Service::Orchestrator, &req.id)
+                    .await
+                    .map_err(|e| A2AError::internal(e.to_string()))?
+                    .events(self.task_timeout)
+            }
+            Err(s) => return Err(refused(s)),
+        };
         Ok(events
             .filter_map(|ev| async move {
                 match ev {
