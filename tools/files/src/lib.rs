@@ -105,7 +105,11 @@ fn io_err(path: &str, e: std::io::Error) -> FilesError {
 
 /// Checks a path's spelling: relative, and not empty. `..` components are
 /// left to the capability check, which refuses any that would escape.
+/// Whitespace around the path is dropped: small models write `" notes.md"`
+/// for `notes.md`, and a file whose name starts or ends in a space is
+/// almost never what a person meant.
 fn relative(path: &str) -> Result<PathBuf, FilesError> {
+    let path = path.trim();
     let p = Path::new(path);
     if path.contains('\0')
         || p.is_absolute()
@@ -509,7 +513,7 @@ impl Files {
         let root = self.root.clone();
         let path = p.path.clone();
         match blocking(move || root.write(&p.path, &p.content, false)).await {
-            Ok(n) => ok(format!("wrote {n} bytes to {path}")),
+            Ok(n) => ok(format!("wrote {n} bytes to {}", path.trim())),
             Err(e) => fail(e),
         }
     }
@@ -523,7 +527,7 @@ impl Files {
         let root = self.root.clone();
         let path = p.path.clone();
         match blocking(move || root.write(&p.path, &p.content, true)).await {
-            Ok(n) => ok(format!("appended {n} bytes to {path}")),
+            Ok(n) => ok(format!("appended {n} bytes to {}", path.trim())),
             Err(e) => fail(e),
         }
     }
@@ -633,6 +637,11 @@ mod tests {
         r.write("out/b.txt", "hello", false).unwrap();
         r.write("out/b.txt", " world", true).unwrap();
         assert_eq!(r.read("out/b.txt", 0).unwrap(), "hello world");
+        // Whitespace around a path is not part of the name.
+        r.write(" out/c.txt\n", "spaced", false).unwrap();
+        assert_eq!(r.read("out/c.txt", 0).unwrap(), "spaced");
+        assert!(r.stat(" out/c.txt ").is_ok());
+        std::fs::remove_file(r.options().root.join("out/c.txt")).unwrap();
         let (entries, cut) = r.list("", true).unwrap();
         assert!(!cut);
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
