@@ -1590,6 +1590,37 @@ async fn status_as(env: &[(&str, &str)]) -> (i32, String, String) {
         .unwrap()
 }
 
+/// Starts an engine that signs in with `good` (the file `var` names) and
+/// checks `hearth status` with it; the same with `bad` is refused as
+/// unauthorized, and no seed shows in the error. Returns the engine and the
+/// status it read.
+async fn signs_in_and_refuses(
+    cfg: &str,
+    url: &str,
+    var: &'static str,
+    good: &std::path::Path,
+    bad: &std::path::Path,
+) -> (HearthProcess, String) {
+    let prefix = unique_prefix("signin");
+    let mut env = mesh_env(cfg, url, &prefix);
+    env.push((var, good.to_str().unwrap()));
+    let engine = HearthProcess::serve("engine", &env).await.unwrap();
+    let (code, status, err) = status_as(&env).await;
+    assert_eq!(code, 0, "{var}: {status} {err}");
+    let mut wrong = mesh_env(cfg, url, &prefix);
+    wrong.push((var, bad.to_str().unwrap()));
+    let (code, out, err) = status_as(&wrong).await;
+    assert_ne!(code, 0, "{var}: unknown credentials are refused: {out}");
+    assert!(err.to_lowercase().contains("authoriz"), "{var}: {err}");
+    let bad_text = std::fs::read_to_string(bad).unwrap();
+    let seed = bad_text.split_whitespace().find(|w| w.starts_with("SU"));
+    assert!(
+        seed.is_some_and(|seed| !err.contains(seed)),
+        "{var}: no seed in the error: {err}"
+    );
+    (engine, status)
+}
+
 #[tokio::test]
 async fn services_sign_in_by_token_nkey_creds_file_and_tls_and_wrong_credentials_are_refused() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -1630,19 +1661,16 @@ async fn services_sign_in_by_token_nkey_creds_file_and_tls_and_wrong_credentials
     ))
     .await
     .unwrap();
-    let prefix = unique_prefix("nkey");
-    let mut env = mesh_env(cfg, &nats.url, &prefix);
-    env.push(("HEARTH_BUS_NKEY_SEED_FILE", seed_file.to_str().unwrap()));
-    let engine = HearthProcess::serve("engine", &env).await.unwrap();
-    let (code, out, err) = status_as(&env).await;
-    assert_eq!(code, 0, "{out} {err}");
     let other = dir.join("other.nk");
     std::fs::write(&other, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
-    let mut wrong = mesh_env(cfg, &nats.url, &prefix);
-    wrong.push(("HEARTH_BUS_NKEY_SEED_FILE", other.to_str().unwrap()));
-    let (code, out, err) = status_as(&wrong).await;
-    assert_ne!(code, 0, "an unknown NKey is refused: {out}");
-    assert!(err.to_lowercase().contains("authoriz"), "{err}");
+    let (engine, _) = signs_in_and_refuses(
+        cfg,
+        &nats.url,
+        "HEARTH_BUS_NKEY_SEED_FILE",
+        &seed_file,
+        &other,
+    )
+    .await;
     engine.kill().await;
     drop(nats);
 
@@ -1680,23 +1708,13 @@ async fn services_sign_in_by_token_nkey_creds_file_and_tls_and_wrong_credentials
     ))
     .await
     .unwrap();
-    let prefix = unique_prefix("creds");
-    let mut env = mesh_env(cfg, &nats.url, &prefix);
-    env.push(("HEARTH_BUS_CREDS_FILE", creds.to_str().unwrap()));
-    let engine = HearthProcess::serve("engine", &env).await.unwrap();
-    // `hearth status` reads the heartbeats bucket: JetStream works too.
-    let (code, out, err) = status_as(&env).await;
-    assert_eq!(code, 0, "{out} {err}");
-    assert!(out.contains("\"service\": \"engine\""), "{out}");
     // A user signed by an account the server does not know is refused.
     let rogue = dir.join("rogue.creds");
     std::fs::write(&rogue, creds_file(&nkeys::KeyPair::new_account())).unwrap();
-    let mut wrong = mesh_env(cfg, &nats.url, &prefix);
-    wrong.push(("HEARTH_BUS_CREDS_FILE", rogue.to_str().unwrap()));
-    let (code, out, err) = status_as(&wrong).await;
-    assert_ne!(code, 0, "a user of an unknown account is refused: {out}");
-    assert!(err.to_lowercase().contains("authoriz"), "{err}");
-    assert!(!err.contains("SU"), "no seed in the error: {err}");
+    let (engine, status) =
+        signs_in_and_refuses(cfg, &nats.url, "HEARTH_BUS_CREDS_FILE", &creds, &rogue).await;
+    // `hearth status` reads the heartbeats bucket: JetStream works too.
+    assert!(status.contains("\"service\": \"engine\""), "{status}");
     engine.kill().await;
     drop(nats);
 
