@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -234,28 +234,13 @@ fn pump_health_checks(project: String, on: Arc<AtomicBool>) {
 /// Sends `text` as an A2A `SendMessage` to the gateway at `url`, with
 /// `token` (none: no Authorization header).
 async fn send(url: &str, text: &str, token: Option<&str>) -> (u16, Value) {
-    let body = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
-        "params": { "message": {
-            "messageId": uuid::Uuid::new_v4().to_string(),
-            "role": "ROLE_USER", "parts": [{ "text": text }] } }
-    });
-    let mut rb = reqwest::Client::new()
-        .post(url)
-        .timeout(Duration::from_secs(300))
-        .header("content-type", "application/json")
-        .header("A2A-Version", "1.0")
-        .body(body.to_string());
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    hearth_e2e::a2a_rpc(
+        url,
+        hearth_e2e::a2a_send_body(text).to_string(),
+        token,
+        Duration::from_secs(300),
     )
+    .await
 }
 
 /// The answer text of an A2A `SendMessage` result.
@@ -298,6 +283,8 @@ fn build_image() {
             ".",
         ]));
         assert!(ok, "podman build: {out} {err}");
+        // The image this build replaced is left untagged; without this every run keeps one.
+        let _ = run(Command::new("podman").args(["image", "prune", "-f"]));
         eprintln!(
             "the Hearth image built (from the binary built here) in {:?}",
             t.elapsed()
@@ -512,29 +499,54 @@ async fn the_compose_stack_runs_answers_scales_survives_a_killed_operative_and_k
         "memory lost across down/up: {out}"
     );
 
-    // Idle memory: each container's main process, resident (VmRSS).
+    // Idle memory: each container's main process — resident (VmRSS), its
+    // own (RssAnon: heap and stacks), and its proportional share (Pss:
+    // pages shared with other processes, such as the binary's code that
+    // every Hearth container maps from the same image layer, counted once
+    // across them).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut stats = String::new();
-    let (mut hearth, mut engine) = (0u64, 0u64);
+    let kib_of = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut stats = String::from("container\tRSS\tanon\tPSS (MiB)\n");
+    let (mut hearth, mut engine) = ([0u64; 3], [0u64; 3]);
     for (name, (service, _)) in stack.containers() {
         let (_, status, _) =
             run(Command::new("podman").args(["exec", &name, "cat", "/proc/1/status"]));
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
-        stats.push_str(&format!("{name}\t{:.1} MiB\n", kib as f64 / 1024.0));
-        match service.as_str() {
-            "nats" | "qdrant" => {}
-            "engine" => engine += kib,
-            _ => hearth += kib,
+        let (_, rollup, _) =
+            run(Command::new("podman").args(["exec", &name, "cat", "/proc/1/smaps_rollup"]));
+        let got = [
+            kib_of(&status, "VmRSS:"),
+            kib_of(&status, "RssAnon:"),
+            kib_of(&rollup, "Pss:"),
+        ];
+        stats.push_str(&format!(
+            "{name}\t{:.1}\t{:.1}\t{:.1}\n",
+            mib(got[0]),
+            mib(got[1]),
+            mib(got[2])
+        ));
+        let sum = match service.as_str() {
+            "nats" | "qdrant" => continue,
+            "engine" => &mut engine,
+            _ => &mut hearth,
+        };
+        for (s, g) in sum.iter_mut().zip(got) {
+            *s += g;
         }
     }
     stats.push_str(&format!(
-        "Hearth services but the engine: {:.1} MiB; the engine (the model mapped in): {:.1} MiB\n",
-        hearth as f64 / 1024.0,
-        engine as f64 / 1024.0
+        "Hearth services but the engine: RSS {:.1} MiB, anon {:.1} MiB, PSS {:.1} MiB; the engine (the model mapped in): RSS {:.1} MiB, anon {:.1} MiB, PSS {:.1} MiB\n",
+        mib(hearth[0]),
+        mib(hearth[1]),
+        mib(hearth[2]),
+        mib(engine[0]),
+        mib(engine[1]),
+        mib(engine[2])
     ));
     eprintln!("idle memory per container:\n{stats}");
 }
