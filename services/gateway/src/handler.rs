@@ -48,7 +48,7 @@ pub struct A2aHandler {
 /// The orchestrators' work queue, attached on first use (the orchestrator
 /// that makes it may start after the gateway).
 struct Durable {
-    bus: SharedBus,
+    nats: async_nats::Client,
     subjects: Subjects,
     settings: WorkSettings,
     queue: tokio::sync::OnceCell<WorkQueue>,
@@ -59,13 +59,8 @@ impl Durable {
     async fn queue(&self) -> Option<&WorkQueue> {
         let attached = self
             .queue
-            .get_or_try_init(|| async {
-                let Some(nats) = self.bus.nats() else {
-                    return Err(hearth_mesh::work::WorkError::JetStream(
-                        "the bus is not NATS".into(),
-                    ));
-                };
-                WorkQueue::attach(nats.clone(), &self.subjects, self.settings.clone()).await
+            .get_or_try_init(|| {
+                WorkQueue::attach(self.nats.clone(), &self.subjects, self.settings.clone())
             })
             .await;
         match attached {
@@ -93,8 +88,8 @@ impl A2aHandler {
             push: Arc::new(Push::new(config.gateway.push_allow_private)),
             extended_card,
             durable: match bus.nats() {
-                Some(_) if config.work.durable => Some(Durable {
-                    bus: bus.clone(),
+                Some(nats) if config.work.durable => Some(Durable {
+                    nats: nats.clone(),
                     subjects: config.subjects(),
                     settings: WorkSettings::from_config(config),
                     queue: tokio::sync::OnceCell::new(),

@@ -135,17 +135,7 @@ impl Mesh {
 
     /// Stops every part (its loops, its MCP servers).
     pub async fn shutdown(self) {
-        for h in &self.extra {
-            h.abort();
-        }
-        // Aborted loops are dropped when the runtime next reaches them.
-        let extra = self.extra;
-        let _ = tokio::time::timeout(Duration::from_secs(10), async move {
-            for h in extra {
-                let _ = h.await;
-            }
-        })
-        .await;
+        hearth_mesh::running::stop_loops(self.extra).await;
         // The last started first: the front door before what it calls.
         for r in self.running.into_iter().rev() {
             r.shutdown().await;

@@ -28,6 +28,17 @@ use crate::{BusError, SharedBus, Subjects};
 /// How long a stopped service's loops get to be dropped.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
+/// Aborts `loops` and waits (up to [`STOP_WAIT`]) until they are dropped:
+/// an aborted loop is dropped only when the runtime next reaches it, and
+/// what it holds (a memory store flushing its files, say) must be closed
+/// before the caller removes the directory it lives in.
+pub async fn stop_loops(loops: Vec<JoinHandle<()>>) {
+    for h in &loops {
+        h.abort();
+    }
+    let _ = tokio::time::timeout(STOP_WAIT, futures::future::join_all(loops)).await;
+}
+
 /// One check, as `hearth doctor` and the `Health` RPC report it.
 pub fn check(
     name: impl Into<String>,
@@ -263,14 +274,7 @@ impl Running {
 
     /// Stops every loop and finishes what it must.
     pub async fn shutdown(self) {
-        let loops: Vec<JoinHandle<()>> = self.intake.into_iter().chain(self.handles).collect();
-        for h in &loops {
-            h.abort();
-        }
-        // An aborted loop is dropped when the runtime next reaches it; wait
-        // for that, so what it holds (a memory store flushing its files, say)
-        // is closed before the caller removes the directory it lives in.
-        let _ = tokio::time::timeout(STOP_WAIT, futures::future::join_all(loops)).await;
+        stop_loops(self.intake.into_iter().chain(self.handles).collect()).await;
         let stops = std::mem::take(&mut *crate::sync::lock(&self.on_stop));
         for stop in stops {
             stop.await;
