@@ -125,6 +125,7 @@ impl Tools for BusTools {
                 agent: ctx.agent.clone(),
                 task_id: ctx.task_id.clone(),
                 deadline_unix_ms: ctx.deadline.map_or(0, hearth_mesh::work::unix_ms),
+                idempotency_key: ctx.step.clone().unwrap_or_default(),
             })
             .await?;
         Ok(ToolOutput {

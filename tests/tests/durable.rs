@@ -100,11 +100,14 @@ async fn an_operative_killed_mid_subtask_hands_it_to_another_which_replays_its_s
         Duration::from_secs(60),
     );
 
-    // A side effect (append a line), then 4 s of work in flight.
+    // A side effect (append a line), then a second one still running when
+    // the operative dies (a line tallied, then 4 s of work).
+    let tally = state.path().join("tally.txt");
     let mut events = orch
-        .send_task(&task(
-            r#"call files.append {"path": "log.txt", "content": "ran\n"} then call fx.wait {"ms": 4000}"#,
-        ))
+        .send_task(&task(&format!(
+            r#"call files.append {{"path": "log.txt", "content": "ran\n"}} then call fx.tally {{"path": "{}", "line": "tallied", "ms": 4000}}"#,
+            tally.display()
+        )))
         .await
         .unwrap();
     let mut first_worker = None;
@@ -120,7 +123,7 @@ async fn an_operative_killed_mid_subtask_hands_it_to_another_which_replays_its_s
                 .and_then(|s| s.message)
                 .map(|m| hearth_agents::convert::text_of(&m))
                 .unwrap_or_default();
-            if text.contains("calling fx.wait") {
+            if text.contains("calling fx.tally") {
                 // "operative <worker>: calling fx.wait"
                 first_worker = text
                     .strip_prefix("operative ")
@@ -173,13 +176,25 @@ async fn an_operative_killed_mid_subtask_hands_it_to_another_which_replays_its_s
         TaskState::Completed as i32,
         "{done:?}"
     );
-    assert!(answer_of(done).contains("waited"), "{}", answer_of(done));
+    assert!(answer_of(done).contains("tallied"), "{}", answer_of(done));
     let resumed = resumed.expect("another operative took the subtask");
     eprintln!("work resumed on another operative {resumed:?} after the kill");
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
     // The append ran once: the redelivered subtask replayed its result.
     let log = std::fs::read_to_string(state.path().join("files/log.txt")).unwrap();
     assert_eq!(log, "ran\n", "the side effect ran once");
+    // The call cut off mid-way ran once too: the redelivered step asked the
+    // toolhost again under the same idempotency key and waited for the
+    // first call's answer; the audit log says so.
+    let tallied = std::fs::read_to_string(&tally).unwrap();
+    assert_eq!(tallied, "tallied\n", "the call in flight ran once");
+    let audit = std::fs::read_to_string(state.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("fx.tally") && l.contains("\"replayed\"")),
+        "{audit}"
+    );
     for p in [engine, toolhost, orchestrator, second] {
         p.kill().await;
     }
@@ -373,6 +388,26 @@ async fn a_mesh_runs_under_the_least_privilege_layout_and_nobody_steps_outside_i
                 .unwrap(),
         );
     }
+    // A client listening on every inbox, to read the services' replies to
+    // each other: the server refuses the subscription, and says so.
+    let (refusals, mut refused_rx) = tokio::sync::mpsc::unbounded_channel();
+    let spy = async_nats::ConnectOptions::with_user_and_password(
+        "client".into(),
+        "CHANGE-ME-client".into(),
+    )
+    .event_callback(move |event| {
+        let refusals = refusals.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = refusals.send(e.to_string());
+            }
+        }
+    })
+    .connect(nats.url.as_str())
+    .await
+    .unwrap();
+    let mut overheard = spy.subscribe("_INBOX.>").await.unwrap();
+    spy.flush().await.unwrap();
     let (code, out, err) = hearth_e2e::hearth(
         &["ask", "What is 6*7?", "--json"],
         &as_user("client", "CHANGE-ME-client"),
@@ -382,6 +417,19 @@ async fn a_mesh_runs_under_the_least_privilege_layout_and_nobody_steps_outside_i
     .unwrap();
     assert_eq!(code, 0, "{out} {err}");
     assert!(out.contains("42"), "{out}");
+    let refusal = tokio::time::timeout(Duration::from_secs(5), refused_rx.recv())
+        .await
+        .expect("the server said nothing of the refused subscription")
+        .unwrap();
+    assert!(
+        refusal.to_lowercase().contains("permissions violation") && refusal.contains("_INBOX.>"),
+        "{refusal}"
+    );
+    let heard = tokio::time::timeout(Duration::from_millis(200), overheard.next()).await;
+    assert!(
+        !matches!(heard, Ok(Some(_))),
+        "a client read another user's reply: {heard:?}"
+    );
     // The client reads the task back from the events the queue keeps.
     let asked: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = asked["task_id"].as_str().unwrap();

@@ -662,6 +662,7 @@ async fn an_agent_may_call_only_its_tools_and_every_call_is_audited() {
             agent: "operative".into(),
             task_id: "t-1".into(),
             deadline_unix_ms: 0,
+            idempotency_key: String::new(),
         })
         .await
         .unwrap_err();

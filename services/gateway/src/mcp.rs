@@ -201,6 +201,7 @@ impl ServerHandler for MeshMcp {
             agent: String::new(),
             task_id: String::new(),
             deadline_unix_ms: 0,
+            idempotency_key: String::new(),
         };
         Ok(match self.toolhost.call_tool(&call).await {
             Ok(r) => text_result(r.content, r.is_error),

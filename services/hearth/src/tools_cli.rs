@@ -117,6 +117,7 @@ pub async fn call(config: &Config, name: &str, arguments: &str, json: bool) -> R
             agent: String::new(),
             task_id: String::new(),
             deadline_unix_ms: 0,
+            idempotency_key: String::new(),
         })
         .await;
     let wall = t0.elapsed().as_secs_f64() * 1e3;

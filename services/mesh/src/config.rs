@@ -237,6 +237,39 @@ pub struct BusConfig {
     pub tls_key: Option<PathBuf>,
     /// Refuse to talk to the server without TLS.
     pub tls_required: bool,
+    /// The subject prefix of this process's reply inboxes. Unset: `_INBOX.<user>`
+    /// when `user` is set (and is one subject token), else `_INBOX` — so under
+    /// `deploy/nats/least-privilege.conf` each user reads only its own
+    /// replies (`_INBOX.<user>.>`). Set it with an NKey or `.creds` sign-in.
+    pub inbox_prefix: Option<String>,
+}
+
+impl BusConfig {
+    /// The inbox prefix this process uses (see `inbox_prefix`), checked:
+    /// one or more subject tokens, no wildcards.
+    pub fn inbox(&self) -> Result<String, String> {
+        let token_safe = |t: &str| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        match &self.inbox_prefix {
+            Some(p) => {
+                if p.split('.').all(token_safe) {
+                    Ok(p.clone())
+                } else {
+                    Err(format!(
+                        "[bus] inbox_prefix `{p}` is not a NATS subject of plain tokens \
+                         (letters, digits, `_`, `-`, separated by dots; no wildcards)"
+                    ))
+                }
+            }
+            None => Ok(match &self.user {
+                Some(u) if token_safe(u) => format!("_INBOX.{u}"),
+                _ => "_INBOX".to_string(),
+            }),
+        }
+    }
 }
 
 /// The engine section.

@@ -29,6 +29,9 @@ pub enum Outcome {
     /// Its task was canceled while it ran: the call was canceled at the
     /// server.
     Canceled,
+    /// Answered from an earlier call with the same idempotency key (a step
+    /// asked again after a crash): the tool did not run again.
+    Replayed,
 }
 
 /// One audit record.

@@ -13,6 +13,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod once;
 mod pool;
 
 pub use pool::{
@@ -41,6 +42,7 @@ use tonic::{Request, Response, Status};
 
 use crate::approvals::Approvals;
 use crate::audit::{AuditLog, Outcome, Record};
+use crate::once::{Answered, Once};
 
 /// The toolhost service.
 #[derive(Clone)]
@@ -51,6 +53,8 @@ pub struct ToolhostService {
     /// Over NATS, where a task's cancel is heard (`work.cancel.<task>`):
     /// a call of a canceled task is canceled at its server.
     cancels: Option<(async_nats::Client, Subjects)>,
+    /// Calls with an idempotency key, run at most once each.
+    once: Arc<Once>,
 }
 
 impl ToolhostService {
@@ -62,7 +66,15 @@ impl ToolhostService {
             specs: Arc::new(specs),
             audit,
             cancels: None,
+            once: Arc::new(Once::new(Duration::from_secs(24 * 3600))),
         }
+    }
+
+    /// Keeps the answers of keyed calls for `keep` (the step log's
+    /// lifetime: a step is not replayed after it).
+    pub fn keeping_answers_for(mut self, keep: Duration) -> Self {
+        self.once = Arc::new(Once::new(keep));
+        self
     }
 
     /// Hears tasks' cancels on `client`, under `subjects`.
@@ -90,57 +102,9 @@ impl ToolhostService {
         }
     }
 
-    /// Whether `agent` may call `tool`; an empty agent is a person calling
-    /// directly (`hearth tools call`), which the local user may.
-    fn permit(&self, agent: &str, tool: &str) -> Result<(), Status> {
-        if agent.is_empty() {
-            return Ok(());
-        }
-        let spec = self.specs.get(agent).map_err(|_| {
-            Status::permission_denied(format!("unknown agent `{agent}` may call no tools"))
-        })?;
-        if spec.allows_tool(tool) {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(format!(
-                "agent `{agent}` may not call `{tool}` (its spec allows: {})",
-                if spec.tools.is_empty() {
-                    "no tools".to_string()
-                } else {
-                    spec.tools.join(", ")
-                }
-            )))
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl Toolhost for ToolhostService {
-    async fn list_tools(
-        &self,
-        request: Request<ListToolsRequest>,
-    ) -> Result<Response<ListToolsResponse>, Status> {
-        let agent = request.into_inner().agent;
-        let tools = if agent.is_empty() {
-            self.pool.tools(true)
-        } else {
-            self.pool
-                .tools(false)
-                .into_iter()
-                .filter(|t| self.permit(&agent, &t.name).is_ok())
-                .collect()
-        };
-        Ok(Response::new(ListToolsResponse {
-            tools,
-            servers: self.pool.status().await,
-        }))
-    }
-
-    async fn call_tool(
-        &self,
-        request: Request<CallToolRequest>,
-    ) -> Result<Response<CallToolResponse>, Status> {
-        let req = request.into_inner();
+    /// Runs one call: permission, the task's deadline and cancel, the
+    /// audit record.
+    async fn run_call(&self, req: &CallToolRequest) -> Result<CallToolResponse, Status> {
         let started = Instant::now();
         let record = |outcome, detail: Option<String>| {
             Record::new(
@@ -209,11 +173,11 @@ impl Toolhost for ToolhostService {
                     None,
                 ));
                 let (content, is_error) = r.into_parts();
-                Ok(Response::new(CallToolResponse {
+                Ok(CallToolResponse {
                     content,
                     is_error,
                     duration_ms: ms,
-                }))
+                })
             }
             Err(e) => {
                 let outcome = match e {
@@ -227,6 +191,89 @@ impl Toolhost for ToolhostService {
                 Err(e.into())
             }
         }
+    }
+
+    /// Whether `agent` may call `tool`; an empty agent is a person calling
+    /// directly (`hearth tools call`), which the local user may.
+    fn permit(&self, agent: &str, tool: &str) -> Result<(), Status> {
+        if agent.is_empty() {
+            return Ok(());
+        }
+        let spec = self.specs.get(agent).map_err(|_| {
+            Status::permission_denied(format!("unknown agent `{agent}` may call no tools"))
+        })?;
+        if spec.allows_tool(tool) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "agent `{agent}` may not call `{tool}` (its spec allows: {})",
+                if spec.tools.is_empty() {
+                    "no tools".to_string()
+                } else {
+                    spec.tools.join(", ")
+                }
+            )))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Toolhost for ToolhostService {
+    async fn list_tools(
+        &self,
+        request: Request<ListToolsRequest>,
+    ) -> Result<Response<ListToolsResponse>, Status> {
+        let agent = request.into_inner().agent;
+        let tools = if agent.is_empty() {
+            self.pool.tools(true)
+        } else {
+            self.pool
+                .tools(false)
+                .into_iter()
+                .filter(|t| self.permit(&agent, &t.name).is_ok())
+                .collect()
+        };
+        Ok(Response::new(ListToolsResponse {
+            tools,
+            servers: self.pool.status().await,
+        }))
+    }
+
+    async fn call_tool(
+        &self,
+        request: Request<CallToolRequest>,
+    ) -> Result<Response<CallToolResponse>, Status> {
+        let req = request.into_inner();
+        if req.idempotency_key.is_empty() {
+            return self.run_call(&req).await.map(Response::new);
+        }
+        let call = format!(
+            "{}\0{}\0{}\0{}",
+            req.agent, req.task_id, req.name, req.arguments_json
+        );
+        let (answer, how) = self
+            .once
+            .call(&req.idempotency_key, call, || self.run_call(&req))
+            .await?;
+        if how == Answered::Replayed {
+            hearth_mesh::metrics::tool_call(&req.name, "replayed");
+            self.audit.record(Record::new(
+                &req.agent,
+                &req.task_id,
+                &req.name,
+                &req.arguments_json,
+                Outcome::Replayed,
+                Some(format!("idempotency key {}", req.idempotency_key)),
+                0.0,
+            ));
+            tracing::info!(
+                tool = %req.name,
+                task_id = %req.task_id,
+                key = %req.idempotency_key,
+                "a step asked again: answered from its first call, the tool not run again"
+            );
+        }
+        Ok(Response::new(answer))
     }
 
     async fn approve_tools(
@@ -383,7 +430,10 @@ pub async fn start(
         pool.clone(),
         specs,
         AuditLog::open(Some(audit_path(config, data_dir))),
-    );
+    )
+    .keeping_answers_for(Duration::from_secs(
+        config.work.step_log_hours.max(1) * 3600,
+    ));
     let subjects = config.subjects();
     if let Some(client) = bus.nats() {
         svc = svc.with_cancels(client.clone(), subjects.clone());

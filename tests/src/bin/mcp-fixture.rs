@@ -54,6 +54,11 @@ impl Fixture {
                 "Answers `waited` after `ms` milliseconds.",
                 json!({"type":"object","properties":{"ms":{"type":"integer"}}}),
             ),
+            tool(
+                "tally",
+                "Appends `line` and a newline to the file `path`, then answers `tallied` after `ms` milliseconds: a side effect still running when its caller dies.",
+                json!({"type":"object","properties":{"path":{"type":"string"},"line":{"type":"string"},"ms":{"type":"integer"}},"required":["path","line"]}),
+            ),
             tool("crash", "Exits mid-call.", json!({"type":"object"})),
             tool(
                 "big",
@@ -114,6 +119,19 @@ impl ServerHandler for Fixture {
                 let ms = args.get("ms").and_then(|v| v.as_u64()).unwrap_or(0);
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 Ok(text("waited"))
+            }
+            "tally" => {
+                use std::io::Write as _;
+                let failed = |e: std::io::Error| ErrorData::internal_error(e.to_string(), None);
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(s("path"))
+                    .map_err(failed)?;
+                writeln!(f, "{}", s("line")).map_err(failed)?;
+                let ms = args.get("ms").and_then(|v| v.as_u64()).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                Ok(text("tallied"))
             }
             "crash" => std::process::exit(3),
             "big" => {

@@ -198,6 +198,7 @@ async fn connect_options(
     if bus.tls_required {
         options = options.require_tls(true);
     }
+    options = options.custom_inbox_prefix(bus.inbox().map_err(BusError::Transport)?);
     // What the server refuses (a permission violation, say) is said in the
     // log, not lost: a publish has no reply to carry it.
     options = options.event_callback(move |event| {
