@@ -54,8 +54,8 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 /// torn down with its volumes when dropped.
 struct Stack {
     project: String,
-    /// The compose files, in order (`compose.yaml`, then overrides).
-    files: Vec<&'static str>,
+    /// The compose profiles enabled beside the default services.
+    profiles: Vec<&'static str>,
     env: Vec<(String, String)>,
     gateway: String,
     token: String,
@@ -65,9 +65,10 @@ struct Stack {
 impl Stack {
     fn compose(&self, args: &[&str]) -> Command {
         let mut c = Command::new("podman-compose");
-        c.current_dir(repo()).args(["-p", &self.project]);
-        for f in &self.files {
-            c.args(["-f", f]);
+        c.current_dir(repo())
+            .args(["-p", &self.project, "-f", "compose.yaml"]);
+        for p in &self.profiles {
+            c.args(["--profile", p]);
         }
         c.args(args);
         for (k, v) in &self.env {
@@ -309,7 +310,7 @@ async fn the_compose_stack_runs_answers_scales_survives_a_killed_operative_and_k
     let gateway_token = token();
     let stack = Stack {
         project: project.clone(),
-        files: vec!["compose.yaml"],
+        profiles: vec![],
         env: vec![
             ("HEARTH_NATS_TOKEN".into(), token()),
             ("QDRANT_API_KEY".into(), token()),
@@ -581,9 +582,11 @@ fn the_systemd_unit_for_hearth_up_verifies() {
     assert!(!err.contains("Unknown key"), "{err}");
 }
 
-/// Operatives on another machine join the stack (`deploy/compose/remote.yaml`):
-/// NATS published with TLS (the certificate `scripts/compose-certs` makes)
-/// and the stack's token; a `hearth serve operative` in a network namespace
+/// Operatives on another machine join the stack (the `remote` profile):
+/// its NATS edge, a leaf node of the stack's NATS, published with TLS (the
+/// certificate `scripts/compose-certs` makes) and the stack's token, the
+/// work queue reached through the JetStream domain `hearth`; a `hearth serve
+/// operative` in a network namespace
 /// standing in for the second host, reaching the stack only through the
 /// published port, takes the subtasks (the stack runs no operative of its
 /// own). A wrong token is refused there, and no TLS with TLS required fails.
@@ -599,7 +602,7 @@ async fn an_operative_on_another_host_joins_the_stack_over_tls_with_its_token() 
     let (gateway_token, nats_token) = (token(), token());
     let stack = Stack {
         project: project.clone(),
-        files: vec!["compose.yaml", "deploy/compose/remote.yaml"],
+        profiles: vec!["remote"],
         env: vec![
             ("HEARTH_NATS_TOKEN".into(), nats_token.clone()),
             ("QDRANT_API_KEY".into(), token()),
@@ -613,7 +616,7 @@ async fn an_operative_on_another_host_joins_the_stack_over_tls_with_its_token() 
     };
     pump_health_checks(project.clone(), stack.pump.clone());
     stack.must(&["up", "-d", "--no-build", "--scale", "operative=0"]);
-    stack.wait_healthy(8, Duration::from_secs(300));
+    stack.wait_healthy(9, Duration::from_secs(300));
     assert!(stack.of("operative").is_empty(), "{:?}", stack.containers());
 
     let data = tempfile::tempdir().unwrap();
@@ -625,6 +628,7 @@ async fn an_operative_on_another_host_joins_the_stack_over_tls_with_its_token() 
             ("HEARTH_BUS_TOKEN".into(), token.to_string()),
             ("HEARTH_BUS_TLS_CA".into(), ca.display().to_string()),
             ("HEARTH_BUS_TLS_REQUIRED".into(), "true".into()),
+            ("HEARTH_BUS_JETSTREAM_DOMAIN".into(), "hearth".into()),
             ("HEARTH_DATA_DIR".into(), data.path().display().to_string()),
         ]
     };

@@ -242,17 +242,33 @@ pub struct BusConfig {
     /// `deploy/nats/least-privilege.conf` each user reads only its own
     /// replies (`_INBOX.<user>.>`). Set it with an NKey or `.creds` sign-in.
     pub inbox_prefix: Option<String>,
+    /// The JetStream domain of the server that keeps Hearth's streams, for
+    /// a service connected through a leaf node (the compose stack's NATS
+    /// edge says `hearth`). Unset: the connected server's own JetStream.
+    pub jetstream_domain: Option<String>,
+}
+
+/// One NATS subject token of plain characters.
+fn token_safe(t: &str) -> bool {
+    !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl BusConfig {
     /// The inbox prefix this process uses (see `inbox_prefix`), checked:
-    /// one or more subject tokens, no wildcards.
+    /// one or more subject tokens, no wildcards (and `jetstream_domain`, if
+    /// set, checked to be one token).
     pub fn inbox(&self) -> Result<String, String> {
-        let token_safe = |t: &str| {
-            !t.is_empty()
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        };
+        if let Some(d) = &self.jetstream_domain
+            && !d.is_empty()
+            && !token_safe(d)
+        {
+            return Err(format!(
+                "[bus] jetstream_domain `{d}` is not one NATS subject token \
+                 (letters, digits, `_`, `-`)"
+            ));
+        }
         match &self.inbox_prefix {
             Some(p) => {
                 if p.split('.').all(token_safe) {
@@ -903,6 +919,7 @@ impl Config {
     /// The subjects of this mesh.
     pub fn subjects(&self) -> crate::Subjects {
         crate::Subjects::new(self.subject_prefix.clone())
+            .with_jetstream_domain(self.bus.jetstream_domain.clone())
     }
 }
 

@@ -136,8 +136,8 @@ pub fn start(
     replicas: usize,
 ) -> JoinHandle<()> {
     let name = bucket_name(subjects);
+    let js = subjects.jetstream(client.clone());
     tokio::spawn(async move {
-        let js = jetstream::new(client.clone());
         let key = format!("{}.{}", service.name(), token(&instance));
         let mut store = None;
         let mut tick = tokio::time::interval(EVERY);
@@ -165,7 +165,7 @@ pub async fn instances(
     client: &async_nats::Client,
     subjects: &Subjects,
 ) -> Result<Vec<Beat>, crate::work::WorkError> {
-    let js = jetstream::new(client.clone());
+    let js = subjects.jetstream(client.clone());
     let Ok(kv) = js.get_key_value(bucket_name(subjects)).await else {
         return Ok(Vec::new());
     };

@@ -2,11 +2,17 @@
 //!
 //! The prefix is `hearth` unless configured otherwise; a different prefix
 //! gives a separate mesh on the same NATS server (tests use one each).
+//! Hearth's JetStream streams and buckets are reached through the server's
+//! own JetStream, or — from a leaf node, such as the compose stack's NATS
+//! edge for operatives on other machines — through a named JetStream
+//! domain (`[bus] jetstream_domain`).
 
 /// The subjects of one mesh.
 #[derive(Debug, Clone)]
 pub struct Subjects {
     prefix: String,
+    /// The JetStream domain of Hearth's streams (`None`: the server's own).
+    jetstream_domain: Option<String>,
 }
 
 /// The services that listen on the bus.
@@ -66,12 +72,28 @@ impl Subjects {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            jetstream_domain: None,
         }
+    }
+
+    /// These subjects, with Hearth's streams in JetStream domain `domain`
+    /// (`None` or empty: the connected server's own JetStream).
+    pub fn with_jetstream_domain(mut self, domain: Option<String>) -> Self {
+        self.jetstream_domain = domain.filter(|d| !d.is_empty());
+        self
     }
 
     /// The prefix these subjects live under.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The JetStream API where Hearth's streams and buckets are, over `client`.
+    pub fn jetstream(&self, client: async_nats::Client) -> async_nats::jetstream::Context {
+        match &self.jetstream_domain {
+            Some(domain) => async_nats::jetstream::with_domain(client, domain),
+            None => async_nats::jetstream::new(client),
+        }
     }
 
     /// `<prefix>.v1.<service>.<method>`.

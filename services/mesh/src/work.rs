@@ -363,7 +363,7 @@ impl WorkQueue {
         subjects: &Subjects,
         settings: WorkSettings,
     ) -> Result<Self, WorkError> {
-        let js = jetstream::new(client.clone());
+        let js = subjects.jetstream(client.clone());
         let names = Names::new(subjects);
         let metadata: std::collections::HashMap<String, String> =
             [(SCHEMA_KEY.to_string(), SCHEMA.to_string())].into();
@@ -483,7 +483,7 @@ impl WorkQueue {
         subjects: &Subjects,
         settings: WorkSettings,
     ) -> Result<Self, WorkError> {
-        let js = jetstream::new(client.clone());
+        let js = subjects.jetstream(client.clone());
         let names = Names::new(subjects);
         let work = existing(&js, &names.work_stream).await?;
         let events = existing(&js, &names.events_stream).await?;
@@ -1114,7 +1114,7 @@ pub async fn stats(
     client: &async_nats::Client,
     subjects: &Subjects,
 ) -> Result<Option<QueueStats>, WorkError> {
-    let js = jetstream::new(client.clone());
+    let js = subjects.jetstream(client.clone());
     let names = Names::new(subjects);
     let Ok(work) = js.get_stream(&names.work_stream).await else {
         return Ok(None);
