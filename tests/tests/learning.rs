@@ -71,6 +71,25 @@ async fn the_main_job_answers_right_and_leaves_a_redacted_trace() {
         !err.contains("MULTI_MMAP"),
         "library warnings stay out: {err}"
     );
+    // The shipped adapter was folded into the model once, in the models
+    // directory; the next start reuses that file instead of making it again.
+    let merged = |d: &Path| -> Vec<(PathBuf, std::time::SystemTime)> {
+        std::fs::read_dir(d.join("models/merged"))
+            .map(|r| {
+                r.filter_map(|e| {
+                    let e = e.ok()?;
+                    Some((e.path(), e.metadata().ok()?.modified().ok()?))
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = merged(d.path());
+    assert_eq!(first.len(), 1, "one merged model: {first:?}");
+    assert!(
+        first[0].0.extension().is_some_and(|x| x == "gguf"),
+        "{first:?}"
+    );
     // A secret in a request never reaches a trace file.
     let (code, out, err) = run(
         &[
@@ -83,6 +102,11 @@ async fn the_main_job_answers_right_and_leaves_a_redacted_trace() {
     )
     .await;
     assert!(code == 0 || code == 1, "{out}{err}");
+    assert_eq!(
+        merged(d.path()),
+        first,
+        "the merged model is reused, not made again"
+    );
     let task: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut seen = 0;
     for f in std::fs::read_dir(d.path().join("traces")).unwrap() {

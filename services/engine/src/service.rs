@@ -106,8 +106,27 @@ pub fn load_llama(
             None
         }
     };
+    // The adapter folded into the weights once (no cost per token); if
+    // that fails, it is applied at run time.
+    let base = resolved.path;
+    let mut path = base.clone();
+    let mut lora = chosen.as_ref().map(|c| (c.path.clone(), c.scale));
+    if cfg.merge_adapter
+        && let Some((adapter, scale)) = &lora
+    {
+        let dir = models_dir(cfg.models_dir.as_deref(), data_dir).join("merged");
+        match crate::backends::llama::merge::merged(&base, adapter, *scale, &dir) {
+            Ok(m) => {
+                path = m;
+                lora = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the adapter is applied at run time: merging it failed")
+            }
+        }
+    }
     let opts = LlamaOptions {
-        path: resolved.path,
+        path,
         name: resolved.name,
         fallback_template,
         family_templates,
@@ -116,7 +135,7 @@ pub fn load_llama(
         threads: cfg.threads,
         max_tokens: cfg.max_tokens,
         seed: 42,
-        lora: chosen.as_ref().map(|c| (c.path.clone(), c.scale)),
+        lora,
         temperature: cfg.temperature,
         draft_tokens: cfg.draft_tokens,
     };
@@ -126,6 +145,19 @@ pub fn load_llama(
                 tracing::debug!(adapter = %c.name, source = ?c.source, "LoRA adapter applied");
             }
             Ok(b.with_adapter(chosen))
+        }
+        Err(e) if opts.path != base => {
+            // A merged file llama.cpp refuses: made again on the next start;
+            // this one applies the adapter at run time.
+            tracing::warn!(model = %opts.path.display(), error = %e, "the merged model was refused; removed, applying the adapter at run time");
+            let _ = std::fs::remove_file(&opts.path);
+            let lora = chosen.as_ref().map(|c| (c.path.clone(), c.scale));
+            LlamaCppBackend::load(LlamaOptions {
+                path: base,
+                lora,
+                ..opts
+            })
+            .map(|b| b.with_adapter(chosen))
         }
         Err(e) => match &chosen {
             Some(c) if c.source != crate::adapters::Source::Config => {

@@ -342,6 +342,11 @@ pub struct EngineConfig {
     /// else the one Hearth ships for it (each bound to its base model's
     /// SHA-256, so neither applies to another model).
     pub learned_adapter: bool,
+    /// `llama`: fold the chosen adapter into the model's weights once (a
+    /// file kept in the models directory's `merged/`) instead of applying it
+    /// at every token: the same answers at the base model's speed. False
+    /// applies it at run time (as `[engine] lora` always could).
+    pub merge_adapter: bool,
     /// `llama`: most tokens one decode step drafts by prompt lookup and
     /// verifies at once (replies that copy from the prompt — a restated
     /// task, code, a quoted text — decode several tokens a step; the reply
@@ -461,6 +466,7 @@ impl Default for EngineConfig {
             lora: Vec::new(),
             temperature: None,
             learned_adapter: true,
+            merge_adapter: true,
             draft_tokens: 0,
             scripted_delay_ms: 0,
         }

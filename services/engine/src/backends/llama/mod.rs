@@ -14,6 +14,7 @@
 //!   energy is absent (no meter here), never invented.
 
 pub mod embed;
+pub mod merge;
 pub mod prompt;
 pub mod worker;
 
