@@ -269,10 +269,10 @@ impl BusConfig {
                  (letters, digits, `_`, `-`)"
             ));
         }
-        match &self.inbox_prefix {
+        match self.inbox_prefix.as_deref().filter(|p| !p.is_empty()) {
             Some(p) => {
                 if p.split('.').all(token_safe) {
-                    Ok(p.clone())
+                    Ok(p.to_string())
                 } else {
                     Err(format!(
                         "[bus] inbox_prefix `{p}` is not a NATS subject of plain tokens \
@@ -821,9 +821,15 @@ impl Config {
 
     /// Loads from `file` (if given) and the environment.
     pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
-        figment(file)
+        let config: Self = figment(file)
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        // Subject names are checked here, not when NATS is first reached.
+        config
+            .bus
+            .inbox()
+            .map_err(|e| ConfigError::Invalid(Box::new(figment::Error::from(e))))?;
+        Ok(config)
     }
 
     /// The file [`Config::load`] reads, if any.
@@ -1090,6 +1096,31 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("sk-very-secret"), "{shown}");
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn a_bad_inbox_prefix_or_jetstream_domain_is_refused_at_load() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HEARTH_BUS_INBOX_PREFIX", "_INBOX.*");
+            let e = Config::load_from(None).expect_err("a wildcard").to_string();
+            assert!(e.contains("inbox_prefix `_INBOX.*`"), "{e}");
+            jail.set_env("HEARTH_BUS_INBOX_PREFIX", "_INBOX.ops");
+            jail.set_env("HEARTH_BUS_JETSTREAM_DOMAIN", "a.b");
+            let e = Config::load_from(None).expect_err("two tokens").to_string();
+            assert!(e.contains("jetstream_domain `a.b`"), "{e}");
+            jail.set_env("HEARTH_BUS_JETSTREAM_DOMAIN", "hearth");
+            let c = Config::load_from(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.bus.inbox().as_deref(), Ok("_INBOX.ops"));
+            // Unset (or empty): the user's own inbox, or the plain one.
+            let mut bus = BusConfig {
+                user: Some("engine".into()),
+                ..Default::default()
+            };
+            assert_eq!(bus.inbox().as_deref(), Ok("_INBOX.engine"));
+            bus.user = Some("a.b".into());
+            assert_eq!(bus.inbox().as_deref(), Ok("_INBOX"));
+            Ok(())
+        });
     }
 
     #[test]
