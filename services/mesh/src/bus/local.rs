@@ -23,6 +23,9 @@ const REPLY_QUEUE: usize = 256;
 
 struct Subscriber {
     pattern: String,
+    /// The pattern has no wildcard: it matches only itself (compared
+    /// whole; most subscriptions are one method's subject).
+    literal: bool,
     queue: Option<String>,
     tx: mpsc::Sender<IncomingRequest>,
 }
@@ -65,7 +68,12 @@ impl LocalBus {
         let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
         let mut out = Vec::new();
         for (i, s) in reg.subs.iter().enumerate() {
-            if !matches(&s.pattern, subject) {
+            let hit = if s.literal {
+                s.pattern == subject
+            } else {
+                matches(&s.pattern, subject)
+            };
+            if !hit {
                 continue;
             }
             match &s.queue {
@@ -151,6 +159,7 @@ impl Bus for LocalBus {
         let mut reg = crate::sync::lock(&self.registry);
         reg.subs.push(Subscriber {
             pattern: subject.to_string(),
+            literal: !subject.split('.').any(|t| t == "*" || t == ">"),
             queue: queue.map(str::to_string),
             tx,
         });
