@@ -256,10 +256,9 @@ fn token_safe(t: &str) -> bool {
 }
 
 impl BusConfig {
-    /// The inbox prefix this process uses (see `inbox_prefix`), checked:
-    /// one or more subject tokens, no wildcards (and `jetstream_domain`, if
-    /// set, checked to be one token).
-    pub fn inbox(&self) -> Result<String, String> {
+    /// Checks the subject names this section sets: `inbox_prefix` (see
+    /// [`BusConfig::inbox`]) and `jetstream_domain` (one token).
+    pub fn check(&self) -> Result<(), String> {
         if let Some(d) = &self.jetstream_domain
             && !d.is_empty()
             && !token_safe(d)
@@ -269,6 +268,12 @@ impl BusConfig {
                  (letters, digits, `_`, `-`)"
             ));
         }
+        self.inbox().map(drop)
+    }
+
+    /// The inbox prefix this process uses (see `inbox_prefix`), checked:
+    /// one or more subject tokens, no wildcards.
+    pub fn inbox(&self) -> Result<String, String> {
         match self.inbox_prefix.as_deref().filter(|p| !p.is_empty()) {
             Some(p) => {
                 if p.split('.').all(token_safe) {
@@ -827,7 +832,7 @@ impl Config {
         // Subject names are checked here, not when NATS is first reached.
         config
             .bus
-            .inbox()
+            .check()
             .map_err(|e| ConfigError::Invalid(Box::new(figment::Error::from(e))))?;
         Ok(config)
     }
