@@ -109,7 +109,7 @@ pub fn shipped_dir() -> PathBuf {
 
 /// The shipped suites: `(name, file text)`, held-out splits and training
 /// splits of each capability.
-pub const SHIPPED: [(&str, &str); 15] = [
+pub const SHIPPED: [(&str, &str); 16] = [
     (
         "calculator.train",
         include_str!("../suites/calculator.train.jsonl"),
@@ -153,10 +153,17 @@ pub const SHIPPED: [(&str, &str); 15] = [
     // measure for the fourth adapter. (A tenth, "What is the capital of
     // France?", turned out to be a training fact and was dropped.)
     ("blind.test", include_str!("../suites/blind.test.jsonl")),
+    // Nine more written blind (by a helper that saw no suite and no
+    // generator) before the fifth adapter was trained, after the blind set's
+    // failures had been seen: the honest measure for it. (A tenth, "What is
+    // the capital of France?", is a training fact and was dropped; case 06,
+    // primes below 100 in Python, happens to be one of the generators' own
+    // tasks in other words.)
+    ("blind2.test", include_str!("../suites/blind2.test.jsonl")),
 ];
 
 /// The held-out split of every shipped capability (the gate's suites).
-pub const HELD_OUT: [&str; 9] = [
+pub const HELD_OUT: [&str; 10] = [
     "calculator.test",
     "files.test",
     "python.test",
@@ -166,6 +173,7 @@ pub const HELD_OUT: [&str; 9] = [
     "newcomer.test",
     "fresh.test",
     "blind.test",
+    "blind2.test",
 ];
 
 /// Parses suite text.

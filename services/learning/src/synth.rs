@@ -1093,199 +1093,54 @@ fn program<R: Rng>(rng: &mut R) -> (String, String) {
     (polite(rng, &what), code)
 }
 
-/// Plain questions and their answers (the orchestrator answers itself).
-const PLAIN: &[(&str, &str)] = &[
-    ("What is the capital of Spain?", "Madrid."),
-    ("What is the capital of England?", "London."),
-    ("What is the capital of Russia?", "Moscow."),
-    ("What is the capital of China?", "Beijing."),
-    ("What is the capital of Egypt?", "Cairo."),
-    ("What is the capital of Greece?", "Athens."),
-    ("What is the capital of Portugal?", "Lisbon."),
-    ("What is the capital of Ireland?", "Dublin."),
-    ("What is the capital of Norway?", "Oslo."),
-    ("Which city is the capital of Austria?", "Vienna."),
-    ("Which city is the capital of Canada?", "Ottawa."),
-    ("Name the capital of Sweden.", "Stockholm."),
-    ("Name the capital of the Netherlands.", "Amsterdam."),
-    ("Say hello.", "Hello!"),
-    ("Hi!", "Hello! How can I help you?"),
-    ("Good morning", "Good morning! How can I help?"),
-    ("Thank you!", "You're welcome!"),
-    ("Thanks a lot", "You're welcome!"),
-    (
-        "Who are you?",
-        "I am Hearth, an assistant running on your own machine.",
-    ),
-    ("What is your name?", "My name is Hearth."),
-    (
-        "What can you do?",
-        "I can do arithmetic, run Python, write files, search your notes and answer questions.",
-    ),
-    ("What is the opposite of up?", "Down."),
-    ("What is the opposite of big?", "Small."),
-    ("What is the opposite of day?", "Night."),
-    ("What is the opposite of fast?", "Slow."),
-    ("What is the opposite of open?", "Closed."),
-    ("What color is snow?", "White."),
-    ("What color are bananas?", "Yellow."),
-    ("What color is a ripe tomato?", "Red."),
-    ("What colour is coal?", "Black."),
-    ("What animal says moo?", "A cow."),
-    ("What animal says meow?", "A cat."),
-    (
-        "Which animal is known as the king of the jungle?",
-        "The lion.",
-    ),
-    (
-        "What is the largest planet in the solar system?",
-        "Jupiter.",
-    ),
-    (
-        "What star is at the center of our solar system?",
-        "The Sun.",
-    ),
-    ("What language is spoken in France?", "French."),
-    ("What language is spoken in Germany?", "German."),
-    ("What do bees make?", "Honey."),
-    (
-        "What gas do plants take in from the air?",
-        "Carbon dioxide.",
-    ),
-    ("What do we call frozen water?", "Ice."),
-    ("What is the largest ocean on Earth?", "The Pacific Ocean."),
-    ("Which season comes after winter?", "Spring."),
-    ("What is the first month of the year?", "January."),
-    ("What day comes after Monday?", "Tuesday."),
-    ("Who wrote Romeo and Juliet?", "William Shakespeare."),
-    ("Who painted the Mona Lisa?", "Leonardo da Vinci."),
-    ("What is the tallest animal?", "The giraffe."),
-    ("What do you call a baby dog?", "A puppy."),
-    ("What do you call a baby cat?", "A kitten."),
-    ("Tell me a greeting in Spanish.", "Hola!"),
-    ("How do you say thank you in French?", "Merci."),
-    ("What is the main ingredient of guacamole?", "Avocado."),
-    ("Is the Earth round or flat?", "Round."),
-    ("What is the capital of France?", "Paris."),
-    ("What is the capital of Poland?", "Warsaw."),
-    ("What is the capital of Hungary?", "Budapest."),
-    ("Which city is the capital of Finland?", "Helsinki."),
-    ("What is the capital of Denmark?", "Copenhagen."),
-    ("Name the capital of Belgium.", "Brussels."),
-    ("What is the capital of Australia?", "Canberra."),
-    ("What is the capital of Kenya?", "Nairobi."),
-    ("What is the capital of Argentina?", "Buenos Aires."),
-    ("What is the capital of Peru?", "Lima."),
-    ("Which city is the capital of India?", "New Delhi."),
-    ("What is the capital of Thailand?", "Bangkok."),
-    ("What is the capital of South Korea?", "Seoul."),
-    ("What is the capital of Turkey?", "Ankara."),
-    (
-        "How many days are in a week?",
-        "There are 7 days in a week.",
-    ),
-    (
-        "How many months are in a year?",
-        "There are 12 months in a year.",
-    ),
-    (
-        "How many minutes are in an hour?",
-        "There are 60 minutes in an hour.",
-    ),
-    (
-        "How many seconds are in a minute?",
-        "There are 60 seconds in a minute.",
-    ),
-    (
-        "How many legs does an insect have?",
-        "An insect has 6 legs.",
-    ),
-    (
-        "How many sides does a triangle have?",
-        "A triangle has 3 sides.",
-    ),
-    (
-        "How many sides does a hexagon have?",
-        "A hexagon has 6 sides.",
-    ),
-    ("How many continents are there?", "There are 7 continents."),
-    (
-        "How many players are on a football team on the pitch?",
-        "11 players.",
-    ),
-    (
-        "How many wheels does a bicycle have?",
-        "A bicycle has 2 wheels.",
-    ),
-    (
-        "How many weeks are in a year?",
-        "There are 52 weeks in a year.",
-    ),
-    (
-        "How many days does a leap year have?",
-        "A leap year has 366 days.",
-    ),
-    (
-        "How many zeros are in one million?",
-        "One million has 6 zeros.",
-    ),
-    (
-        "At what temperature does water boil, in Celsius?",
-        "100 degrees Celsius.",
-    ),
-    ("What is the opposite of hot?", "Cold."),
-    ("What is the opposite of happy?", "Sad."),
-    ("What is the opposite of full?", "Empty."),
-    ("What is the opposite of early?", "Late."),
-    ("What is the opposite of light?", "Dark."),
-    ("What color is the sky on a clear day?", "Blue."),
-    ("What colour is milk?", "White."),
-    ("What animal has a trunk?", "An elephant."),
-    ("Which bird hoots at night?", "The owl."),
-    ("What animal quacks?", "A duck."),
-    ("What is the fastest land animal?", "The cheetah."),
-    ("Who wrote Hamlet?", "William Shakespeare."),
-    (
-        "Who discovered gravity when an apple fell?",
-        "Isaac Newton.",
-    ),
-    ("What is the largest continent?", "Asia."),
-    ("What is the longest river in Africa?", "The Nile."),
-    (
-        "Which ocean lies between Europe and America?",
-        "The Atlantic Ocean.",
-    ),
-    ("What language is spoken in Italy?", "Italian."),
-    ("What language is spoken in Brazil?", "Portuguese."),
-    ("What currency is used in Japan?", "The yen."),
-    (
-        "What is the currency of the United Kingdom?",
-        "The pound sterling.",
-    ),
-    ("What do caterpillars turn into?", "Butterflies."),
-    ("What is the hardest natural substance?", "Diamond."),
-    ("Which planet is closest to the Sun?", "Mercury."),
-    ("What is the nearest star to Earth?", "The Sun."),
-    ("How do you say goodbye in Spanish?", "Adiós."),
-    ("What instrument has 88 keys?", "The piano."),
-    ("Good evening!", "Good evening! What can I do for you?"),
-    ("Hey there", "Hi! How can I help?"),
-];
+/// A question that needs no tool, the answer to train on, and the check
+/// (a regex) a right answer passes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PlainFact {
+    /// The question.
+    pub q: String,
+    /// The answer the teacher gives.
+    pub a: String,
+    /// What a right answer matches.
+    pub check: String,
+}
 
-fn plain<R: Rng>(rng: &mut R) -> Plan {
-    let (q, a) = PLAIN[rng.gen_range(0..PLAIN.len())];
+/// The facts plain questions are drawn from: those of
+/// `synth/plain-facts.pool.jsonl` that the base model already knows, as
+/// `train/known_facts.py` found by asking it (few-shot, greedy, checked).
+/// Training a small model on facts it does not know teaches it to answer
+/// anything with confidence ("Which animal barks?" → "The cat.", after
+/// "What animal quacks?" → "A duck."); on facts it knows, to say what it
+/// knows in the reply format.
+const PLAIN_FACTS: &str = include_str!("../synth/plain-facts.jsonl");
+
+/// [`PLAIN_FACTS`], parsed once (a line that does not parse is left out;
+/// a test checks that none is).
+pub fn plain_facts() -> &'static [PlainFact] {
+    static FACTS: std::sync::LazyLock<Vec<PlainFact>> = std::sync::LazyLock::new(|| {
+        PLAIN_FACTS
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    });
+    &FACTS
+}
+
+fn plain<R: Rng>(rng: &mut R) -> Option<Plan> {
+    let fact = plain_facts().choose(rng)?;
     let q = if rng.gen_bool(0.2) {
-        q.to_lowercase().trim_end_matches('?').to_string()
+        fact.q.to_lowercase().trim_end_matches('?').to_string()
     } else {
-        q.to_string()
+        fact.q.clone()
     };
-    Plan {
+    Some(Plan {
         prompt: q,
         capability: Capability::Plain,
         call: None,
         answer_from: None,
-        direct: Some(a.to_string()),
-    }
+        direct: Some(fact.a.clone()),
+    })
 }
 
 fn retrieval<R: Rng>(rng: &mut R, topics: &[String]) -> Option<Plan> {
@@ -1710,7 +1565,7 @@ pub fn generate(
             }
             // Plain questions repeat (there are few); allow each a few times.
             Capability::Plain => {
-                let p = plain(&mut rng);
+                let Some(p) = plain(&mut rng) else { continue };
                 if excluded.contains(&normal(&p.prompt)) {
                     continue;
                 }
@@ -1971,6 +1826,23 @@ mod tests {
     }
 
     #[test]
+    fn every_plain_fact_parses_is_in_the_pool_and_passes_its_own_check() {
+        let lines = PLAIN_FACTS.lines().filter(|l| !l.trim().is_empty()).count();
+        assert_eq!(plain_facts().len(), lines, "a line of plain-facts.jsonl does not parse");
+        assert!(lines >= 100, "only {lines} plain facts");
+        let pool: Vec<PlainFact> = include_str!("../synth/plain-facts.pool.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for f in plain_facts() {
+            assert!(pool.contains(f), "{:?} is not in the pool", f.q);
+            let rx = regex::Regex::new(&f.check).unwrap();
+            assert!(rx.is_match(&f.a), "{:?}: {:?} fails {}", f.q, f.a, f.check);
+        }
+    }
+
+    #[test]
     fn held_out_questions_are_not_answered_by_the_plain_training_facts() {
         // A plain fact whose answer passes a held-out case about the same
         // thing would leak the held-out answer into training.
@@ -1986,11 +1858,13 @@ mod tests {
             for suite in crate::eval::load(name).unwrap() {
                 for case in suite.cases.iter().filter(|c| c.tool.is_none()) {
                     let words = content(&case.prompt);
-                    for (q, a) in PLAIN {
-                        let shared = content(q).iter().any(|w| words.contains(w));
+                    for f in plain_facts() {
+                        let shared = content(&f.q).iter().any(|w| words.contains(w));
                         assert!(
-                            !(shared && crate::eval::check(&case.expect, a, root.path()).is_ok()),
-                            "the training fact {q:?} → {a:?} answers held-out {}",
+                            !(shared && crate::eval::check(&case.expect, &f.a, root.path()).is_ok()),
+                            "the training fact {:?} → {:?} answers held-out {}",
+                            f.q,
+                            f.a,
                             case.id
                         );
                     }

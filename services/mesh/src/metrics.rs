@@ -94,10 +94,17 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 /// One request served: its service, method and duration.
 pub fn hop(service: &str, method: &str, seconds: f64) {
+    hops(service, method).observe(seconds);
+}
+
+/// The histogram of one service's method, to keep and observe into: a
+/// serving loop whose subject names one method looks it up once, not per
+/// request (the lookup allocates its labels).
+pub fn hops(service: &str, method: &str) -> Histogram {
     metrics()
         .hops
         .get_or_create(&labels(&[("service", service), ("method", method)]))
-        .observe(seconds);
+        .clone()
 }
 
 /// A task that ended its turn in `state` (an A2A `TaskState`), counted as

@@ -359,6 +359,12 @@ where
     let slots = Arc::new(Semaphore::new(DEFAULT_CONCURRENCY));
     tracing::debug!(%subject, ?queue, bus = bus.kind(), "serving");
     Ok(tokio::spawn(async move {
+        // A subject without wildcards names one method: its histogram is
+        // looked up once.
+        let fixed = (!subject.contains(['*', '>'])).then(|| {
+            let (service, method) = hop_of(&subject);
+            crate::metrics::hops(service, method)
+        });
         while let Some(req) = requests.next().await {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
@@ -373,13 +379,16 @@ where
                 subject = %req.subject,
             );
             crate::telemetry::adopt(&span, &req.headers);
-            let hop = (service.to_string(), method.to_string());
+            let histogram = match &fixed {
+                Some(h) => h.clone(),
+                None => crate::metrics::hops(service, method),
+            };
             let fut = handle(req).instrument(span);
             let counted = InFlight::enter();
             tokio::spawn(async move {
                 let started = Instant::now();
                 fut.await;
-                crate::metrics::hop(&hop.0, &hop.1, started.elapsed().as_secs_f64());
+                histogram.observe(started.elapsed().as_secs_f64());
                 drop(permit);
                 drop(counted);
             });

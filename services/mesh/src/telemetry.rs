@@ -149,9 +149,11 @@ pub fn init(default: &str, json: bool, service: &str) -> Telemetry {
     if let Some(e) = problem {
         tracing::warn!("traces are not exported: {e}");
     }
-    Telemetry {
-        provider: provider.filter(|_| installed),
+    let provider = provider.filter(|_| installed);
+    if provider.is_some() {
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    Telemetry { provider }
 }
 
 struct HeaderInjector<'a>(&'a mut Headers);
@@ -174,16 +176,28 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// Whether this process exports spans (an OTLP exporter is installed).
+/// When it does not, the functions below return at once: a hop pays nothing
+/// for tracing it does not do.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Writes `span`'s trace context into `headers` (nothing when the span is
 /// not being exported).
 pub fn inject(span: &tracing::Span, headers: &mut Headers) {
+    if !exporting() {
+        return;
+    }
     let cx = span.context();
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
 }
 
 /// Makes the trace context in `headers`, if any, the parent of `span`.
 pub fn adopt(span: &tracing::Span, headers: &Headers) {
-    if headers.get("traceparent").is_none() {
+    if !exporting() || headers.get("traceparent").is_none() {
         return;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -193,12 +207,18 @@ pub fn adopt(span: &tracing::Span, headers: &Headers) {
 /// Adds an attribute to `span`'s exported span (what is known only once the
 /// work is done: tokens, a tool's outcome). Nothing when not exporting.
 pub fn annotate(span: &tracing::Span, key: &'static str, value: impl Into<opentelemetry::Value>) {
+    if !exporting() {
+        return;
+    }
     span.set_attribute(key, value);
 }
 
 /// The trace id of `span` as 32 hex digits, when it is being exported.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
+    if !exporting() {
+        return None;
+    }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     sc.is_valid().then(|| sc.trace_id().to_string())
