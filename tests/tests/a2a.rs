@@ -1,7 +1,8 @@
 //! A2A against things nobody here wrote: the official Python `a2a-sdk` 1.x
 //! as a client of the gateway over JSON-RPC, HTTP+JSON, gRPC and its v0.3
 //! compatibility client; an agent built on the same SDK joined as an
-//! external agent; and errors by the book for malformed requests. The chat
+//! external agent; errors by the book for malformed requests; and the
+//! official `openai` Python SDK against the gateway's OpenAI face. The chat
 //! model is the scripted double (the tests are about the protocol and the
 //! mesh, not the model's judgement).
 
@@ -136,6 +137,91 @@ async fn the_python_a2a_sdk_speaks_every_binding_with_the_gateway() {
         assert!(r["cancel"]["unknown"].is_object(), "{ctx}");
         // The extended card names the operatives too.
         assert!(texts(&r["extended"]).contains("operative"), "{ctx}");
+    }
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
+    let (mesh, url) = mesh(Some(TOKEN)).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        Command::new(a2a_python())
+            .arg(script("openai_client.py"))
+            .args([url.as_str(), TOKEN])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let r: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let ctx = format!("{r:#}");
+    assert!(r.get("fatal").is_none(), "{ctx}");
+    assert_eq!(r["models"], json!(["hearth"]), "{ctx}");
+    // A plain completion, answered through the mesh: the scripted model
+    // calls the calculator on the toolhost, which computes 395.
+    let plain = &r["plain"];
+    assert_eq!(plain["object"], "chat.completion", "{ctx}");
+    assert_eq!(plain["role"], "assistant", "{ctx}");
+    assert_eq!(plain["finish"], "stop", "{ctx}");
+    assert!(plain["content"].as_str().unwrap().contains("395"), "{ctx}");
+    assert!(plain["prompt_tokens"].as_u64().unwrap() > 0, "{ctx}");
+    assert_eq!(plain["hearth_usage"]["type"], "hearth.usage", "{ctx}");
+    assert!(plain["hearth_usage"]["model_calls"].as_u64().unwrap() >= 1, "{ctx}");
+    assert!(plain["hearth_usage"]["latency_ms"].as_f64().unwrap() > 0.0, "{ctx}");
+    // Streamed: the answer's text, progress under `hearth`, the finish and
+    // the usage on the last chunk.
+    let stream = &r["stream"];
+    assert!(stream["text"].as_str().unwrap().contains("395"), "{ctx}");
+    assert!(texts(&stream["progress"]).contains("hearth.status"), "{ctx}");
+    assert!(texts(&stream["progress"]).contains("hearth.final"), "{ctx}");
+    assert_eq!(stream["finish"], "stop", "{ctx}");
+    assert_eq!(stream["usage_hearth"]["type"], "hearth.usage", "{ctx}");
+    // The same `user` is one conversation; another user is another.
+    let ann = r["user"]["ann"].as_array().unwrap();
+    assert_eq!(ann[0], ann[1], "{ctx}");
+    assert!(!ann[0].as_str().unwrap().is_empty(), "{ctx}");
+    assert_ne!(ann[0], r["user"]["bob"], "{ctx}");
+    // Errors as the SDK knows them.
+    let e = &r["errors"];
+    assert_eq!(e["wrong_key"]["class"], "AuthenticationError", "{ctx}");
+    assert_eq!(e["wrong_key"]["code"], "invalid_api_key", "{ctx}");
+    assert_eq!(e["unknown_model"]["class"], "NotFoundError", "{ctx}");
+    assert_eq!(e["unknown_model"]["code"], "model_not_found", "{ctx}");
+    assert_eq!(e["tools"]["class"], "BadRequestError", "{ctx}");
+    assert_eq!(e["tools"]["code"], "tools_not_supported", "{ctx}");
+    assert_eq!(e["no_messages"]["class"], "BadRequestError", "{ctx}");
+    // A stream dropped by its client does not stop the gateway.
+    assert!(r["after_drop"].as_str().unwrap().contains("395"), "{ctx}");
+
+    // Bad input by hand: malformed JSON, a wrong type, a body over the limit.
+    let post = |body: String| {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, status) in [
+        ("{\"model\": ".to_string(), 400),
+        (json!({"model": 7, "messages": []}).to_string(), 400),
+        (
+            json!({"model": "hearth", "messages": [{"role": "user", "content": "x".repeat(70 * 1024)}]})
+                .to_string(),
+            413,
+        ),
+    ] {
+        let resp = post(body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(v["error"]["type"].is_string(), "{v}");
     }
     mesh.shutdown().await;
 }

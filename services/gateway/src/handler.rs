@@ -253,7 +253,16 @@ impl A2aHandler {
         {
             self.push.check_url(&cfg.url).await?;
         }
-        let message = pbconv::to_proto_message(&req.message);
+        self.start_message(pbconv::to_proto_message(&req.message))
+            .await
+    }
+
+    /// Starts (or continues) a task at the orchestrator with a wire message
+    /// (the OpenAI face builds its own).
+    pub(crate) async fn start_message(
+        &self,
+        message: hearth_proto::a2a::Message,
+    ) -> Result<BoxStream<'static, Result<TaskEvent, tonic::Status>>, A2AError> {
         // A message naming a task continues it: the task must exist and be
         // waiting for input.
         if !message.task_id.is_empty() {

@@ -11,7 +11,8 @@
 //! `/.well-known/agent-card.json`.
 //!
 //! It also serves the mesh as an MCP server at `/mcp` (streamable HTTP; see
-//! [`mcp`]).
+//! [`mcp`]), and as an OpenAI-compatible API at `/v1/models` and
+//! `/v1/chat/completions` (see [`openai`]).
 //!
 //! Binds to loopback unless configured otherwise. When a token is
 //! configured, every request but the agent card must carry it.
@@ -21,6 +22,7 @@ pub mod card;
 mod grpc;
 mod handler;
 pub mod mcp;
+pub mod openai;
 pub mod push;
 pub mod v03;
 
@@ -282,6 +284,7 @@ pub fn router(
                 .layer(axum::middleware::from_fn(empty_is_json))
                 .layer(axum::middleware::from_fn(rest_version)),
         )
+        .merge(openai::router(handler.clone()))
         .merge(mcp::http_router(
             mcp::MeshMcp::new(config, bus),
             beyond_loopback && token.is_some(),
@@ -301,7 +304,10 @@ pub fn router(
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             config.gateway.max_body_bytes,
         ))
-        .layer(DefaultBodyLimit::disable());
+        .layer(DefaultBodyLimit::disable())
+        // Outermost: the OpenAI face's errors keep OpenAI's shape, whoever
+        // answered them.
+        .layer(axum::middleware::from_fn(openai::openai_errors));
     Ok((router, handler))
 }
 

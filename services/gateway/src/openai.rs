@@ -1,0 +1,702 @@
+//! The OpenAI-compatible face of the gateway: `GET /v1/models` and
+//! `POST /v1/chat/completions`, plain and streamed (server-sent events), so
+//! a chat UI or a script written against the official `openai` SDK reaches
+//! the mesh on the same port and behind the same token as A2A.
+//!
+//! A chat completion is a mesh task for the orchestrator, started through
+//! the same [`A2aHandler`] as an A2A `SendMessage` (so over NATS it goes
+//! through the durable work queue too). The conversation's last message is
+//! the task; earlier messages the client sends are taken at its word and
+//! given to the task as the conversation so far. `user` (or the
+//! `X-Hearth-Session` header) becomes the task's A2A `contextId`.
+//!
+//! What Hearth adds travels where standard clients ignore it: `usage.hearth`
+//! (latency, model calls, FLOPs, energy, dollars, backend, task and context
+//! ids) and, in streamed chunks, a `hearth` object for progress (the task's
+//! status updates as they happen). Errors are OpenAI's error object with the
+//! matching HTTP status; [`openai_errors`] gives the token guard's 401 and
+//! the body limit's 413 the same shape on `/v1/…`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use hearth_mesh::a2a::{answer_of, is_final, state_name, text_message, text_of};
+use hearth_proto::a2a::stream_response::Payload;
+use hearth_proto::a2a::{Role, TaskState, part};
+use hearth_proto::v1::Usage;
+use serde_json::{Value, json};
+
+use crate::A2aHandler;
+
+/// The one model this face serves: the orchestrator, which plans and
+/// delegates to the operatives and their tools.
+pub const MODEL: &str = "hearth";
+
+/// Longest `user` / session id taken as a conversation's id.
+const MAX_SESSION_CHARS: usize = 200;
+
+/// The routes, for the token-guarded part of the gateway.
+pub fn router(handler: Arc<A2aHandler>) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/chat/completions", post(chat))
+        .with_state(handler)
+}
+
+/// OpenAI's error object with its HTTP status.
+fn error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {
+            "message": message.into(),
+            "type": kind,
+            "param": Value::Null,
+            "code": code,
+        }})),
+    )
+        .into_response()
+}
+
+fn bad_request(code: &str, message: impl Into<String>) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        code,
+        message,
+    )
+}
+
+fn model_json(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "hearth"})
+}
+
+/// `GET /v1/models`: the mesh's addressable agents as models.
+async fn models() -> Response {
+    axum::Json(json!({"object": "list", "data": [model_json(MODEL)]})).into_response()
+}
+
+/// `GET /v1/models/{id}`.
+async fn model(axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    if id == MODEL {
+        return axum::Json(model_json(MODEL)).into_response();
+    }
+    unknown_model(&id)
+}
+
+fn unknown_model(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "model_not_found",
+        format!(
+            "the model `{id}` does not exist: this gateway serves `{MODEL}` (the orchestrator)"
+        ),
+    )
+}
+
+/// A chat completion request, read by hand so each mistake gets its own
+/// clear message.
+#[derive(Debug)]
+struct ChatRequest {
+    model: String,
+    /// The task's text: the last user message, after the conversation so
+    /// far when the client sent one.
+    text: String,
+    stream: bool,
+    session: Option<String>,
+}
+
+/// The text of one message's `content`: a string, or text parts.
+fn content_text(content: &Value, i: usize) -> Result<String, Response> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => out.push(t),
+                    (Some(other), _) => {
+                        return Err(bad_request(
+                            "unsupported_content",
+                            format!(
+                                "messages[{i}]: content parts of type `{other}` are not supported (only `text`)"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(bad_request(
+                            "invalid_content",
+                            format!("messages[{i}]: each content part needs a `type` (and `text`)"),
+                        ));
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        _ => Err(bad_request(
+            "invalid_content",
+            format!("messages[{i}].content must be a string or an array of text parts"),
+        )),
+    }
+}
+
+fn parse(body: &[u8], headers: &HeaderMap) -> Result<ChatRequest, Response> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        bad_request(
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
+    let Some(obj) = v.as_object() else {
+        return Err(bad_request(
+            "invalid_request",
+            "the request body must be a JSON object",
+        ));
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return Err(bad_request("invalid_type", "`model` must be a string")),
+        None => return Err(bad_request("missing_model", "`model` is required")),
+    };
+    if model != MODEL {
+        return Err(unknown_model(&model));
+    }
+    if obj
+        .get("tools")
+        .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(bad_request(
+            "tools_not_supported",
+            "client-side `tools` are not supported: Hearth's agents call the mesh's own tools (list them with `hearth tools list`)",
+        ));
+    }
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad_request("invalid_type", "`stream` must be a boolean")),
+    };
+    let Some(messages) = obj.get("messages").and_then(Value::as_array) else {
+        return Err(bad_request(
+            "missing_messages",
+            "`messages` is required: an array of {role, content}",
+        ));
+    };
+    let mut turns = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).ok_or_else(|| {
+            bad_request(
+                "invalid_message",
+                format!("messages[{i}] needs a `role` string"),
+            )
+        })?;
+        let label = match role {
+            "user" => "User",
+            "assistant" => "Assistant",
+            "system" | "developer" => "Instructions",
+            "tool" | "function" => "Tool result",
+            other => {
+                return Err(bad_request(
+                    "invalid_role",
+                    format!(
+                        "messages[{i}].role `{other}` is not one of user, assistant, system, developer, tool"
+                    ),
+                ));
+            }
+        };
+        let text = content_text(m.get("content").unwrap_or(&Value::Null), i)?;
+        turns.push((role, label, text));
+    }
+    let Some((last_role, _, last)) = turns.last() else {
+        return Err(bad_request(
+            "missing_messages",
+            "`messages` must hold at least one message",
+        ));
+    };
+    if *last_role != "user" || last.trim().is_empty() {
+        return Err(bad_request(
+            "invalid_message",
+            "the last message must be a non-empty `user` message: it is the task",
+        ));
+    }
+    let text = if turns.len() == 1 {
+        last.clone()
+    } else {
+        let mut s = String::from("The conversation so far:\n");
+        for (_, label, t) in &turns[..turns.len() - 1] {
+            s.push_str(&format!("{label}: {t}\n"));
+        }
+        s.push_str(&format!("\nNow: {last}"));
+        s
+    };
+    let session = headers
+        .get("x-hearth-session")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| obj.get("user").and_then(Value::as_str).map(str::to_string))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if session
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_SESSION_CHARS)
+    {
+        return Err(bad_request(
+            "invalid_user",
+            format!("`user` (or X-Hearth-Session) is longer than {MAX_SESSION_CHARS} characters"),
+        ));
+    }
+    Ok(ChatRequest {
+        model,
+        text,
+        stream,
+        session,
+    })
+}
+
+/// A conversation's A2A context id: the same `user` always maps to the same
+/// id.
+fn context_id(session: Option<&str>) -> String {
+    match session {
+        Some(s) => uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("hearth:openai:{s}").as_bytes(),
+        )
+        .to_string(),
+        None => String::new(),
+    }
+}
+
+/// `usage` in OpenAI's shape, with Hearth's figures under `hearth`.
+fn usage_json(u: &Usage, task_id: &str, context_id: &str) -> Value {
+    let backend = hearth_proto::v1::EngineBackend::try_from(u.backend)
+        .map(|b| b.as_str_name())
+        .unwrap_or("ENGINE_BACKEND_UNSPECIFIED");
+    json!({
+        "prompt_tokens": u.tokens_in,
+        "completion_tokens": u.tokens_out,
+        "total_tokens": u.tokens_in + u.tokens_out,
+        "hearth": {
+            "type": "hearth.usage",
+            "latency_ms": u.latency_ms,
+            "model_calls": u.calls,
+            "model": u.model,
+            "backend": backend,
+            "cached_tokens": u.tokens_cached,
+            "flops": u.flops,
+            "energy_joules": u.energy_joules,
+            "cost_usd": u.cost_usd,
+            "unmeasured": (!u.unmeasured.is_empty()).then_some(&u.unmeasured),
+            "task_id": task_id,
+            "context_id": context_id,
+        },
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `POST /v1/chat/completions`.
+async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = match parse(&body, &headers) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let ctx = context_id(req.session.as_deref());
+    let message = text_message(Role::User, req.text.clone(), "", &ctx);
+    let events = match handler.start_message(message).await {
+        Ok(e) => e,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "mesh_unavailable",
+                format!("the mesh did not take the task: {e}"),
+            );
+        }
+    };
+    if req.stream {
+        stream(req.model, events).into_response()
+    } else {
+        complete(req.model, events).await
+    }
+}
+
+/// The final task of a run, with its usage.
+async fn final_task(
+    mut events: futures::stream::BoxStream<
+        'static,
+        Result<hearth_proto::v1::TaskEvent, tonic::Status>,
+    >,
+) -> Result<(hearth_proto::a2a::Task, Usage), Response> {
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|s| {
+            error(
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "mesh_error",
+                format!("the task broke off: {}", s.message()),
+            )
+        })?;
+        if let Some(Payload::Task(t)) = ev.event.and_then(|e| e.payload)
+            && t.status.as_ref().is_some_and(|s| is_final(s.state))
+        {
+            return Ok((t, ev.usage.unwrap_or_default()));
+        }
+    }
+    Err(error(
+        StatusCode::BAD_GATEWAY,
+        "api_error",
+        "mesh_error",
+        "the orchestrator ended the task without a result",
+    ))
+}
+
+fn state_of(task: &hearth_proto::a2a::Task) -> i32 {
+    task.status.as_ref().map_or(0, |s| s.state)
+}
+
+fn failed(state: i32) -> bool {
+    matches!(
+        TaskState::try_from(state),
+        Ok(TaskState::Failed | TaskState::Rejected | TaskState::Canceled)
+    )
+}
+
+async fn complete(
+    model: String,
+    events: futures::stream::BoxStream<'static, Result<hearth_proto::v1::TaskEvent, tonic::Status>>,
+) -> Response {
+    let (task, usage) = match final_task(events).await {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let state = state_of(&task);
+    let answer = answer_of(&task);
+    if failed(state) {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "task_failed",
+            format!("the task ended {}: {answer}", state_name(state)),
+        );
+    }
+    axum::Json(json!({
+        "id": format!("chatcmpl-{}", task.id),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer, "refusal": Value::Null},
+            "finish_reason": "stop",
+            "logprobs": Value::Null,
+        }],
+        "usage": usage_json(&usage, &task.id, &task.context_id),
+        "hearth": {"state": state_name(state), "task_id": task.id, "context_id": task.context_id},
+    }))
+    .into_response()
+}
+
+/// One `chat.completion.chunk`.
+fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": Value::Null}],
+    })
+}
+
+fn data(v: &Value) -> Result<Event, Infallible> {
+    Ok(Event::default().data(v.to_string()))
+}
+
+/// The task's events as chunks: the answer's text as deltas as it is
+/// produced, progress under `hearth`, then the finish, the usage and
+/// `[DONE]`.
+fn stream(
+    model: String,
+    mut events: futures::stream::BoxStream<
+        'static,
+        Result<hearth_proto::v1::TaskEvent, tonic::Status>,
+    >,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let created = unix_now();
+    // A task of its own writes the chunks; a client that goes away closes
+    // the channel, and the task stops reading the mesh's events.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut id = String::from("chatcmpl-hearth");
+        let mut started = false;
+        let mut streamed_text = false;
+        while let Some(ev) = events.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(s) => {
+                    if tx.send(data(&json!({"error": {"message": format!("the task broke off: {}", s.message()), "type": "api_error", "code": "mesh_error", "param": Value::Null}}))).await.is_err() { return; }
+                    break;
+                }
+            };
+            let usage = ev.usage.clone();
+            let Some(payload) = ev.event.and_then(|e| e.payload) else {
+                continue;
+            };
+            let task_id = match &payload {
+                Payload::Task(t) => t.id.clone(),
+                Payload::Message(m) => m.task_id.clone(),
+                Payload::StatusUpdate(u) => u.task_id.clone(),
+                Payload::ArtifactUpdate(u) => u.task_id.clone(),
+            };
+            if !started {
+                if !task_id.is_empty() {
+                    id = format!("chatcmpl-{task_id}");
+                }
+                if tx
+                    .send(data(&chunk(
+                        &id,
+                        &model,
+                        created,
+                        json!({"role": "assistant", "content": ""}),
+                        None,
+                    )))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                started = true;
+            }
+            match payload {
+                Payload::ArtifactUpdate(u) => {
+                    let text: String = u
+                        .artifact
+                        .iter()
+                        .flat_map(|a| &a.parts)
+                        .filter_map(|p| match &p.content {
+                            Some(part::Content::Text(t)) => Some(t.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    if !text.is_empty() {
+                        streamed_text = true;
+                        if tx
+                            .send(data(&chunk(
+                                &id,
+                                &model,
+                                created,
+                                json!({"content": text}),
+                                None,
+                            )))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                Payload::StatusUpdate(u) => {
+                    let Some(status) = u.status else { continue };
+                    let mut c = chunk(&id, &model, created, json!({}), None);
+                    c["hearth"] = json!({
+                        "type": "hearth.status",
+                        "state": state_name(status.state),
+                        "text": status.message.as_ref().map(text_of).unwrap_or_default(),
+                    });
+                    if tx.send(data(&c)).await.is_err() {
+                        return;
+                    }
+                }
+                Payload::Message(_) => {}
+                Payload::Task(t) => {
+                    let state = state_of(&t);
+                    if !is_final(state) {
+                        continue;
+                    }
+                    let answer = answer_of(&t);
+                    if failed(state) {
+                        if tx.send(data(&json!({"error": {"message": format!("the task ended {}: {answer}", state_name(state)), "type": "api_error", "code": "task_failed", "param": Value::Null}}))).await.is_err() { return; }
+                        break;
+                    }
+                    if !streamed_text && !answer.is_empty() {
+                        if tx
+                            .send(data(&chunk(
+                                &id,
+                                &model,
+                                created,
+                                json!({"content": answer}),
+                                None,
+                            )))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let mut last = chunk(&id, &model, created, json!({}), Some("stop"));
+                    last["usage"] = usage_json(&usage.unwrap_or_default(), &t.id, &t.context_id);
+                    last["hearth"] = json!({"type": "hearth.final", "state": state_name(state), "task_id": t.id, "context_id": t.context_id});
+                    if tx.send(data(&last)).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+    });
+    let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Sse::new(out).keep_alive(KeepAlive::default())
+}
+
+/// On `/v1/…`, an error answered before the request reached this face (the
+/// token guard's 401, the body limit's 413, too many failed tokens' 429) in
+/// OpenAI's error shape, so an SDK reports it as it would OpenAI's.
+pub async fn openai_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let on_face = req.uri().path().starts_with("/v1/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !on_face || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (kind, code) = match status {
+        StatusCode::UNAUTHORIZED => ("invalid_request_error", "invalid_api_key"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", "request_too_large"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_exceeded"),
+        StatusCode::NOT_FOUND => ("invalid_request_error", "not_found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request_error", "method_not_allowed"),
+        s if s.is_client_error() => ("invalid_request_error", "invalid_request"),
+        _ => ("api_error", "internal_error"),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string()
+    } else {
+        text
+    };
+    let mut out = error(status, kind, code, message);
+    for (name, value) in &parts.headers {
+        if name == header::WWW_AUTHENTICATE || name == header::RETRY_AFTER {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(v: Value) -> Result<ChatRequest, StatusCode> {
+        parse(v.to_string().as_bytes(), &HeaderMap::new()).map_err(|r| r.status())
+    }
+
+    #[test]
+    fn a_request_is_read_and_each_mistake_is_a_clear_error() {
+        let ok =
+            parsed(json!({"model": "hearth", "messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap();
+        assert_eq!(ok.text, "hi");
+        assert!(!ok.stream);
+        let with_history = parsed(
+            json!({"model": "hearth", "stream": true, "user": "ann", "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "my name is Ann"}]},
+            {"role": "assistant", "content": "Hello Ann"},
+            {"role": "user", "content": "what is my name?"}]}),
+        )
+        .unwrap();
+        assert!(with_history.stream);
+        assert_eq!(with_history.session.as_deref(), Some("ann"));
+        assert!(
+            with_history.text.contains("User: my name is Ann"),
+            "{}",
+            with_history.text
+        );
+        assert!(with_history.text.ends_with("Now: what is my name?"));
+        assert_eq!(context_id(Some("ann")), context_id(Some("ann")));
+        assert_ne!(context_id(Some("ann")), context_id(Some("bob")));
+
+        assert_eq!(
+            parse(b"{not json", &HeaderMap::new())
+                .map_err(|r| r.status())
+                .unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        for (body, status) in [
+            (json!([1]), StatusCode::BAD_REQUEST),
+            (json!({"messages": []}), StatusCode::BAD_REQUEST),
+            (
+                json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+                StatusCode::NOT_FOUND,
+            ),
+            (json!({"model": "hearth"}), StatusCode::BAD_REQUEST),
+            (
+                json!({"model": "hearth", "messages": []}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "messages": [{"role": "assistant", "content": "x"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "messages": [{"role": "robot", "content": "x"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "messages": [{"role": "user", "content": 5}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                json!({"model": "hearth", "user": "u".repeat(201), "messages": [{"role": "user", "content": "x"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+        ] {
+            assert_eq!(parsed(body.clone()).err(), Some(status), "{body}");
+        }
+        // An empty tools list is no tools.
+        assert!(parsed(json!({"model": "hearth", "tools": [], "messages": [{"role": "user", "content": "x"}]})).is_ok());
+    }
+}

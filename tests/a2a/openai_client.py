@@ -1,0 +1,99 @@
+"""The official `openai` Python SDK against the gateway's OpenAI-compatible face.
+
+    python openai_client.py URL TOKEN
+
+Prints one JSON object (the last line) with what each step saw; the Rust test
+(tests/tests/a2a.rs) asserts on it.
+"""
+
+import json
+import sys
+import time
+
+import openai
+from openai import OpenAI
+
+url, token = sys.argv[1], sys.argv[2]
+base = url.rstrip("/") + "/v1"
+client = OpenAI(base_url=base, api_key=token, max_retries=0, timeout=120)
+out = {}
+ASK = [{"role": "user", "content": "What is 17*23+4?"}]
+
+try:
+    out["models"] = [m.id for m in client.models.list()]
+
+    r = client.chat.completions.create(model="hearth", messages=ASK)
+    usage = r.usage.model_dump() if r.usage else {}
+    out["plain"] = {
+        "object": r.object,
+        "content": r.choices[0].message.content,
+        "role": r.choices[0].message.role,
+        "finish": r.choices[0].finish_reason,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "hearth_usage": usage.get("hearth"),
+    }
+
+    t0 = time.monotonic()
+    first = None
+    text, progress, finish, last_usage = [], [], None, None
+    for chunk in client.chat.completions.create(model="hearth", messages=ASK, stream=True):
+        if first is None:
+            first = time.monotonic() - t0
+        extra = chunk.model_extra or {}
+        if extra.get("hearth"):
+            progress.append(extra["hearth"].get("type"))
+        for c in chunk.choices:
+            if c.delta and c.delta.content:
+                text.append(c.delta.content)
+            if c.finish_reason:
+                finish = c.finish_reason
+        if chunk.usage:
+            last_usage = chunk.usage.model_dump()
+    out["stream"] = {
+        "text": "".join(text),
+        "progress": progress,
+        "finish": finish,
+        "usage_hearth": (last_usage or {}).get("hearth"),
+        "first_chunk_s": first,
+    }
+
+    # The same `user` is the same conversation (A2A contextId).
+    ctx = []
+    for _ in range(2):
+        r = client.chat.completions.create(model="hearth", messages=ASK, user="ann")
+        ctx.append(r.usage.model_dump()["hearth"]["context_id"])
+    other = client.chat.completions.create(model="hearth", messages=ASK, user="bob")
+    out["user"] = {"ann": ctx, "bob": other.usage.model_dump()["hearth"]["context_id"]}
+
+    def error_of(fn):
+        try:
+            fn()
+        except openai.APIStatusError as e:
+            body = e.body if isinstance(e.body, dict) else {}
+            return {"class": type(e).__name__, "status": e.status_code, "code": body.get("code")}
+        return {"class": None}
+
+    wrong = OpenAI(base_url=base, api_key="wrong-key", max_retries=0)
+    out["errors"] = {
+        "wrong_key": error_of(lambda: wrong.chat.completions.create(model="hearth", messages=ASK)),
+        "unknown_model": error_of(lambda: client.chat.completions.create(model="gpt-9", messages=ASK)),
+        "tools": error_of(
+            lambda: client.chat.completions.create(
+                model="hearth",
+                messages=ASK,
+                tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            )
+        ),
+        "no_messages": error_of(lambda: client.chat.completions.create(model="hearth", messages=[])),
+    }
+
+    # A client that drops a stream after its first chunk; the gateway keeps serving.
+    s = client.chat.completions.create(model="hearth", messages=ASK, stream=True)
+    next(iter(s))
+    s.close()
+    r = client.chat.completions.create(model="hearth", messages=ASK)
+    out["after_drop"] = r.choices[0].message.content
+except Exception as e:  # noqa: BLE001 - report, the Rust side asserts
+    out["fatal"] = f"{type(e).__name__}: {e}"
+
+print(json.dumps(out))
