@@ -172,13 +172,22 @@ async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
     assert!(plain["content"].as_str().unwrap().contains("395"), "{ctx}");
     assert!(plain["prompt_tokens"].as_u64().unwrap() > 0, "{ctx}");
     assert_eq!(plain["hearth_usage"]["type"], "hearth.usage", "{ctx}");
-    assert!(plain["hearth_usage"]["model_calls"].as_u64().unwrap() >= 1, "{ctx}");
-    assert!(plain["hearth_usage"]["latency_ms"].as_f64().unwrap() > 0.0, "{ctx}");
+    assert!(
+        plain["hearth_usage"]["model_calls"].as_u64().unwrap() >= 1,
+        "{ctx}"
+    );
+    assert!(
+        plain["hearth_usage"]["latency_ms"].as_f64().unwrap() > 0.0,
+        "{ctx}"
+    );
     // Streamed: the answer's text, progress under `hearth`, the finish and
     // the usage on the last chunk.
     let stream = &r["stream"];
     assert!(stream["text"].as_str().unwrap().contains("395"), "{ctx}");
-    assert!(texts(&stream["progress"]).contains("hearth.status"), "{ctx}");
+    assert!(
+        texts(&stream["progress"]).contains("hearth.status"),
+        "{ctx}"
+    );
     assert!(texts(&stream["progress"]).contains("hearth.final"), "{ctx}");
     assert_eq!(stream["finish"], "stop", "{ctx}");
     assert_eq!(stream["usage_hearth"]["type"], "hearth.usage", "{ctx}");

@@ -53,20 +53,44 @@ pub fn router(handler: Arc<A2aHandler>) -> Router {
 }
 
 /// OpenAI's error object with its HTTP status.
-fn error(status: StatusCode, kind: &str, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {
-            "message": message.into(),
-            "type": kind,
-            "param": Value::Null,
-            "code": code,
-        }})),
-    )
-        .into_response()
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
 }
 
-fn bad_request(code: &str, message: impl Into<String>) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({"error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": Value::Null,
+                "code": self.code,
+            }})),
+        )
+            .into_response()
+    }
+}
+
+fn error(
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: impl Into<String>,
+) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        code,
+        message: message.into(),
+    }
+}
+
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
     error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
@@ -89,10 +113,10 @@ async fn model(axum::extract::Path(id): axum::extract::Path<String>) -> Response
     if id == MODEL {
         return axum::Json(model_json(MODEL)).into_response();
     }
-    unknown_model(&id)
+    unknown_model(&id).into_response()
 }
 
-fn unknown_model(id: &str) -> Response {
+fn unknown_model(id: &str) -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
@@ -116,7 +140,7 @@ struct ChatRequest {
 }
 
 /// The text of one message's `content`: a string, or text parts.
-fn content_text(content: &Value, i: usize) -> Result<String, Response> {
+fn content_text(content: &Value, i: usize) -> Result<String, ApiError> {
     match content {
         Value::String(s) => Ok(s.clone()),
         Value::Null => Ok(String::new()),
@@ -153,7 +177,7 @@ fn content_text(content: &Value, i: usize) -> Result<String, Response> {
     }
 }
 
-fn parse(body: &[u8], headers: &HeaderMap) -> Result<ChatRequest, Response> {
+fn parse(body: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         bad_request(
             "invalid_json",
@@ -314,7 +338,7 @@ fn unix_now() -> u64 {
 async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse(&body, &headers) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let ctx = context_id(req.session.as_deref());
     let message = text_message(Role::User, req.text.clone(), "", &ctx);
@@ -326,7 +350,8 @@ async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: 
                 "api_error",
                 "mesh_unavailable",
                 format!("the mesh did not take the task: {e}"),
-            );
+            )
+            .into_response();
         }
     };
     if req.stream {
@@ -342,7 +367,7 @@ async fn final_task(
         'static,
         Result<hearth_proto::v1::TaskEvent, tonic::Status>,
     >,
-) -> Result<(hearth_proto::a2a::Task, Usage), Response> {
+) -> Result<(hearth_proto::a2a::Task, Usage), ApiError> {
     while let Some(ev) = events.next().await {
         let ev = ev.map_err(|s| {
             error(
@@ -383,7 +408,7 @@ async fn complete(
 ) -> Response {
     let (task, usage) = match final_task(events).await {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let state = state_of(&task);
     let answer = answer_of(&task);
@@ -393,7 +418,8 @@ async fn complete(
             "api_error",
             "task_failed",
             format!("the task ended {}: {answer}", state_name(state)),
-        );
+        )
+        .into_response();
     }
     axum::Json(json!({
         "id": format!("chatcmpl-{}", task.id),
@@ -533,8 +559,9 @@ fn stream(
                         if tx.send(data(&json!({"error": {"message": format!("the task ended {}: {answer}", state_name(state)), "type": "api_error", "code": "task_failed", "param": Value::Null}}))).await.is_err() { return; }
                         break;
                     }
-                    if !streamed_text && !answer.is_empty() {
-                        if tx
+                    if !streamed_text
+                        && !answer.is_empty()
+                        && tx
                             .send(data(&chunk(
                                 &id,
                                 &model,
@@ -544,9 +571,8 @@ fn stream(
                             )))
                             .await
                             .is_err()
-                        {
-                            return;
-                        }
+                    {
+                        return;
                     }
                     let mut last = chunk(&id, &model, created, json!({}), Some("stop"));
                     last["usage"] = usage_json(&usage.unwrap_or_default(), &t.id, &t.context_id);
@@ -604,7 +630,7 @@ pub async fn openai_errors(req: Request, next: axum::middleware::Next) -> Respon
     } else {
         text
     };
-    let mut out = error(status, kind, code, message);
+    let mut out = error(status, kind, code, message).into_response();
     for (name, value) in &parts.headers {
         if name == header::WWW_AUTHENTICATE || name == header::RETRY_AFTER {
             out.headers_mut().insert(name.clone(), value.clone());
@@ -618,7 +644,7 @@ mod tests {
     use super::*;
 
     fn parsed(v: Value) -> Result<ChatRequest, StatusCode> {
-        parse(v.to_string().as_bytes(), &HeaderMap::new()).map_err(|r| r.status())
+        parse(v.to_string().as_bytes(), &HeaderMap::new()).map_err(|e| e.status)
     }
 
     #[test]
@@ -649,7 +675,7 @@ mod tests {
 
         assert_eq!(
             parse(b"{not json", &HeaderMap::new())
-                .map_err(|r| r.status())
+                .map_err(|e| e.status)
                 .unwrap_err(),
             StatusCode::BAD_REQUEST
         );

@@ -1828,7 +1828,11 @@ mod tests {
     #[test]
     fn every_plain_fact_parses_is_in_the_pool_and_passes_its_own_check() {
         let lines = PLAIN_FACTS.lines().filter(|l| !l.trim().is_empty()).count();
-        assert_eq!(plain_facts().len(), lines, "a line of plain-facts.jsonl does not parse");
+        assert_eq!(
+            plain_facts().len(),
+            lines,
+            "a line of plain-facts.jsonl does not parse"
+        );
         assert!(lines >= 100, "only {lines} plain facts");
         let pool: Vec<PlainFact> = include_str!("../synth/plain-facts.pool.jsonl")
             .lines()
@@ -1861,7 +1865,8 @@ mod tests {
                     for f in plain_facts() {
                         let shared = content(&f.q).iter().any(|w| words.contains(w));
                         assert!(
-                            !(shared && crate::eval::check(&case.expect, &f.a, root.path()).is_ok()),
+                            !(shared
+                                && crate::eval::check(&case.expect, &f.a, root.path()).is_ok()),
                             "the training fact {:?} → {:?} answers held-out {}",
                             f.q,
                             f.a,
