@@ -48,12 +48,14 @@ async fn mesh(token: Option<&str>) -> (hearth_launch::Mesh, String) {
     (mesh, url)
 }
 
-async fn python_client(url: &str, binding: &str) -> Value {
+/// Runs one of the Python SDK scripts and reads the JSON object on its last
+/// line.
+async fn run_script(name: &str, args: &[&str], label: &str) -> Value {
     let out = tokio::time::timeout(
         Duration::from_secs(180),
         Command::new(a2a_python())
-            .arg(script("client.py"))
-            .args([url, binding, "--token", TOKEN])
+            .arg(script(name))
+            .args(args)
             .kill_on_drop(true)
             .output(),
     )
@@ -62,9 +64,13 @@ async fn python_client(url: &str, binding: &str) -> Value {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{binding}: {stderr}\n{stdout}");
+    assert!(out.status.success(), "{label}: {stderr}\n{stdout}");
     serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{binding}: {e}: {stdout}\n{stderr}"))
+        .unwrap_or_else(|e| panic!("{label}: {e}: {stdout}\n{stderr}"))
+}
+
+async fn python_client(url: &str, binding: &str) -> Value {
+    run_script("client.py", &[url, binding, "--token", TOKEN], binding).await
 }
 
 fn texts(v: &Value) -> String {
@@ -144,22 +150,7 @@ async fn the_python_a2a_sdk_speaks_every_binding_with_the_gateway() {
 #[tokio::test]
 async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
     let (mesh, url) = mesh(Some(TOKEN)).await;
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        Command::new(a2a_python())
-            .arg(script("openai_client.py"))
-            .args([url.as_str(), TOKEN])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}\n{stdout}");
-    let r: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let r = run_script("openai_client.py", &[url.as_str(), TOKEN], "openai").await;
     let ctx = format!("{r:#}");
     assert!(r.get("fatal").is_none(), "{ctx}");
     assert_eq!(r["models"], json!(["hearth"]), "{ctx}");
