@@ -28,9 +28,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
-use hearth_mesh::a2a::{answer_of, is_final, state_name, text_message, text_of};
+use hearth_mesh::a2a::{answer_of, is_final, state_name, text_message, text_of, text_parts};
 use hearth_proto::a2a::stream_response::Payload;
-use hearth_proto::a2a::{Role, TaskState, part};
+use hearth_proto::a2a::{Role, TaskState};
 use hearth_proto::v1::Usage;
 use serde_json::{Value, json};
 
@@ -61,18 +61,22 @@ struct ApiError {
     message: String,
 }
 
+impl ApiError {
+    /// `{"error": {message, type, param, code}}`: the body of an error
+    /// answer, and an error event in a stream.
+    fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": Value::Null,
+            "code": self.code,
+        }})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(json!({"error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": Value::Null,
-                "code": self.code,
-            }})),
-        )
-            .into_response()
+        (self.status, axum::Json(self.body())).into_response()
     }
 }
 
@@ -395,6 +399,16 @@ fn state_of(task: &hearth_proto::a2a::Task) -> i32 {
     task.status.as_ref().map_or(0, |s| s.state)
 }
 
+/// A task that ended failed, rejected or canceled, as an error.
+fn task_failed(state: i32, answer: &str) -> ApiError {
+    error(
+        StatusCode::BAD_GATEWAY,
+        "api_error",
+        "task_failed",
+        format!("the task ended {}: {answer}", state_name(state)),
+    )
+}
+
 fn failed(state: i32) -> bool {
     matches!(
         TaskState::try_from(state),
@@ -413,13 +427,7 @@ async fn complete(
     let state = state_of(&task);
     let answer = answer_of(&task);
     if failed(state) {
-        return error(
-            StatusCode::BAD_GATEWAY,
-            "api_error",
-            "task_failed",
-            format!("the task ended {}: {answer}", state_name(state)),
-        )
-        .into_response();
+        return task_failed(state, &answer).into_response();
     }
     axum::Json(json!({
         "id": format!("chatcmpl-{}", task.id),
@@ -438,19 +446,38 @@ async fn complete(
     .into_response()
 }
 
-/// One `chat.completion.chunk`.
-fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": Value::Null}],
-    })
+/// Writes one streamed completion's chunks to the client's channel.
+struct Chunks {
+    tx: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    id: String,
+    model: String,
+    created: u64,
 }
 
-fn data(v: &Value) -> Result<Event, Infallible> {
-    Ok(Event::default().data(v.to_string()))
+impl Chunks {
+    /// One `chat.completion.chunk`.
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": Value::Null}],
+        })
+    }
+
+    /// Sends one event; false when the client has gone.
+    async fn send(&self, v: &Value) -> bool {
+        self.tx
+            .send(Ok(Event::default().data(v.to_string())))
+            .await
+            .is_ok()
+    }
+
+    /// Sends a delta; false when the client has gone.
+    async fn delta(&self, delta: Value) -> bool {
+        self.send(&self.chunk(delta, None)).await
+    }
 }
 
 /// The task's events as chunks: the answer's text as deltas as it is
@@ -463,19 +490,29 @@ fn stream(
         Result<hearth_proto::v1::TaskEvent, tonic::Status>,
     >,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let created = unix_now();
     // A task of its own writes the chunks; a client that goes away closes
     // the channel, and the task stops reading the mesh's events.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
+    let mut out = Chunks {
+        tx,
+        id: String::from("chatcmpl-hearth"),
+        model,
+        created: unix_now(),
+    };
     tokio::spawn(async move {
-        let mut id = String::from("chatcmpl-hearth");
         let mut started = false;
         let mut streamed_text = false;
         while let Some(ev) = events.next().await {
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(s) => {
-                    if tx.send(data(&json!({"error": {"message": format!("the task broke off: {}", s.message()), "type": "api_error", "code": "mesh_error", "param": Value::Null}}))).await.is_err() { return; }
+                    let e = error(
+                        StatusCode::BAD_GATEWAY,
+                        "api_error",
+                        "mesh_error",
+                        format!("the task broke off: {}", s.message()),
+                    );
+                    out.send(&e.body()).await;
                     break;
                 }
             };
@@ -483,68 +520,41 @@ fn stream(
             let Some(payload) = ev.event.and_then(|e| e.payload) else {
                 continue;
             };
-            let task_id = match &payload {
-                Payload::Task(t) => t.id.clone(),
-                Payload::Message(m) => m.task_id.clone(),
-                Payload::StatusUpdate(u) => u.task_id.clone(),
-                Payload::ArtifactUpdate(u) => u.task_id.clone(),
-            };
             if !started {
+                let task_id = match &payload {
+                    Payload::Task(t) => &t.id,
+                    Payload::Message(m) => &m.task_id,
+                    Payload::StatusUpdate(u) => &u.task_id,
+                    Payload::ArtifactUpdate(u) => &u.task_id,
+                };
                 if !task_id.is_empty() {
-                    id = format!("chatcmpl-{task_id}");
+                    out.id = format!("chatcmpl-{task_id}");
                 }
-                if tx
-                    .send(data(&chunk(
-                        &id,
-                        &model,
-                        created,
-                        json!({"role": "assistant", "content": ""}),
-                        None,
-                    )))
-                    .await
-                    .is_err()
-                {
+                if !out.delta(json!({"role": "assistant", "content": ""})).await {
                     return;
                 }
                 started = true;
             }
             match payload {
                 Payload::ArtifactUpdate(u) => {
-                    let text: String = u
-                        .artifact
-                        .iter()
-                        .flat_map(|a| &a.parts)
-                        .filter_map(|p| match &p.content {
-                            Some(part::Content::Text(t)) => Some(t.as_str()),
-                            _ => None,
-                        })
-                        .collect();
+                    let text: String =
+                        text_parts(u.artifact.iter().flat_map(|a| &a.parts)).collect();
                     if !text.is_empty() {
                         streamed_text = true;
-                        if tx
-                            .send(data(&chunk(
-                                &id,
-                                &model,
-                                created,
-                                json!({"content": text}),
-                                None,
-                            )))
-                            .await
-                            .is_err()
-                        {
+                        if !out.delta(json!({"content": text})).await {
                             return;
                         }
                     }
                 }
                 Payload::StatusUpdate(u) => {
                     let Some(status) = u.status else { continue };
-                    let mut c = chunk(&id, &model, created, json!({}), None);
+                    let mut c = out.chunk(json!({}), None);
                     c["hearth"] = json!({
                         "type": "hearth.status",
                         "state": state_name(status.state),
                         "text": status.message.as_ref().map(text_of).unwrap_or_default(),
                     });
-                    if tx.send(data(&c)).await.is_err() {
+                    if !out.send(&c).await {
                         return;
                     }
                 }
@@ -556,38 +566,28 @@ fn stream(
                     }
                     let answer = answer_of(&t);
                     if failed(state) {
-                        if tx.send(data(&json!({"error": {"message": format!("the task ended {}: {answer}", state_name(state)), "type": "api_error", "code": "task_failed", "param": Value::Null}}))).await.is_err() { return; }
+                        out.send(&task_failed(state, &answer).body()).await;
                         break;
                     }
                     if !streamed_text
                         && !answer.is_empty()
-                        && tx
-                            .send(data(&chunk(
-                                &id,
-                                &model,
-                                created,
-                                json!({"content": answer}),
-                                None,
-                            )))
-                            .await
-                            .is_err()
+                        && !out.delta(json!({"content": answer})).await
                     {
                         return;
                     }
-                    let mut last = chunk(&id, &model, created, json!({}), Some("stop"));
+                    let mut last = out.chunk(json!({}), Some("stop"));
                     last["usage"] = usage_json(&usage.unwrap_or_default(), &t.id, &t.context_id);
                     last["hearth"] = json!({"type": "hearth.final", "state": state_name(state), "task_id": t.id, "context_id": t.context_id});
-                    if tx.send(data(&last)).await.is_err() {
+                    if !out.send(&last).await {
                         return;
                     }
                     break;
                 }
             }
         }
-        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
+        let _ = out.tx.send(Ok(Event::default().data("[DONE]"))).await;
     });
-    let out = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Sse::new(out).keep_alive(KeepAlive::default())
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
 }
 
 /// On `/v1/…`, an error answered before the request reached this face (the

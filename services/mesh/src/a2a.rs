@@ -115,17 +115,18 @@ pub fn state_name(state: i32) -> &'static str {
         .unwrap_or("TASK_STATE_UNSPECIFIED")
 }
 
+/// The text parts among `parts`, in order.
+pub fn text_parts<'a>(parts: impl IntoIterator<Item = &'a Part>) -> impl Iterator<Item = &'a str> {
+    parts.into_iter().filter_map(|p| match &p.content {
+        Some(part::Content::Text(t)) => Some(t.as_str()),
+        _ => None,
+    })
+}
+
 /// The text of a task's answer: its artifacts' text, else its status message.
 pub fn answer_of(task: &Task) -> String {
-    let from_artifacts: Vec<String> = task
-        .artifacts
-        .iter()
-        .flat_map(|a| &a.parts)
-        .filter_map(|p| match &p.content {
-            Some(part::Content::Text(t)) => Some(t.clone()),
-            _ => None,
-        })
-        .collect();
+    let from_artifacts: Vec<&str> =
+        text_parts(task.artifacts.iter().flat_map(|a| &a.parts)).collect();
     if !from_artifacts.is_empty() {
         return from_artifacts.join("\n");
     }

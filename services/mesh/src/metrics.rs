@@ -92,14 +92,10 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-/// One request served: its service, method and duration.
-pub fn hop(service: &str, method: &str, seconds: f64) {
-    hops(service, method).observe(seconds);
-}
-
-/// The histogram of one service's method, to keep and observe into: a
-/// serving loop whose subject names one method looks it up once, not per
-/// request (the lookup allocates its labels).
+/// The histogram of one service's method, where each request served is
+/// observed with its duration. A serving loop whose subject names one
+/// method looks it up once, not per request (the lookup allocates its
+/// labels).
 pub fn hops(service: &str, method: &str) -> Histogram {
     metrics()
         .hops
@@ -165,7 +161,7 @@ mod tests {
 
     #[test]
     fn recorded_values_are_rendered_with_their_labels() {
-        hop("engine", "generate", 0.25);
+        hops("engine", "generate").observe(0.25);
         task_ended(hearth_proto::a2a::TaskState::Completed as i32);
         tool_call("calculator.evaluate", "ok");
         model_call("llama.cpp", 120, 7, Some(0.5));
