@@ -462,6 +462,12 @@ impl AgentLoop {
                 max_tokens: self.spec.max_tokens,
                 task_id: ctx.task_id.clone(),
                 answer_now,
+                root_task_id: ctx.root_task_id.clone(),
+                agent: self.spec.name.clone(),
+                sensitive: ctx.is_sensitive(),
+                // The last reply was a malformed call: under local-first
+                // routing, the remote takes this one.
+                escalate: malformed_in_row > 0,
                 ..Default::default()
             };
             let called = std::time::Instant::now();
@@ -482,7 +488,12 @@ impl AgentLoop {
                 latency_ms: millis(called.elapsed()),
                 answer_now,
                 messages: sent_len,
+                route: turn.usage.route.clone(),
             });
+            if turn.usage.sensitive {
+                ctx.sensitive
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             usage::add(&mut out.usage, &turn.usage);
             if turn.tool_calls.is_empty() {
                 let answer = turn.text.trim();

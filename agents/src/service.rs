@@ -206,6 +206,12 @@ impl AgentService {
                     progress: Some(Arc::new(move |text| relay.progress(text))),
                     step: None,
                     deadline,
+                    root_task_id: if h.root_task_id.is_empty() {
+                        h.task_id.clone()
+                    } else {
+                        h.root_task_id.clone()
+                    },
+                    sensitive: Arc::new(std::sync::atomic::AtomicBool::new(h.sensitive)),
                 };
                 let span = tracing::info_span!("task", task_id = %h.task_id, agent = %spec.name);
                 agent

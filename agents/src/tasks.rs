@@ -106,6 +106,11 @@ pub struct TaskHandle {
     /// The task that delegated this one (its message's first reference),
     /// empty for a task from outside.
     pub parent_task_id: String,
+    /// The root of the delegation chain (`hearth.root_task` in the
+    /// message's metadata; empty: this task is the root).
+    pub root_task_id: String,
+    /// The message marked the task sensitive (`hearth.sensitive`).
+    pub sensitive: bool,
     events: mpsc::Sender<Result<TaskEvent, Status>>,
     watchers: Watchers,
     worker: String,
@@ -317,6 +322,10 @@ impl TaskHost {
         if text.trim().is_empty() {
             return Err(Status::invalid_argument("the task's message has no text"));
         }
+        let sensitive = hearth_mesh::a2a::meta_flag(&message, hearth_mesh::a2a::META_SENSITIVE);
+        let root_task_id = hearth_mesh::a2a::meta_text(&message, hearth_mesh::a2a::META_ROOT_TASK)
+            .unwrap_or_default()
+            .to_string();
         let task_id = if req.task_id.is_empty() {
             uuid::Uuid::now_v7().to_string()
         } else {
@@ -350,6 +359,8 @@ impl TaskHost {
             text,
             prior,
             parent_task_id,
+            root_task_id,
+            sensitive,
             events: tx.clone(),
             watchers,
             worker: self.worker.clone(),

@@ -42,6 +42,20 @@ pub struct CallContext {
     /// When the task must have ended (from whoever queued it): tool calls
     /// get at most the time left, and work it hands on inherits it.
     pub deadline: Option<std::time::SystemTime>,
+    /// The task at the root of this one's delegation chain (its own id for
+    /// a task from outside): budgets per task are kept by it.
+    pub root_task_id: String,
+    /// The task is sensitive: asked for, or found so by the engine (set
+    /// from then on). Its model calls stay local, its subtasks inherit it,
+    /// and it may not hand work to agents off the machine.
+    pub sensitive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CallContext {
+    /// Whether the task is sensitive now.
+    pub fn is_sensitive(&self) -> bool {
+        self.sensitive.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for CallContext {

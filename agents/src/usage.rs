@@ -27,6 +27,15 @@ pub fn add(a: &mut Usage, b: &Usage) {
             a.energy_meter = hearth_proto::v1::EnergyMeter::Unspecified.into();
         }
     }
+    for r in b.route.split("; ").filter(|r| !r.is_empty()) {
+        if !a.route.split("; ").any(|x| x == r) {
+            if !a.route.is_empty() {
+                a.route.push_str("; ");
+            }
+            a.route.push_str(r);
+        }
+    }
+    a.sensitive |= b.sensitive;
     a.tokens_in += b.tokens_in;
     a.tokens_cached += b.tokens_cached;
     a.tokens_out += b.tokens_out;

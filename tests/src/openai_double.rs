@@ -27,6 +27,9 @@ pub enum Mode {
     Normal,
     /// Accept the request and never answer.
     Hang,
+    /// Follow the rules, but call the calculator with arguments that are
+    /// not a JSON object (a small model's malformed tool call).
+    Malformed,
 }
 
 #[derive(Clone)]
@@ -146,7 +149,11 @@ async fn decide(s: &Shared, body: &str) -> Result<Decision, Response> {
     } else if let (Some(name), Some(expr)) = (tool("evaluate"), expression(&content)) {
         Decision::Call {
             name,
-            args: json!({ "expression": expr }),
+            args: if s.mode == Mode::Malformed {
+                json!(expr)
+            } else {
+                json!({ "expression": expr })
+            },
         }
     } else {
         Decision::Answer(content)

@@ -8,7 +8,8 @@
 //! - [`tools`]: an MCP tool call's round trip per transport;
 //! - [`code`]: the sandbox, cold and warm;
 //! - [`memory`]: the vector store, embedded and over the bus;
-//! - [`a2a`]: the gateway's A2A bindings.
+//! - [`a2a`]: the gateway's A2A bindings;
+//! - [`routing`]: what the engine's routing and budgets add to a request.
 //!
 //! Not a test suite: figures are measured, never asserted.
 
@@ -17,4 +18,5 @@ pub mod code;
 pub mod engine;
 pub mod memory;
 pub mod mesh;
+pub mod routing;
 pub mod tools;

@@ -46,6 +46,13 @@ pub enum EngineError {
     /// The engine could not be served on the bus.
     #[error(transparent)]
     Bus(#[from] hearth_mesh::BusError),
+    /// The routing refused to send it anywhere (a sensitive request with no
+    /// local backend, say).
+    #[error("not sent: {0}")]
+    Refused(String),
+    /// No backend allowed could take it within the budgets.
+    #[error(transparent)]
+    OverBudget(#[from] crate::spend::OverBudget),
 }
 
 impl From<EngineError> for tonic::Status {
@@ -59,6 +66,8 @@ impl From<EngineError> for tonic::Status {
             EngineError::Timeout(_) => Code::DeadlineExceeded,
             EngineError::Unsupported(_) => Code::Unimplemented,
             EngineError::Bus(_) => Code::Unavailable,
+            EngineError::Refused(_) => Code::FailedPrecondition,
+            EngineError::OverBudget(_) => Code::ResourceExhausted,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -31,7 +31,9 @@ pub mod fit;
 pub mod hardware;
 pub mod meter;
 pub mod pull;
+pub mod route;
 pub mod service;
+pub mod spend;
 pub mod start;
 
 pub use backend::{Backend, ChunkStream, EngineError};

@@ -29,6 +29,9 @@ use crate::backends::openai::OpenAiBackend;
 use crate::backends::scripted::ScriptedBackend;
 use crate::catalog::Catalog;
 use crate::meter::{Energy, EnergyMeter};
+use crate::route::Routing;
+use crate::spend::{Reserved, SpendLedger, Stamp, UsageLine, Why};
+use std::sync::Mutex;
 
 /// Builds the configured backend.
 ///
@@ -370,21 +373,25 @@ pub fn embeddings_for(cfg: &EngineConfig, data_dir: &std::path::Path) -> Embeddi
     Embeddings::Backend
 }
 
-/// The engine service around one backend.
+/// The engine service around its routing: `[engine]`'s backend and any
+/// remote ones, each generation sent where the routing says.
 #[derive(Clone)]
 pub struct EngineService {
-    backend: Arc<dyn Backend>,
-    metering: Arc<Metering>,
+    routing: Arc<Routing>,
     embeddings: Embeddings,
 }
 
 impl EngineService {
-    /// Serves `backend`, measuring what `metering` says; embeddings come
-    /// from the backend.
+    /// Serves `backend` alone, measuring what `metering` says; embeddings
+    /// come from the backend.
     pub fn new(backend: Arc<dyn Backend>, metering: Metering) -> Self {
+        Self::routed(Routing::single(backend, metering, 512))
+    }
+
+    /// Serves through `routing`.
+    pub fn routed(routing: Routing) -> Self {
         Self {
-            backend,
-            metering: Arc::new(metering),
+            routing: Arc::new(routing),
             embeddings: Embeddings::Backend,
         }
     }
@@ -395,9 +402,100 @@ impl EngineService {
         self
     }
 
-    /// The backend it serves.
+    /// `[engine]`'s backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+        &self.routing.primary().backend
+    }
+
+    /// The routing it serves through.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+}
+
+/// Whether a failed call may go to the next lane: the backend is down,
+/// unreachable, too slow or broken — not a request that is itself wrong.
+fn falls_back(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Unreachable { .. }
+            | EngineError::Timeout(_)
+            | EngineError::Backend { .. }
+            | EngineError::Malformed(_)
+            | EngineError::NotConfigured(_)
+    )
+}
+
+/// A reservation waiting for its call's real cost, and the call's line in
+/// the usage log. Dropped unsettled (the stream ended early, the caller
+/// went away), the reservation is kept whole: the call may have been
+/// billed.
+struct Settlement {
+    ledger: Option<Arc<SpendLedger>>,
+    reserved: Mutex<Option<Reserved>>,
+    line: Mutex<Option<UsageLine>>,
+}
+
+impl Settlement {
+    /// Settles at the usage's cost and logs the call.
+    async fn settle(&self, u: &hearth_proto::v1::Usage) {
+        let Some(ledger) = self.ledger.clone() else {
+            return;
+        };
+        let reserved = hearth_mesh::sync::lock(&self.reserved).take();
+        let line = hearth_mesh::sync::lock(&self.line).take().map(|mut l| {
+            l.model.clone_from(&u.model);
+            l.tokens_in = u.tokens_in;
+            l.tokens_out = u.tokens_out;
+            l.usd = u.cost_usd;
+            l
+        });
+        let cost = u.cost_usd;
+        let done = tokio::task::spawn_blocking(move || {
+            if let Some(r) = reserved {
+                ledger.settle(&r, cost.unwrap_or(r.usd))?;
+            }
+            if let Some(l) = line {
+                ledger.log(&l)?;
+            }
+            Ok::<_, crate::spend::LedgerError>(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the spend ledger was not updated"),
+            Err(e) => tracing::warn!(error = %e, "the spend ledger was not updated"),
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        let (Some(ledger), Some(r)) = (
+            self.ledger.clone(),
+            hearth_mesh::sync::lock(&self.reserved).take(),
+        ) else {
+            return;
+        };
+        let mut line = hearth_mesh::sync::lock(&self.line).take();
+        if let Some(l) = line.as_mut() {
+            l.failed = true;
+            l.usd = Some(r.usd);
+        }
+        let work = move || {
+            if let Err(e) = ledger.settle(&r, r.usd) {
+                tracing::warn!(error = %e, "an unsettled reservation could not be kept");
+            }
+            if let Some(l) = line {
+                let _ = ledger.log(&l);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(work);
+            }
+            Err(_) => work(),
+        }
     }
 }
 
@@ -431,30 +529,27 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-#[tonic::async_trait]
-impl Engine for EngineService {
-    type GenerateStream = BoxStream<'static, Result<GenerateChunk, Status>>;
-
-    async fn generate(
-        &self,
-        request: Request<GenerateRequest>,
-    ) -> Result<Response<Self::GenerateStream>, Status> {
-        let req = request.into_inner();
-        let started = Instant::now();
-        let model = if req.model.is_empty() {
-            self.backend.default_model().to_string()
-        } else {
-            req.model.clone()
-        };
-        let backend = self.backend.kind();
-        tracing::debug!(task_id = %req.task_id, %model, backend = backend.name(), "generate");
-        let mut energy = Some(self.metering.meter.begin());
-        let metering = self.metering.clone();
-        let stream = self.backend.generate(req).await?;
-        let mut first: Option<Duration> = None;
-        // The hop's span (the bus server's), told what the call cost.
-        let span = tracing::Span::current();
-        let metered = stream.map(move |item| {
+/// A backend's stream with what the service measures added: latency,
+/// time to first token, model and backend, FLOPs, energy, cost and the
+/// route; the reservation settled at the real cost when the usage arrives.
+#[allow(clippy::too_many_arguments)]
+fn metered(
+    stream: crate::backend::ChunkStream,
+    metering: Arc<Metering>,
+    energy: crate::meter::Metering,
+    started: Instant,
+    model: String,
+    backend: hearth_proto::v1::EngineBackend,
+    route: String,
+    sensitive: bool,
+    settlement: Arc<Settlement>,
+) -> BoxStream<'static, Result<GenerateChunk, Status>> {
+    let mut energy = Some(energy);
+    let mut first: Option<Duration> = None;
+    // The hop's span (the bus server's), told what the call cost.
+    let span = tracing::Span::current();
+    stream
+        .map(move |item| {
             let mut chunk = item?;
             if first.is_none() && (!chunk.delta.is_empty() || !chunk.tool_calls.is_empty()) {
                 first = Some(started.elapsed());
@@ -472,6 +567,8 @@ impl Engine for EngineService {
                 if u.backend() == hearth_proto::v1::EngineBackend::Unspecified {
                     u.backend = backend.into();
                 }
+                u.route.clone_from(&route);
+                u.sensitive = sensitive;
                 let e = energy.take().map_or_else(
                     || Energy::Unmeasured("usage was reported twice".into()),
                     |m| m.finish(),
@@ -488,9 +585,131 @@ impl Engine for EngineService {
                     u.cost_usd,
                 );
             }
-            Ok(chunk)
-        });
-        Ok(Response::new(metered.boxed()))
+            Ok::<_, Status>(chunk)
+        })
+        .then(move |item| {
+            let settlement = settlement.clone();
+            async move {
+                if let Ok(chunk) = &item
+                    && let Some(u) = &chunk.usage
+                {
+                    settlement.settle(u).await;
+                }
+                item
+            }
+        })
+        .boxed()
+}
+
+#[tonic::async_trait]
+impl Engine for EngineService {
+    type GenerateStream = BoxStream<'static, Result<GenerateChunk, Status>>;
+
+    async fn generate(
+        &self,
+        request: Request<GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let req = request.into_inner();
+        let started = Instant::now();
+        let (plan, sensitive) = self.routing.plan(&req)?;
+        let ledger = self.routing.ledger().cloned();
+        let root = crate::route::root_of(&req).to_string();
+        let mut why_next: Option<Why> = None;
+        let mut last_err: Option<EngineError> = None;
+        for step in plan {
+            let lane = &self.routing.lanes()[step.lane];
+            let why = why_next.take().unwrap_or(step.why);
+            // A priced lane is tried only with its worst case reserved.
+            let remote = step.lane != 0;
+            let reserved = match (lane.worst_case_usd(&req, remote), &ledger) {
+                (Some(usd), Some(ledger)) => {
+                    let (l, task) = (ledger.clone(), root.clone());
+                    let at = Stamp::now();
+                    let got = tokio::task::spawn_blocking(move || l.reserve(&task, usd, &at))
+                        .await
+                        .map_err(|e| Status::internal(format!("the spend ledger: {e}")))?
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                    match got {
+                        Ok(r) => Some(r),
+                        Err(over) => {
+                            tracing::info!(task_id = %req.task_id, backend = %lane.name, reason = %over, "not sent: over budget");
+                            last_err = Some(EngineError::OverBudget(over));
+                            why_next = Some(Why::Budget);
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let mut sent = req.clone();
+            if remote {
+                // The agent's model name is [engine]'s; a remote serves its
+                // own, with its own cap on the reply.
+                sent.model.clear();
+                sent.max_tokens = lane.reply_limit(&req, true);
+            }
+            let model = if sent.model.is_empty() {
+                lane.backend.default_model().to_string()
+            } else {
+                sent.model.clone()
+            };
+            let backend = lane.backend.kind();
+            tracing::debug!(task_id = %req.task_id, %model, backend = backend.name(), route = %lane.name, why = why.as_str(), "generate");
+            hearth_mesh::metrics::routed(&lane.name, lane.local, why.as_str());
+            let energy = lane.metering.meter.begin();
+            let settlement = Arc::new(Settlement {
+                ledger: ledger.clone(),
+                reserved: Mutex::new(reserved),
+                line: Mutex::new(Some(UsageLine {
+                    at_unix: Stamp::now().unix,
+                    day: Stamp::now().day,
+                    backend: lane.name.clone(),
+                    local: lane.local,
+                    model: model.clone(),
+                    agent: req.agent.clone(),
+                    why,
+                    tokens_in: 0,
+                    tokens_out: 0,
+                    usd: None,
+                    failed: false,
+                })),
+            });
+            match lane.backend.generate(sent).await {
+                Ok(stream) => {
+                    let route = format!("{}: {}", lane.name, why.as_str());
+                    return Ok(Response::new(metered(
+                        stream,
+                        lane.metering.clone(),
+                        energy,
+                        started,
+                        model,
+                        backend,
+                        route,
+                        sensitive,
+                        settlement,
+                    )));
+                }
+                Err(e) => {
+                    // Never sent (or refused at once): nothing to keep.
+                    let open = hearth_mesh::sync::lock(&settlement.reserved).take();
+                    if let Some(r) = open
+                        && let Some(l) = &ledger
+                    {
+                        let l = l.clone();
+                        let _ = tokio::task::spawn_blocking(move || l.release(&r)).await;
+                    }
+                    if !falls_back(&e) {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(task_id = %req.task_id, backend = %lane.name, error = %e, "the backend failed; trying the next one");
+                    last_err = Some(e);
+                    why_next = Some(Why::Fallback);
+                }
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| EngineError::Refused("no backend could serve the request".into()))
+            .into())
     }
 
     async fn embed(
@@ -505,7 +724,7 @@ impl Engine for EngineService {
             )));
         }
         match &self.embeddings {
-            Embeddings::Backend => Ok(Response::new(self.backend.embed(req).await?)),
+            Embeddings::Backend => Ok(Response::new(self.backend().embed(req).await?)),
             #[cfg(feature = "llama")]
             Embeddings::Local(local) => {
                 let model = local.model().await?;
@@ -525,7 +744,7 @@ impl Engine for EngineService {
         &self,
         request: Request<GenerateRequest>,
     ) -> Result<Response<RenderResponse>, Status> {
-        Ok(Response::new(self.backend.render(request.into_inner())?))
+        Ok(Response::new(self.backend().render(request.into_inner())?))
     }
 }
 

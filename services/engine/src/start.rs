@@ -88,7 +88,8 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, EngineErr
             .ok_or_else(|| metering.meter.why_none().to_string()),
     };
     let subjects = config.subjects();
-    let svc = EngineService::new(backend, metering).with_embeddings(embeddings);
+    let routing = crate::route::Routing::from_config(config, backend, metering)?;
+    let svc = EngineService::routed(routing).with_embeddings(embeddings);
     let handles = serve(svc, bus.clone(), &subjects).await?;
     Ok(Running::new(Service::Engine)
         .handles(handles)

@@ -261,8 +261,12 @@ impl A2aHandler {
     /// (the OpenAI face builds its own).
     pub(crate) async fn start_message(
         &self,
-        message: hearth_proto::a2a::Message,
+        mut message: hearth_proto::a2a::Message,
     ) -> Result<BoxStream<'static, Result<TaskEvent, tonic::Status>>, A2AError> {
+        // Only the mesh itself says which task's budget a task draws on.
+        if let Some(m) = message.metadata.as_mut() {
+            m.fields.remove(hearth_mesh::a2a::META_ROOT_TASK);
+        }
         // A message naming a task continues it: the task must exist and be
         // waiting for input.
         if !message.task_id.is_empty() {

@@ -141,6 +141,8 @@ struct ChatRequest {
     text: String,
     stream: bool,
     session: Option<String>,
+    /// `X-Hearth-Sensitive: true`.
+    sensitive: bool,
 }
 
 /// The text of one message's `content`: a string, or text parts.
@@ -285,11 +287,27 @@ fn parse(body: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
             format!("`user` (or X-Hearth-Session) is longer than {MAX_SESSION_CHARS} characters"),
         ));
     }
+    // `X-Hearth-Sensitive: true`: only local backends serve it.
+    let sensitive = match headers
+        .get("x-hearth-sensitive")
+        .map(|h| h.to_str().unwrap_or_default().trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" => false,
+        Some(v) => {
+            return Err(bad_request(
+                "invalid_header",
+                format!("X-Hearth-Sensitive must be true or false, not {v:?}"),
+            ));
+        }
+    };
     Ok(ChatRequest {
         model,
         text,
         stream,
         session,
+        sensitive,
     })
 }
 
@@ -326,6 +344,8 @@ fn usage_json(u: &Usage, task_id: &str, context_id: &str) -> Value {
             "energy_joules": u.energy_joules,
             "cost_usd": u.cost_usd,
             "unmeasured": (!u.unmeasured.is_empty()).then_some(&u.unmeasured),
+            "route": u.route,
+            "sensitive": u.sensitive,
             "task_id": task_id,
             "context_id": context_id,
         },
@@ -345,7 +365,14 @@ async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: 
         Err(e) => return e.into_response(),
     };
     let ctx = context_id(req.session.as_deref());
-    let message = text_message(Role::User, req.text.clone(), "", &ctx);
+    let mut message = text_message(Role::User, req.text.clone(), "", &ctx);
+    if req.sensitive {
+        hearth_mesh::a2a::set_meta(
+            &mut message,
+            hearth_mesh::a2a::META_SENSITIVE,
+            hearth_proto::prost_types::value::Kind::BoolValue(true),
+        );
+    }
     let events = match handler.start_message(message).await {
         Ok(e) => e,
         Err(e) => {

@@ -14,10 +14,11 @@ mod security_cli;
 mod status_cli;
 mod tasks_cli;
 mod tools_cli;
+mod usage_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hearth_launch::{Part, ask, connect_bus, start};
+use hearth_launch::{Part, connect_bus, start};
 use hearth_mesh::{Config, telemetry};
 
 /// Hearth: a local-first agent mesh.
@@ -56,6 +57,10 @@ enum Command {
         /// Show progress (tool calls, delegation) on stderr.
         #[arg(long, short)]
         verbose: bool,
+        /// The task is sensitive: only local backends serve it (whatever
+        /// `[routing] policy` says), and so are its subtasks.
+        #[arg(long)]
+        sensitive: bool,
     },
     /// Run every service in this process (the embedded default), with the
     /// gateway listening for A2A at HEARTH_GATEWAY_ADDR. Stops on Ctrl-C.
@@ -148,6 +153,12 @@ enum Command {
     ///
     /// Example: hearth status --check engine,operative
     Status(crate::status_cli::StatusArgs),
+    /// What the engine's routing spent and where: spend and tokens by day,
+    /// backend, model and agent; each budget with what is left; requests
+    /// kept local by policy, sensitivity and budget.
+    ///
+    /// Example: hearth usage --days 7
+    Usage(crate::usage_cli::UsageArgs),
     /// The tasks of the durable mesh over NATS: list them, show one (and
     /// reattach to it with --wait), cancel one wherever it runs, retry one
     /// that ended.
@@ -489,6 +500,10 @@ enum BenchKind {
     /// clients, time to the first SSE event, beside the in-process task and
     /// a plain HTTP GET measured in the same run.
     A2a(hearth_bench::a2a::A2aArgs),
+    /// The engine's routing: the decision alone, a whole generation routed
+    /// against the same with no routing (scripted engine, a test double),
+    /// and a budget reservation in the spend ledger.
+    Routing(hearth_bench::routing::RoutingArgs),
 }
 
 fn main() {
@@ -607,6 +622,9 @@ async fn run(cli: Cli, config: Result<Config, hearth_mesh::ConfigError>) -> Resu
             what: BenchKind::A2a(args),
         } => hearth_bench::a2a::a2a(&config, args).await,
         Command::Bench {
+            what: BenchKind::Routing(args),
+        } => hearth_bench::routing::routing(args).await,
+        Command::Bench {
             what: BenchKind::Memory(args),
         } => hearth_bench::memory::memory(&config, args).await,
         Command::Memory { what } => match what {
@@ -668,7 +686,8 @@ async fn run(cli: Cli, config: Result<Config, hearth_mesh::ConfigError>) -> Resu
             question,
             json,
             verbose,
-        } => ask_cmd(&config, &question, json, verbose).await,
+            sensitive,
+        } => ask_cmd(&config, &question, json, verbose, sensitive).await,
         Command::Up { metrics_addr } => up_cmd(&config, metrics_addr).await,
         Command::Serve { part, metrics_addr } => serve_cmd(&config, part, metrics_addr).await,
         Command::Models { what } => match what {
@@ -681,6 +700,7 @@ async fn run(cli: Cli, config: Result<Config, hearth_mesh::ConfigError>) -> Resu
             what: ConfigCommand::Show { changed, json },
         } => crate::config_cli::show(json, changed),
         Command::Init(args) => crate::init::init(&config, args),
+        Command::Usage(args) => crate::usage_cli::run(&config, &args),
         Command::Status(args) => {
             let code = crate::status_cli::run(&config, &args).await?;
             if code != 0 {
@@ -763,14 +783,24 @@ impl Stops {
 
 /// `hearth ask`: the task to the orchestrator of the configured mesh (the
 /// embedded one when no NATS is set), the answer and what it cost.
-async fn ask_cmd(config: &Config, question: &str, json: bool, verbose: bool) -> Result<()> {
+async fn ask_cmd(
+    config: &Config,
+    question: &str,
+    json: bool,
+    verbose: bool,
+    sensitive: bool,
+) -> Result<()> {
     let session = hearth_launch::Session::open(config, &Part::TASK).await?;
     let progress = move |text: &str| {
         if verbose {
             eprintln!("… {text}");
         }
     };
-    let result = ask(config, session.bus.clone(), question, &progress).await;
+    let mut task = hearth_launch::new_task(question);
+    if sensitive {
+        hearth_launch::mark_sensitive(&mut task);
+    }
+    let result = hearth_launch::ask_task(config, session.bus.clone(), &task, &progress).await;
     session.close().await;
     let answer = result?;
     if json {

@@ -320,6 +320,11 @@ pub struct UsageReport {
     pub cost_usd: Option<f64>,
     /// Why energy or cost is null, when it is.
     pub unmeasured: Option<String>,
+    /// Which backend of the routing served the model calls, and why
+    /// (`local: policy`, `cloud: policy; local: budget`).
+    pub route: String,
+    /// The task was served as sensitive: nothing of it left the machine.
+    pub sensitive: bool,
 }
 
 impl UsageReport {
@@ -349,6 +354,12 @@ impl UsageReport {
             Some(c) => format!("${c:.6}"),
             None => "cost unknown".to_string(),
         });
+        if !self.route.is_empty() && self.route != "local: policy" {
+            parts.push(format!("route {}", self.route));
+        }
+        if self.sensitive {
+            parts.push("sensitive: kept local".to_string());
+        }
         let mut line = parts.join(" · ");
         if let Some(why) = &self.unmeasured {
             line.push_str(&format!(" ({why})"));
@@ -375,6 +386,8 @@ impl UsageReport {
                 .then(|| u.energy_meter().name().to_string()),
             cost_usd: u.cost_usd,
             unmeasured: (!u.unmeasured.is_empty()).then(|| u.unmeasured.clone()),
+            route: u.route.clone(),
+            sensitive: u.sensitive,
         }
     }
 }
@@ -432,6 +445,29 @@ pub async fn ask(
         .await
         .run(&new_task(question), progress)
         .await
+}
+
+/// Sends a prepared task (a [`new_task`], marked sensitive, say) and waits
+/// for the answer.
+pub async fn ask_task(
+    config: &Config,
+    bus: SharedBus,
+    task: &SendTaskRequest,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Answer> {
+    Door::open(config, bus).await.run(task, progress).await
+}
+
+/// Marks a task sensitive: its model calls, and its subtasks', are served
+/// only by local backends, and its work is not handed to remote agents.
+pub fn mark_sensitive(task: &mut SendTaskRequest) {
+    if let Some(m) = task.message.as_mut() {
+        hearth_mesh::a2a::set_meta(
+            m,
+            hearth_mesh::a2a::META_SENSITIVE,
+            hearth_proto::prost_types::value::Kind::BoolValue(true),
+        );
+    }
 }
 
 /// A task for the orchestrator: `question`, with a new id.

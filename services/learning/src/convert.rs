@@ -111,6 +111,9 @@ pub struct ModelCallDoc {
     pub answer_now: bool,
     /// Messages sent.
     pub messages: u32,
+    /// Which backend served it and why (empty in traces older than routing).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub route: String,
 }
 
 /// One tool run.
@@ -226,6 +229,7 @@ impl TraceDoc {
                     latency_ms: c.latency_ms,
                     answer_now: c.answer_now,
                     messages: c.messages,
+                    route: c.route,
                 })
                 .collect(),
             tool_runs: t
@@ -280,6 +284,7 @@ impl TraceDoc {
                     latency_ms: c.latency_ms,
                     answer_now: c.answer_now,
                     messages: c.messages,
+                    route: c.route.clone(),
                 })
                 .collect(),
             tool_runs: self

@@ -17,15 +17,7 @@ pub struct Redactor {
     patterns: Vec<Regex>,
 }
 
-const PATTERNS: [&str; 7] = [
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
-    r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}",
-    r"\bAKIA[0-9A-Z]{16}\b",
-    r"\bgh[pousr]_[A-Za-z0-9]{30,}",
-    r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
-    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}",
-    r#"(?i)\b(api[_-]?key|access[_-]?token|auth[_-]?token|secret|password|passwd)(["']?\s*[:=]\s*["']?)[^\s"',;]{4,}"#,
-];
+const PATTERNS: &[&str] = hearth_mesh::secrets::CREDENTIAL_PATTERNS;
 
 impl Redactor {
     /// A redactor for these configured secrets (empty ones are ignored).
@@ -60,6 +52,12 @@ impl Redactor {
         ];
         for m in &config.mcp.servers {
             s.push(m.token.expose().to_string());
+        }
+        for r in &config.engine.remote {
+            s.push(r.api_key.expose().to_string());
+            if let Ok(Some(k)) = r.api_key_value() {
+                s.push(k);
+            }
         }
         for r in &config.agents.remote {
             s.push(r.token.expose().to_string());

@@ -56,6 +56,39 @@ pub fn text_message(
     }
 }
 
+/// Message metadata key: the task is sensitive (served only by local
+/// backends, and so are its subtasks).
+pub const META_SENSITIVE: &str = "hearth.sensitive";
+/// Message metadata key: the task at the root of a delegation chain (its
+/// budget and sensitivity are the subtask's).
+pub const META_ROOT_TASK: &str = "hearth.root_task";
+
+/// Whether `message`'s metadata sets `key` to `true`.
+pub fn meta_flag(message: &Message, key: &str) -> bool {
+    message
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(key))
+        .is_some_and(|v| matches!(v.kind, Some(Kind::BoolValue(true))))
+}
+
+/// The string `message`'s metadata holds under `key`.
+pub fn meta_text<'a>(message: &'a Message, key: &str) -> Option<&'a str> {
+    match message.metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+        Kind::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Sets `key` in `message`'s metadata.
+pub fn set_meta(message: &mut Message, key: &str, kind: Kind) {
+    message
+        .metadata
+        .get_or_insert_with(Default::default)
+        .fields
+        .insert(key.to_string(), prost_types::Value { kind: Some(kind) });
+}
+
 /// A text part.
 pub fn text_part(text: impl Into<String>) -> Part {
     Part {

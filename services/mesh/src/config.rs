@@ -118,6 +118,11 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Inference.
     pub engine: EngineConfig,
+    /// Which backend serves each request: local first, the cloud when
+    /// allowed.
+    pub routing: RoutingConfig,
+    /// Spend limits enforced before a priced request is sent.
+    pub budget: BudgetConfig,
     /// The HTTP front door.
     pub gateway: GatewayConfig,
     /// The toolhost.
@@ -149,6 +154,8 @@ impl Default for Config {
             data_dir: None,
             worker_threads: None,
             engine: EngineConfig::default(),
+            routing: RoutingConfig::default(),
+            budget: BudgetConfig::default(),
             gateway: GatewayConfig::default(),
             toolhost: ToolhostConfig::default(),
             tools: ToolsConfig::default(),
@@ -363,6 +370,161 @@ pub struct EngineConfig {
     /// of its calls takes, in milliseconds — a stand-in for model time in
     /// throughput tests and benchmarks of the mesh.
     pub scripted_delay_ms: u64,
+    /// Whether data sent to this backend stays local (sensitive requests
+    /// may go only to local backends). Unset: `llama` is local, and a
+    /// server is local when its address is loopback or private.
+    pub local: Option<bool>,
+    /// Remote backends the routing may send requests to
+    /// (`[[engine.remote]]`), by name.
+    pub remote: Vec<RemoteBackend>,
+}
+
+/// A named remote inference backend (`[[engine.remote]]`): any
+/// OpenAI-compatible API, or Ollama. `[routing]` says when it is used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteBackend {
+    /// Its name, referred to by `[routing] remote` (letters, digits, `_`,
+    /// `-`; not `local`, which is `[engine]`).
+    pub name: String,
+    /// Which protocol it speaks.
+    #[serde(default)]
+    pub backend: RemoteKind,
+    /// Its base URL (OpenAI-compatible: ending in `/v1`).
+    pub url: String,
+    /// The model name sent (a catalog id gives its prices).
+    pub model: String,
+    /// USD per million input tokens (overrides the catalog's).
+    #[serde(default)]
+    pub input_usd_per_mtok: Option<f64>,
+    /// USD per million output tokens (overrides the catalog's).
+    #[serde(default)]
+    pub output_usd_per_mtok: Option<f64>,
+    /// Its API key (never logged).
+    #[serde(default)]
+    pub api_key: Secret,
+    /// Or the environment variable holding it.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Whether data sent to it stays local. Unset: local when its address
+    /// is loopback or private.
+    #[serde(default)]
+    pub local: Option<bool>,
+    /// Deadline for one call, in milliseconds (default: `[engine]`'s).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Most tokens one reply may have (default: `[engine]`'s).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+impl RemoteBackend {
+    /// The API key: `api_key`, or the variable `api_key_env` names.
+    pub fn api_key_value(&self) -> Result<Option<String>, String> {
+        if !self.api_key.is_empty() {
+            return Ok(Some(self.api_key.expose().to_string()));
+        }
+        match &self.api_key_env {
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(v)),
+                _ => Err(format!(
+                    "[[engine.remote]] {:?}: api_key_env names {var}, which is not set",
+                    self.name
+                )),
+            },
+            None => Ok(None),
+        }
+    }
+}
+
+/// The protocol a remote backend speaks. An unknown name is refused at
+/// load, with these listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteKind {
+    /// Any OpenAI-compatible chat-completions API.
+    #[default]
+    Openai,
+    /// Ollama's native API.
+    Ollama,
+}
+
+/// Which backends serve a request (`[routing] policy`). An unknown name is
+/// refused at load, with these listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutePolicy {
+    /// `[engine]` only: no remote backend is ever sent anything.
+    #[default]
+    LocalOnly,
+    /// `[engine]`, and the remote when it fails (down, broken) or its tool
+    /// call was malformed.
+    LocalFirst,
+    /// The remote, and `[engine]` when the remote fails, is over budget or
+    /// the request is sensitive.
+    CloudFirst,
+}
+
+impl RoutePolicy {
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutePolicy::LocalOnly => "local-only",
+            RoutePolicy::LocalFirst => "local-first",
+            RoutePolicy::CloudFirst => "cloud-first",
+        }
+    }
+}
+
+/// The routing section: where generations go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// `local-only` (the default), `local-first` or `cloud-first`.
+    pub policy: RoutePolicy,
+    /// The `[[engine.remote]]` the policy uses (may be left out when there
+    /// is exactly one).
+    pub remote: Option<String>,
+    /// Treat requests holding credentials (private keys, provider API
+    /// keys), e-mail addresses or card numbers as sensitive.
+    pub detect_sensitive: bool,
+    /// More regular expressions that make a request sensitive.
+    pub sensitive_patterns: Vec<String>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            policy: RoutePolicy::LocalOnly,
+            remote: None,
+            detect_sensitive: true,
+            sensitive_patterns: Vec::new(),
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// The remote the policy uses: `remote`, or the only one there is.
+    pub fn remote_name<'a>(&'a self, remotes: &'a [RemoteBackend]) -> Option<&'a str> {
+        match &self.remote {
+            Some(r) => Some(r.as_str()),
+            None if remotes.len() == 1 => Some(remotes[0].name.as_str()),
+            None => None,
+        }
+    }
+}
+
+/// Spend limits, in US dollars, enforced before a priced request is sent
+/// (`[budget]`). Unset: no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Per local calendar day.
+    pub usd_per_day: Option<f64>,
+    /// Per local calendar month.
+    pub usd_per_month: Option<f64>,
+    /// Per task, its subtasks included.
+    pub usd_per_task: Option<f64>,
 }
 
 /// Which engine backend runs the model. An unknown name in the
@@ -474,6 +636,8 @@ impl Default for EngineConfig {
             merge_adapter: true,
             draft_tokens: 0,
             scripted_delay_ms: 0,
+            local: None,
+            remote: Vec::new(),
         }
     }
 }
@@ -808,6 +972,10 @@ pub struct RemoteAgent {
     /// instead (and say so).
     #[serde(default = "default_true")]
     pub fallback: bool,
+    /// It runs on this machine or network: a sensitive task may hand it
+    /// work (off by default: a sensitive task's work is not sent to it).
+    #[serde(default)]
+    pub local: bool,
 }
 
 fn default_remote_timeout_ms() -> u64 {
@@ -833,8 +1001,91 @@ impl Config {
         config
             .bus
             .check()
+            .and_then(|()| config.check_routing())
             .map_err(|e| ConfigError::Invalid(Box::new(figment::Error::from(e))))?;
         Ok(config)
+    }
+
+    /// Checks `[[engine.remote]]`, `[routing]` and `[budget]`: names that
+    /// refer to something, budgets that are numbers of dollars, patterns
+    /// that compile.
+    pub fn check_routing(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for r in &self.engine.remote {
+            let ok = !r.name.is_empty()
+                && r.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok || r.name == "local" {
+                return Err(format!(
+                    "[[engine.remote]] name {:?}: use letters, digits, `_` and `-` (and not `local`, which is [engine])",
+                    r.name
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(format!("[[engine.remote]] {:?} is named twice", r.name));
+            }
+            for (key, v) in [
+                ("input_usd_per_mtok", r.input_usd_per_mtok),
+                ("output_usd_per_mtok", r.output_usd_per_mtok),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                    return Err(format!(
+                        "[[engine.remote]] {:?}: {key} must be a number of dollars, 0 or more",
+                        r.name
+                    ));
+                }
+            }
+            if r.input_usd_per_mtok.is_some() != r.output_usd_per_mtok.is_some() {
+                return Err(format!(
+                    "[[engine.remote]] {:?}: set both input_usd_per_mtok and output_usd_per_mtok, or neither",
+                    r.name
+                ));
+            }
+        }
+        let known = || {
+            let v: Vec<&str> = self.engine.remote.iter().map(|r| r.name.as_str()).collect();
+            if v.is_empty() {
+                "there is no [[engine.remote]]".to_string()
+            } else {
+                format!("the remotes are: {}", v.join(", "))
+            }
+        };
+        if let Some(name) = &self.routing.remote
+            && !names.contains(name.as_str())
+        {
+            return Err(format!(
+                "[routing] remote = {name:?} names no [[engine.remote]] ({})",
+                known()
+            ));
+        }
+        if self.routing.policy != RoutePolicy::LocalOnly
+            && self.routing.remote_name(&self.engine.remote).is_none()
+        {
+            return Err(format!(
+                "[routing] policy = {:?} needs a remote: set [routing] remote to one of the [[engine.remote]] ({})",
+                self.routing.policy.as_str(),
+                known()
+            ));
+        }
+        for (key, v) in [
+            ("usd_per_day", self.budget.usd_per_day),
+            ("usd_per_month", self.budget.usd_per_month),
+            ("usd_per_task", self.budget.usd_per_task),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(format!(
+                    "[budget] {key} must be a number of dollars, 0 or more (it is {})",
+                    v.unwrap_or_default()
+                ));
+            }
+        }
+        for p in &self.routing.sensitive_patterns {
+            regex::Regex::new(p).map_err(|e| {
+                format!("[routing] sensitive_patterns: {p:?} is not a valid regex: {e}")
+            })?;
+        }
+        Ok(())
     }
 
     /// The file [`Config::load`] reads, if any.
@@ -1039,9 +1290,9 @@ fn default_file() -> Option<PathBuf> {
 /// anything else is a top-level key (`HEARTH_NATS_URL` → `nats`).
 /// Variables that name no known key (`HEARTH_TEST_*`, say) are ignored.
 fn env_provider() -> Env {
-    const SECTIONS: [&str; 10] = [
+    const SECTIONS: [&str; 12] = [
         "engine", "gateway", "toolhost", "agents", "tools", "mcp", "memory", "learning", "work",
-        "bus",
+        "bus", "routing", "budget",
     ];
     // Tables inside sections: `HEARTH_TOOLS_FILES_ROOT` → `tools.files.root`.
     const SUBSECTIONS: [(&str, &str); 3] = [

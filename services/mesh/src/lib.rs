@@ -52,6 +52,7 @@ pub mod json;
 pub mod metrics;
 pub mod rpc;
 pub mod running;
+pub mod secrets;
 pub mod subjects;
 pub mod sync;
 pub mod telemetry;

@@ -32,6 +32,7 @@ struct Metrics {
     tools: Family<Labels, Counter>,
     tokens: Family<Labels, Counter>,
     cost: Family<Labels, Counter<f64, AtomicU64>>,
+    routed: Family<Labels, Counter>,
     in_flight: Gauge<i64, AtomicI64>,
 }
 
@@ -67,6 +68,12 @@ fn metrics() -> &'static Metrics {
             "Dollar cost of model calls, by backend",
             cost.clone(),
         );
+        let routed = Family::<Labels, Counter>::default();
+        registry.register(
+            "routed_requests",
+            "Model requests by the routing's choice: backend, whether it is local, and why (policy, sensitive, budget, fallback, escalated)",
+            routed.clone(),
+        );
         let in_flight = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "requests_in_flight",
@@ -80,6 +87,7 @@ fn metrics() -> &'static Metrics {
             tools,
             tokens,
             cost,
+            routed,
             in_flight,
         }
     })
@@ -138,6 +146,19 @@ pub fn model_call(backend: &str, tokens_in: u64, tokens_out: u64, cost_usd: Opti
             .get_or_create(&labels(&[("backend", backend)]))
             .inc_by(c);
     }
+}
+
+/// One model request as the engine's routing sent it: to `backend`
+/// (local or not) because of `why`.
+pub fn routed(backend: &str, local: bool, why: &str) {
+    metrics()
+        .routed
+        .get_or_create(&labels(&[
+            ("backend", backend),
+            ("local", if local { "true" } else { "false" }),
+            ("why", why),
+        ]))
+        .inc();
 }
 
 /// The content type of [`render`]'s text.

@@ -160,6 +160,20 @@ impl LocalTool for Delegate {
         };
         let mut message = text_message(Role::User, task, "", &ctx.context_id);
         message.reference_task_ids.push(ctx.task_id.clone());
+        // The subtask draws on its root task's budget, and stays local if
+        // the task is sensitive.
+        hearth_mesh::a2a::set_meta(
+            &mut message,
+            hearth_mesh::a2a::META_ROOT_TASK,
+            hearth_proto::prost_types::value::Kind::StringValue(ctx.root_task_id.clone()),
+        );
+        if ctx.is_sensitive() {
+            hearth_mesh::a2a::set_meta(
+                &mut message,
+                hearth_mesh::a2a::META_SENSITIVE,
+                hearth_proto::prost_types::value::Kind::BoolValue(true),
+            );
+        }
         let req = SendTaskRequest {
             message: Some(message),
             agent: self.agent.clone(),

@@ -449,12 +449,33 @@ impl LocalTool for RemoteTool {
             Err(refused) => return Ok(*refused),
         };
         let task = task.as_str();
+        let name = &self.cfg.name;
+        if ctx.is_sensitive() && !self.cfg.local {
+            // A sensitive task's work stays on this machine: a local
+            // operative takes it when one may, else the call is refused.
+            if let Some(local) = &self.fallback {
+                let mut out = local
+                    .call(ctx, &json!({ "task": task }).to_string())
+                    .await?;
+                out.content = format!(
+                    "(the task is sensitive, so it was not sent to the remote agent `{name}`: a local operative answered) {}",
+                    out.content
+                );
+                return Ok(out);
+            }
+            return Ok(ToolOutput {
+                content: format!(
+                    "the task is sensitive: it may not be sent to the remote agent `{name}`, which is not marked local"
+                ),
+                is_error: true,
+                usage: None,
+            });
+        }
         let deadline = Duration::from_millis(self.cfg.timeout_ms.max(1));
         let outcome = match tokio::time::timeout(deadline, self.ask(ctx, task)).await {
             Ok(r) => r,
             Err(_) => Err(format!("it did not answer within {deadline:?}")),
         };
-        let name = &self.cfg.name;
         match outcome {
             Ok(answer) => Ok(ToolOutput {
                 content: answer,
