@@ -57,6 +57,16 @@ try:
         "first_chunk_s": first,
     }
 
+    # X-Hearth-Sensitive: the task is served as sensitive (local backends only).
+    r = client.chat.completions.create(
+        model="hearth", messages=ASK, extra_headers={"X-Hearth-Sensitive": "true"}
+    )
+    plain_again = client.chat.completions.create(model="hearth", messages=ASK)
+    out["sensitive"] = {
+        "marked": r.usage.model_dump()["hearth"],
+        "unmarked": plain_again.usage.model_dump()["hearth"],
+    }
+
     # The same `user` is the same conversation (A2A contextId).
     ctx = []
     for _ in range(2):

@@ -184,6 +184,11 @@ async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
     assert_eq!(stream["usage_hearth"]["type"], "hearth.usage", "{ctx}");
     // The same `user` is one conversation; another user is another.
     let ann = r["user"]["ann"].as_array().unwrap();
+    // X-Hearth-Sensitive reached the engine: served locally, as sensitive.
+    let sens = &r["sensitive"];
+    assert_eq!(sens["marked"]["sensitive"], true, "{ctx}");
+    assert_eq!(sens["marked"]["route"], "local: policy", "{ctx}");
+    assert_eq!(sens["unmarked"]["sensitive"], false, "{ctx}");
     assert_eq!(ann[0], ann[1], "{ctx}");
     assert!(!ann[0].as_str().unwrap().is_empty(), "{ctx}");
     assert_ne!(ann[0], r["user"]["bob"], "{ctx}");

@@ -153,6 +153,10 @@ pub struct CloudModel {
     /// Context length, in tokens.
     #[serde(default)]
     pub context: Option<u32>,
+    /// When the prices were read (`YYYY-MM`).
+    pub as_of: String,
+    /// Where they were read: the provider's price page.
+    pub source: String,
 }
 
 /// A model ready to load.

@@ -445,8 +445,6 @@ pub enum Why {
     Fallback,
     /// The local model's tool call was malformed: escalated to the remote.
     Escalated,
-    /// The agent spec pins this backend.
-    Pinned,
 }
 
 impl Why {
@@ -458,7 +456,6 @@ impl Why {
             Why::Budget => "budget",
             Why::Fallback => "fallback",
             Why::Escalated => "escalated",
-            Why::Pinned => "pinned",
         }
     }
 }

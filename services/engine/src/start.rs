@@ -74,7 +74,7 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, EngineErr
         .map_err(|e| EngineError::NotConfigured(format!("loading the model stopped: {e}")))??;
     let metering = metering_for(&config.engine, backend.default_model());
     let embeddings = embeddings_for(&config.engine, &config.data_dir());
-    let checks = EngineChecks {
+    let mut checks = EngineChecks {
         served: format!("{} · {}", backend.kind(), backend.default_model()),
         embeddings: match &embeddings {
             Embeddings::Backend => Embedder::Backend(backend.kind().to_string()),
@@ -89,6 +89,17 @@ pub async fn start(config: &Config, bus: SharedBus) -> Result<Running, EngineErr
     };
     let subjects = config.subjects();
     let routing = crate::route::Routing::from_config(config, backend, metering)?;
+    if routing.lanes().len() > 1 {
+        let remotes: Vec<String> = routing.lanes()[1..]
+            .iter()
+            .map(|l| format!("{}{}", l.name, if l.local { " (local)" } else { "" }))
+            .collect();
+        checks.served.push_str(&format!(
+            " · routing {} with {}",
+            routing.policy().as_str(),
+            remotes.join(", ")
+        ));
+    }
     let svc = EngineService::routed(routing).with_embeddings(embeddings);
     let handles = serve(svc, bus.clone(), &subjects).await?;
     Ok(Running::new(Service::Engine)

@@ -69,6 +69,7 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
         "provider",
         "$ / M in",
         "$ / M out",
+        "prices as of",
         "context",
     ]);
     for m in &catalog.cloud {
@@ -77,6 +78,7 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
             m.provider.clone(),
             format!("{:.2}", m.input_usd_per_mtok),
             format!("{:.2}", m.output_usd_per_mtok),
+            m.as_of.clone(),
             m.context.map_or_else(|| "?".into(), |c| c.to_string()),
         ]);
     }
@@ -94,8 +96,13 @@ pub fn show(config: &Config, id: &str, json: bool) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(c)?);
             } else {
                 println!(
-                    "{} ({}): ${:.2} per million input tokens, ${:.2} per million output tokens",
-                    c.id, c.provider, c.input_usd_per_mtok, c.output_usd_per_mtok
+                    "{} ({}): ${:.2} per million input tokens, ${:.2} per million output tokens (as of {}, {})",
+                    c.id,
+                    c.provider,
+                    c.input_usd_per_mtok,
+                    c.output_usd_per_mtok,
+                    c.as_of,
+                    c.source
                 );
             }
             return Ok(());

@@ -86,7 +86,7 @@ fn summarise(lines: &[UsageLine], since: &str) -> (Vec<Row>, KeptLocal) {
         }
         if l.local {
             match l.why {
-                Why::Policy | Why::Pinned => kept.by_policy += 1,
+                Why::Policy => kept.by_policy += 1,
                 Why::Sensitive => kept.by_sensitivity += 1,
                 Why::Budget => kept.by_budget += 1,
                 Why::Fallback | Why::Escalated => kept.by_fallback += 1,
