@@ -657,12 +657,13 @@ impl Engine for EngineService {
             tracing::debug!(task_id = %req.task_id, %model, backend = backend.name(), route = %lane.name, why = why.as_str(), "generate");
             hearth_mesh::metrics::routed(&lane.name, lane.local, why.as_str());
             let energy = lane.metering.meter.begin();
+            let now = Stamp::now();
             let settlement = Arc::new(Settlement {
                 ledger: ledger.clone(),
                 reserved: Mutex::new(reserved),
                 line: Mutex::new(Some(UsageLine {
-                    at_unix: Stamp::now().unix,
-                    day: Stamp::now().day,
+                    at_unix: now.unix,
+                    day: now.day,
                     backend: lane.name.clone(),
                     local: lane.local,
                     model: model.clone(),

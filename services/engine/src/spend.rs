@@ -201,8 +201,15 @@ impl Ledger {
             .sum()
     }
 
-    fn check(&self, limits: &Limits, task: &str, at: &Stamp, usd: f64) -> Result<(), OverBudget> {
-        let scopes = [
+    /// Each budget that applies at `at` (to root task `task`): its limit,
+    /// settled spend and open reservations.
+    fn scopes(
+        &self,
+        limits: &Limits,
+        task: &str,
+        at: &Stamp,
+    ) -> [(Budget, Option<f64>, f64, f64); 3] {
+        [
             (
                 Budget::UsdPerDay,
                 limits.usd_per_day,
@@ -221,8 +228,11 @@ impl Ledger {
                 self.tasks.get(task).map_or(0.0, |t| t.usd),
                 self.reserved_where(|r| r.task == task),
             ),
-        ];
-        for (budget, limit, spent, reserved) in scopes {
+        ]
+    }
+
+    fn check(&self, limits: &Limits, task: &str, at: &Stamp, usd: f64) -> Result<(), OverBudget> {
+        for (budget, limit, spent, reserved) in self.scopes(limits, task, at) {
             if let Some(limit) = limit
                 && spent + reserved + usd > limit + 1e-12
             {
@@ -372,30 +382,20 @@ impl SpendLedger {
     pub fn state(&self, at: &Stamp) -> Result<Vec<BudgetState>, LedgerError> {
         let limits = self.limits;
         self.with(|l| {
-            let mut out = Vec::new();
-            let mut push = |budget, limit: Option<f64>, spent: f64, reserved: f64| {
-                if let Some(limit) = limit {
-                    out.push(BudgetState {
+            // The day's and the month's (a task's budget has no "now").
+            let out = l
+                .scopes(&limits, "", at)
+                .into_iter()
+                .filter_map(|(budget, limit, spent, reserved)| {
+                    limit.map(|limit| BudgetState {
                         budget,
                         limit_usd: limit,
                         spent_usd: spent,
                         reserved_usd: reserved,
                         left_usd: (limit - spent - reserved).max(0.0),
-                    });
-                }
-            };
-            push(
-                Budget::UsdPerDay,
-                limits.usd_per_day,
-                l.days.get(&at.day).copied().unwrap_or(0.0),
-                l.reserved_where(|r| r.day == at.day),
-            );
-            push(
-                Budget::UsdPerMonth,
-                limits.usd_per_month,
-                l.months.get(&at.month).copied().unwrap_or(0.0),
-                l.reserved_where(|r| r.month == at.month),
-            );
+                    })
+                })
+                .collect();
             (out, false)
         })
     }
