@@ -3,14 +3,20 @@
 //!
 //! [`BusMemory`] keeps them in the memory service's `agent_memory`
 //! collection, one point per memory with the agent's name, the task, the
-//! kind (`outcome` or `fact`) and the time. A mesh without a memory service
-//! simply has none: recall finds nothing and remembering is skipped (both
-//! are logged), never a task failure.
+//! [`Kind`] and the time. A mesh without a memory service simply has none:
+//! recall finds nothing and remembering is skipped (both are logged), never
+//! a task failure.
+//!
+//! A remembered outcome can be wrong. When a person rates a task's answer
+//! bad (`hearth traces feedback ID bad`), [`forget_outcome`] removes the
+//! answers the task and its subtasks were remembered with, and a correction given with the rating
+//! is kept in their place ([`Kind::Correction`]), so a wrong answer is not
+//! recalled into later tasks and the right one is.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hearth_mesh::clients::MemoryClient;
-use hearth_proto::v1::{Chunk, Filter, SearchRequest, ToolSpec, UpsertRequest};
+use hearth_proto::v1::{Chunk, DeleteRequest, Filter, SearchRequest, ToolSpec, UpsertRequest};
 use serde_json::{Value, json};
 
 use crate::tools::{CallContext, LocalTool, ToolOutput};
@@ -22,17 +28,71 @@ pub const COLLECTION: &str = "agent_memory";
 /// recalled: an unrelated memory is noise in a small model's context.
 pub const MIN_RECALL_SCORE: f32 = 0.4;
 
+/// What a memory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A task and the answer the agent gave it.
+    Outcome,
+    /// A fact the agent chose to keep (`hearth.remember`).
+    Fact,
+    /// A task and the answer a person said it should have had.
+    Correction,
+}
+
+impl Kind {
+    /// The name kept in the memory's payload (`kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Outcome => "outcome",
+            Kind::Fact => "fact",
+            Kind::Correction => "correction",
+        }
+    }
+}
+
+/// The text an outcome (or its correction) is remembered as.
+pub fn outcome_text(task: &str, answer: &str) -> String {
+    format!("Task: {task}\nAnswer: {answer}")
+}
+
+/// Forgets the answer the task `task_id` was remembered with — its outcome,
+/// and a correction given before — through `client` (facts the task kept
+/// with `hearth.remember` stay); how many memories went.
+pub async fn forget_outcome(client: &MemoryClient, task_id: &str) -> Result<u64, String> {
+    let mut deleted = 0;
+    for kind in [Kind::Outcome, Kind::Correction] {
+        deleted += client
+            .delete(&DeleteRequest {
+                collection: COLLECTION.into(),
+                ids: vec![],
+                filter: Some(Filter {
+                    equals: [
+                        ("task_id".to_string(), task_id.to_string()),
+                        ("kind".to_string(), kind.as_str().to_string()),
+                    ]
+                    .into(),
+                    since: None,
+                    until: None,
+                }),
+            })
+            .await
+            .map(|r| r.deleted)
+            .map_err(|s| s.message().to_string())?;
+    }
+    Ok(deleted)
+}
+
 /// What an agent remembers, and how it recalls.
 #[async_trait::async_trait]
 pub trait AgentMemory: Send + Sync {
     /// The memories of `agent` most relevant to `task`, best first.
     async fn recall(&self, agent: &str, task: &str, limit: usize) -> Vec<String>;
-    /// Keeps `text` (`kind`: `outcome` or `fact`) for `agent`.
+    /// Keeps `text` for `agent`, from its task `task_id`.
     async fn remember(
         &self,
         agent: &str,
         task_id: &str,
-        kind: &str,
+        kind: Kind,
         text: &str,
     ) -> Result<(), String>;
 }
@@ -84,7 +144,7 @@ impl AgentMemory for BusMemory {
         &self,
         agent: &str,
         task_id: &str,
-        kind: &str,
+        kind: Kind,
         text: &str,
     ) -> Result<(), String> {
         let ts = SystemTime::now()
@@ -93,8 +153,9 @@ impl AgentMemory for BusMemory {
         let chunk = Chunk {
             id: uuid::Uuid::now_v7().to_string(),
             text: text.to_string(),
-            payload_json: json!({ "agent": agent, "task_id": task_id, "kind": kind, "ts": ts })
-                .to_string(),
+            payload_json:
+                json!({ "agent": agent, "task_id": task_id, "kind": kind.as_str(), "ts": ts })
+                    .to_string(),
         };
         self.client
             .upsert(&UpsertRequest {
@@ -175,7 +236,7 @@ impl LocalTool for Remember {
         Ok(
             match self
                 .memory
-                .remember(&ctx.agent, &ctx.task_id, "fact", fact)
+                .remember(&ctx.agent, &ctx.task_id, Kind::Fact, fact)
                 .await
             {
                 Ok(()) => ToolOutput {

@@ -648,9 +648,14 @@ impl AgentLoop {
 
     async fn remember_outcome(&self, ctx: &CallContext, task: &str, answer: &str) {
         if let Some((memory, _)) = &self.memory {
-            let text = format!("Task: {task}\nAnswer: {answer}");
+            let text = crate::memory::outcome_text(task, answer);
             if let Err(e) = memory
-                .remember(&self.spec.name, &ctx.task_id, "outcome", &text)
+                .remember(
+                    &self.spec.name,
+                    &ctx.task_id,
+                    crate::memory::Kind::Outcome,
+                    &text,
+                )
                 .await
             {
                 tracing::debug!(error = %e, "the task's outcome was not remembered");
@@ -788,13 +793,13 @@ mod tests {
             &self,
             agent: &str,
             _task_id: &str,
-            kind: &str,
+            kind: crate::memory::Kind,
             text: &str,
         ) -> Result<(), String> {
             self.1
                 .lock()
                 .unwrap()
-                .push((agent.into(), kind.into(), text.into()));
+                .push((agent.into(), kind.as_str().into(), text.into()));
             Ok(())
         }
     }

@@ -125,8 +125,71 @@ async fn the_main_job_answers_right_and_leaves_a_redacted_trace() {
     assert!(shown.contains("[REDACTED]"), "{shown}");
     assert_eq!(t["agent"], "orchestrator");
     assert!(!t["model_calls"].as_array().unwrap().is_empty());
-    // The right answer is rated good (the other one's tools may have failed:
-    // a 270M model is not steady on a prompt holding a key).
+    // A bad rating takes the answer out of the agents' memory (the
+    // operative remembered its subtask's outcome) and remembers the
+    // correction in its place.
+    let (code, out, err) = run(
+        &[
+            "traces",
+            "feedback",
+            &right,
+            "bad",
+            "--correction",
+            "one hundred and forty-four",
+            "--json",
+        ],
+        &e,
+        60,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let fb: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(fb["forgotten"].as_u64().unwrap() >= 1, "{fb}");
+    assert_eq!(
+        fb["corrected_for"],
+        serde_json::json!(["operative"]),
+        "{fb}"
+    );
+    let (code, out, err) = run(
+        &[
+            "memory",
+            "search",
+            "What is 12*12?",
+            "--collection",
+            "agent_memory",
+            "--json",
+        ],
+        &e,
+        60,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let texts: Vec<(&str, &str)> = hits["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["text"].as_str().unwrap(),
+                h["payload"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|(t, k)| *k == "correction" && t.contains("one hundred and forty-four")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts
+            .iter()
+            .any(|(t, k)| *k == "outcome" && t.contains("12*12")),
+        "the rated answer is forgotten: {texts:?}"
+    );
+    // The right answer is rated good after all (the other one's tools may
+    // have failed: a 270M model is not steady on a prompt holding a key).
     let (code, _, err) = run(&["traces", "feedback", &right, "good"], &e, 30).await;
     assert_eq!(code, 0, "{err}");
     // The rated task (and its subtask) exports in the OpenAI chat format,

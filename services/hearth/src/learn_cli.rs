@@ -148,16 +148,94 @@ pub fn traces_rm(config: &Config, ids: &[String], all: bool) -> Result<()> {
     Ok(())
 }
 
-/// `hearth traces feedback`.
-pub fn traces_feedback(
+/// `hearth traces feedback`. A bad rating also takes the wrong answer out
+/// of the agents' memory (the outcome the task and each of its subtasks was
+/// remembered with), so it is not recalled into later tasks; a correction
+/// given with it is remembered in its place by the agents that had
+/// remembered the task.
+pub async fn traces_feedback(
     config: &Config,
     id: &str,
     rating: Rating,
     correction: Option<String>,
+    json: bool,
 ) -> Result<()> {
-    store(config).feedback(id, rating, correction)?;
+    let store = store(config);
+    store.feedback(id, rating, correction.clone())?;
+    let mut forgot = 0;
+    let mut corrected = Vec::new();
+    if rating == Rating::Bad {
+        let tree = store.tree(id)?;
+        let session = hearth_launch::Session::open(config, &[Part::Engine, Part::Memory]).await?;
+        let client = MemoryClient::new(
+            session.bus.clone(),
+            config.subjects(),
+            Duration::from_secs(120),
+        );
+        let r = unremember(&client, &tree, correction.as_deref()).await;
+        session.close().await;
+        (forgot, corrected) = r?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": id,
+                "rating": rating,
+                "forgotten": forgot,
+                "corrected_for": corrected,
+            })
+        );
+        return Ok(());
+    }
     println!("recorded: {id} is {}", format!("{rating:?}").to_lowercase());
+    if rating == Rating::Bad {
+        println!("forgot {forgot} remembered answer(s) of this task and its subtasks");
+        if !corrected.is_empty() {
+            println!("the correction is remembered by: {}", corrected.join(", "));
+        }
+    }
     Ok(())
+}
+
+/// Forgets the remembered answers of every task in `tree`; where one went
+/// and there is a `correction`, remembers the correction for that agent
+/// and task. Returns how many went and which agents took the correction.
+async fn unremember(
+    client: &MemoryClient,
+    tree: &[TraceDoc],
+    correction: Option<&str>,
+) -> Result<(u64, Vec<String>)> {
+    use hearth_agents::memory::{self as mem, AgentMemory};
+    let memory = mem::BusMemory::new(client.clone());
+    let mut forgot = 0;
+    let mut corrected = Vec::new();
+    for doc in tree {
+        let task_id = doc.id.split('.').next().unwrap_or_default();
+        let n = mem::forget_outcome(client, task_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("forgetting {task_id}'s answer: {e}"))?;
+        forgot += n;
+        let task = doc
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.as_str());
+        if let (true, Some(fix), Some(task)) = (n > 0, correction, task) {
+            memory
+                .remember(
+                    &doc.agent,
+                    task_id,
+                    mem::Kind::Correction,
+                    &mem::outcome_text(task, fix),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("remembering the correction: {e}"))?;
+            corrected.push(doc.agent.clone());
+        }
+    }
+    Ok((forgot, corrected))
 }
 
 /// A mesh of its own for an evaluation or a synthesis run: a fresh files

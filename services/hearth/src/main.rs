@@ -283,7 +283,9 @@ enum TracesCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Say whether an answer was right; a correction becomes training data.
+    /// Say whether an answer was right. A correction becomes training data;
+    /// a bad answer is also forgotten from the agents' memory (so it is not
+    /// recalled into later tasks), and its correction remembered instead.
     ///
     /// Example: hearth traces feedback 0193… bad --correction "144"
     Feedback {
@@ -295,6 +297,9 @@ enum TracesCommand {
         /// What the answer should have been.
         #[arg(long)]
         correction: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -650,15 +655,20 @@ async fn run(cli: Cli, config: Result<Config, hearth_mesh::ConfigError>) -> Resu
                     id,
                     rating,
                     correction,
-                } => l::traces_feedback(
-                    &config,
-                    &id,
-                    match rating {
-                        Verdict::Good => hearth_learning::convert::Rating::Good,
-                        Verdict::Bad => hearth_learning::convert::Rating::Bad,
-                    },
-                    correction,
-                ),
+                    json,
+                } => {
+                    l::traces_feedback(
+                        &config,
+                        &id,
+                        match rating {
+                            Verdict::Good => hearth_learning::convert::Rating::Good,
+                            Verdict::Bad => hearth_learning::convert::Rating::Bad,
+                        },
+                        correction,
+                        json,
+                    )
+                    .await
+                }
             }
         }
         Command::Eval {
