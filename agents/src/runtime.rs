@@ -460,6 +460,7 @@ impl AgentLoop {
                 messages: sent,
                 tools: offered.clone(),
                 max_tokens: self.spec.max_tokens,
+                temperature: ctx.temperature,
                 task_id: ctx.task_id.clone(),
                 answer_now,
                 root_task_id: ctx.root_task_id.clone(),

@@ -212,6 +212,7 @@ impl AgentService {
                         h.root_task_id.clone()
                     },
                     sensitive: Arc::new(std::sync::atomic::AtomicBool::new(h.sensitive)),
+                    temperature: h.temperature,
                 };
                 let span = tracing::info_span!("task", task_id = %h.task_id, agent = %spec.name);
                 agent

@@ -111,6 +111,9 @@ pub struct TaskHandle {
     pub root_task_id: String,
     /// The message marked the task sensitive (`hearth.sensitive`).
     pub sensitive: bool,
+    /// The sampling temperature the message asked for
+    /// (`hearth.temperature`).
+    pub temperature: Option<f32>,
     events: mpsc::Sender<Result<TaskEvent, Status>>,
     watchers: Watchers,
     worker: String,
@@ -323,6 +326,7 @@ impl TaskHost {
             return Err(Status::invalid_argument("the task's message has no text"));
         }
         let sensitive = hearth_mesh::a2a::meta_flag(&message, hearth_mesh::a2a::META_SENSITIVE);
+        let temperature = hearth_mesh::a2a::temperature(&message);
         let root_task_id = hearth_mesh::a2a::meta_text(&message, hearth_mesh::a2a::META_ROOT_TASK)
             .unwrap_or_default()
             .to_string();
@@ -361,6 +365,7 @@ impl TaskHost {
             parent_task_id,
             root_task_id,
             sensitive,
+            temperature,
             events: tx.clone(),
             watchers,
             worker: self.worker.clone(),

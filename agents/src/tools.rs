@@ -49,6 +49,9 @@ pub struct CallContext {
     /// from then on). Its model calls stay local, its subtasks inherit it,
     /// and it may not hand work to agents off the machine.
     pub sensitive: Arc<std::sync::atomic::AtomicBool>,
+    /// Sampling temperature for the task's model calls (None: the
+    /// engine's default, greedy for the embedded model).
+    pub temperature: Option<f32>,
 }
 
 impl CallContext {

@@ -75,6 +75,51 @@ try:
     other = client.chat.completions.create(model="hearth", messages=ASK, user="bob")
     out["user"] = {"ann": ctx, "bob": other.usage.model_dump()["hearth"]["context_id"]}
 
+    # temperature reaches the model calls of the task and of its subtask
+    # (the scripted double says what it was sent); stop and max_tokens cut
+    # the answer.
+    say = [{"role": "user", "content": "scripted:temperature"}]
+    hot = client.chat.completions.create(model="hearth", messages=say, temperature=0.25)
+    cold = client.chat.completions.create(model="hearth", messages=say)
+    stopped = client.chat.completions.create(model="hearth", messages=ASK, stop=["395"])
+    short = client.chat.completions.create(model="hearth", messages=ASK, max_tokens=2)
+    short_stream = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="hearth", messages=ASK, max_tokens=2, stream=True
+        )
+        if c.choices
+    )
+    out["limits"] = {
+        "hot": hot.choices[0].message.content,
+        "cold": cold.choices[0].message.content,
+        "stopped": [stopped.choices[0].message.content, stopped.choices[0].finish_reason],
+        "short": [short.choices[0].message.content, short.choices[0].finish_reason],
+        "short_stream": short_stream,
+    }
+
+    # Embeddings with the memory's embedding model, as floats and as the
+    # SDK's default base64 (decoded by the SDK).
+    e = client.embeddings.create(model="hearth-embed", input=["a cat", "a kitten", "tax law"])
+    f = client.embeddings.create(
+        model="hearth-embed", input="a cat", encoding_format="float"
+    )
+    vecs = [d.embedding for d in e.data]
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b)) / (
+            sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5
+        )
+
+    out["embeddings"] = {
+        "count": len(vecs),
+        "dims": len(vecs[0]),
+        "model": e.model,
+        "near": cos(vecs[0], vecs[1]),
+        "far": cos(vecs[0], vecs[2]),
+        "float_same": cos(vecs[0], f.data[0].embedding),
+    }
+
     def error_of(fn):
         try:
             fn()
@@ -95,6 +140,10 @@ try:
             )
         ),
         "no_messages": error_of(lambda: client.chat.completions.create(model="hearth", messages=[])),
+        "hot": error_of(
+            lambda: client.chat.completions.create(model="hearth", messages=ASK, temperature=5)
+        ),
+        "embed_model": error_of(lambda: client.embeddings.create(model="gpt-9", input="x")),
     }
 
     # A client that drops a stream after its first chunk; the gateway keeps serving.

@@ -35,6 +35,8 @@ fn script(name: &str) -> PathBuf {
 /// The whole mesh in this process with the gateway on free ports.
 async fn mesh(token: Option<&str>) -> (hearth_launch::Mesh, String) {
     let mut config = test_config(&unique_prefix("a2a"));
+    // Real embeddings beside the scripted chat double (/v1/embeddings).
+    config.engine.embed_model = Some(hearth_e2e::embed_model().display().to_string());
     config.gateway.addr = "127.0.0.1:0".into();
     config.gateway.max_body_bytes = 64 * 1024;
     // The test's webhook listens on loopback.
@@ -153,7 +155,7 @@ async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
     let r = run_script("openai_client.py", &[url.as_str(), TOKEN], "openai").await;
     let ctx = format!("{r:#}");
     assert!(r.get("fatal").is_none(), "{ctx}");
-    assert_eq!(r["models"], json!(["hearth"]), "{ctx}");
+    assert_eq!(r["models"], json!(["hearth", "hearth-embed"]), "{ctx}");
     // A plain completion, answered through the mesh: the scripted model
     // calls the calculator on the toolhost, which computes 395.
     let plain = &r["plain"];
@@ -201,6 +203,32 @@ async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
     assert_eq!(e["tools"]["class"], "BadRequestError", "{ctx}");
     assert_eq!(e["tools"]["code"], "tools_not_supported", "{ctx}");
     assert_eq!(e["no_messages"]["class"], "BadRequestError", "{ctx}");
+    assert_eq!(e["hot"]["class"], "BadRequestError", "{ctx}");
+    assert_eq!(e["hot"]["code"], "invalid_temperature", "{ctx}");
+    assert_eq!(e["embed_model"]["class"], "NotFoundError", "{ctx}");
+    // temperature reached the operative's model call through delegation;
+    // stop and max_tokens cut the answer (the scripted engine cannot count
+    // tokens: about four characters a token).
+    let l = &r["limits"];
+    assert_eq!(l["hot"], "temperature 0.25", "{ctx}");
+    assert_eq!(l["cold"], "temperature none", "{ctx}");
+    assert_eq!(l["stopped"], json!(["The answer is ", "stop"]), "{ctx}");
+    assert_eq!(l["short"][1], "length", "{ctx}");
+    let short = l["short"][0].as_str().unwrap();
+    assert!(
+        !short.is_empty() && short.len() <= 8 && "The answer is 395.".starts_with(short),
+        "{ctx}"
+    );
+    assert_eq!(l["short_stream"], short, "{ctx}");
+    // Embeddings from the memory's model: similar texts closer.
+    let em = &r["embeddings"];
+    assert_eq!(em["count"], 3, "{ctx}");
+    assert_eq!(em["dims"], 384, "{ctx}");
+    assert!(
+        em["near"].as_f64().unwrap() > em["far"].as_f64().unwrap(),
+        "{ctx}"
+    );
+    assert!(em["float_same"].as_f64().unwrap() > 0.999, "{ctx}");
     // A stream dropped by its client does not stop the gateway.
     assert!(r["after_drop"].as_str().unwrap().contains("395"), "{ctx}");
 
@@ -227,6 +255,38 @@ async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
         let v: Value = resp.json().await.unwrap();
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
         assert!(v["error"]["type"].is_string(), "{v}");
+    }
+    // Against DNS rebinding and cross-site pages: a foreign Host, a foreign
+    // page's Origin and a sandboxed page are refused (with OpenAI's error
+    // shape on /v1/); a local page's Origin is served.
+    let get = |host: Option<&str>, origin: Option<&str>| {
+        let mut r = reqwest::Client::new()
+            .get(format!("{url}/v1/models"))
+            .bearer_auth(TOKEN);
+        if let Some(h) = host {
+            r = r.header("Host", h);
+        }
+        if let Some(o) = origin {
+            r = r.header("Origin", o);
+        }
+        r.send()
+    };
+    for (host, origin, status) in [
+        (Some("evil.example:8777"), None, 403),
+        (None, Some("https://evil.example"), 403),
+        (None, Some("null"), 403),
+        (None, Some("http://localhost:3000"), 200),
+        (Some("localhost"), None, 200),
+    ] {
+        let resp = get(host, origin).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{host:?} {origin:?}");
+        if status == 403 {
+            let v: Value = resp.json().await.unwrap();
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("not"),
+                "{v}"
+            );
+        }
     }
     mesh.shutdown().await;
 }

@@ -15,12 +15,15 @@
 //! `/v1/chat/completions` (see [`openai`]).
 //!
 //! Binds to loopback unless configured otherwise. When a token is
-//! configured, every request but the agent card must carry it.
+//! configured, every request but the agent card must carry it. Requests
+//! with a foreign `Host` or a web page's foreign `Origin` are refused
+//! ([`hosts`]).
 
 mod auth;
 pub mod card;
 mod grpc;
 mod handler;
+mod hosts;
 pub mod mcp;
 pub mod openai;
 pub mod push;
@@ -284,7 +287,14 @@ pub fn router(
                 .layer(axum::middleware::from_fn(empty_is_json))
                 .layer(axum::middleware::from_fn(rest_version)),
         )
-        .merge(openai::router(handler.clone()))
+        .merge(openai::router(
+            handler.clone(),
+            hearth_mesh::clients::EngineClient::new(
+                bus.clone(),
+                config.subjects(),
+                config.engine_timeout(),
+            ),
+        ))
         .merge(mcp::http_router(
             mcp::MeshMcp::new(config, bus),
             beyond_loopback && token.is_some(),
@@ -305,6 +315,12 @@ pub fn router(
             config.gateway.max_body_bytes,
         ))
         .layer(DefaultBodyLimit::disable())
+        // Foreign Host and Origin headers are refused before anything else
+        // (the agent card included: it is public, not browsable by any page).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts::Allowed::from_config(config)),
+            hosts::check,
+        ))
         // Outermost: the OpenAI face's errors keep OpenAI's shape, whoever
         // answered them.
         .layer(axum::middleware::from_fn(openai::openai_errors));

@@ -1,5 +1,6 @@
-//! The OpenAI-compatible face of the gateway: `GET /v1/models` and
-//! `POST /v1/chat/completions`, plain and streamed (server-sent events), so
+//! The OpenAI-compatible face of the gateway: `GET /v1/models`,
+//! `POST /v1/chat/completions`, plain and streamed (server-sent events), and
+//! `POST /v1/embeddings` (the memory's embedding model), so
 //! a chat UI or a script written against the official `openai` SDK reaches
 //! the mesh on the same port and behind the same token as A2A.
 //!
@@ -9,6 +10,10 @@
 //! the task; earlier messages the client sends are taken at its word and
 //! given to the task as the conversation so far. `user` (or the
 //! `X-Hearth-Session` header) becomes the task's A2A `contextId`.
+//! `temperature` reaches every model call of the task (A2A metadata
+//! `hearth.temperature`, passed on to subtasks); `stop` and `max_tokens`
+//! (or `max_completion_tokens`) cut the answer the client gets, counted in
+//! the engine's own tokens.
 //!
 //! What Hearth adds travels where standard clients ignore it: `usage.hearth`
 //! (latency, model calls, FLOPs, energy, dollars, backend, task and context
@@ -27,14 +32,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use futures::StreamExt;
 use hearth_mesh::a2a::{answer_of, is_final, state_name, text_message, text_of, text_parts};
+use hearth_mesh::clients::EngineClient;
 use hearth_proto::a2a::stream_response::Payload;
 use hearth_proto::a2a::{Role, TaskState};
-use hearth_proto::v1::Usage;
+use hearth_proto::v1::{ChatMessage, ChatRole, EmbedRequest, GenerateRequest, Usage};
 use serde_json::{Value, json};
 
 use crate::A2aHandler;
+
+/// Most texts in one embeddings request (the engine's own limit).
+const MAX_EMBED_INPUTS: usize = 256;
 
 /// The one model this face serves: the orchestrator, which plans and
 /// delegates to the operatives and their tools.
@@ -43,13 +53,29 @@ pub const MODEL: &str = "hearth";
 /// Longest `user` / session id taken as a conversation's id.
 const MAX_SESSION_CHARS: usize = 200;
 
+/// The name `/v1/embeddings` answers to besides the embedding model's own:
+/// the memory's embedding model, whatever it is.
+pub const EMBED_MODEL: &str = "hearth-embed";
+
+/// Most stop sequences a request may give (OpenAI's limit).
+const MAX_STOP: usize = 4;
+
+/// What the face reaches: the orchestrator (through the A2A handler) and
+/// the engine (embeddings, and counting an answer's tokens).
+#[derive(Clone)]
+struct Face {
+    handler: Arc<A2aHandler>,
+    engine: EngineClient,
+}
+
 /// The routes, for the token-guarded part of the gateway.
-pub fn router(handler: Arc<A2aHandler>) -> Router {
+pub fn router(handler: Arc<A2aHandler>, engine: EngineClient) -> Router {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(chat))
-        .with_state(handler)
+        .route("/v1/embeddings", post(embeddings))
+        .with_state(Face { handler, engine })
 }
 
 /// OpenAI's error object with its HTTP status.
@@ -107,15 +133,17 @@ fn model_json(id: &str) -> Value {
     json!({"id": id, "object": "model", "created": 0, "owned_by": "hearth"})
 }
 
-/// `GET /v1/models`: the mesh's addressable agents as models.
+/// `GET /v1/models`: the mesh's addressable agents as models, and the
+/// memory's embedding model.
 async fn models() -> Response {
-    axum::Json(json!({"object": "list", "data": [model_json(MODEL)]})).into_response()
+    axum::Json(json!({"object": "list", "data": [model_json(MODEL), model_json(EMBED_MODEL)]}))
+        .into_response()
 }
 
 /// `GET /v1/models/{id}`.
 async fn model(axum::extract::Path(id): axum::extract::Path<String>) -> Response {
-    if id == MODEL {
-        return axum::Json(model_json(MODEL)).into_response();
+    if id == MODEL || id == EMBED_MODEL {
+        return axum::Json(model_json(&id)).into_response();
     }
     unknown_model(&id).into_response()
 }
@@ -126,7 +154,7 @@ fn unknown_model(id: &str) -> ApiError {
         "invalid_request_error",
         "model_not_found",
         format!(
-            "the model `{id}` does not exist: this gateway serves `{MODEL}` (the orchestrator)"
+            "the model `{id}` does not exist: this gateway serves `{MODEL}` (the orchestrator) and `{EMBED_MODEL}` (embeddings)"
         ),
     )
 }
@@ -143,6 +171,12 @@ struct ChatRequest {
     session: Option<String>,
     /// `X-Hearth-Sensitive: true`.
     sensitive: bool,
+    /// Sampling temperature for every model call of the task.
+    temperature: Option<f32>,
+    /// The answer ends before the first of these.
+    stop: Vec<String>,
+    /// The answer is at most this many of the model's tokens.
+    max_tokens: Option<u32>,
 }
 
 /// The text of one message's `content`: a string, or text parts.
@@ -213,6 +247,67 @@ fn parse(body: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
             "client-side `tools` are not supported: Hearth's agents call the mesh's own tools (list them with `hearth tools list`)",
         ));
     }
+    let temperature = match obj.get("temperature") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(t) if (0.0..=2.0).contains(&t) => Some(t as f32),
+            _ => {
+                return Err(bad_request(
+                    "invalid_temperature",
+                    "`temperature` must be a number from 0 to 2",
+                ));
+            }
+        },
+        Some(_) => {
+            return Err(bad_request(
+                "invalid_type",
+                "`temperature` must be a number",
+            ));
+        }
+    };
+    let stop: Vec<String> = match obj.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                bad_request(
+                    "invalid_type",
+                    "`stop` must be a string or an array of strings",
+                )
+            })?,
+        Some(_) => {
+            return Err(bad_request(
+                "invalid_type",
+                "`stop` must be a string or an array of strings",
+            ));
+        }
+    };
+    if stop.len() > MAX_STOP || stop.iter().any(String::is_empty) {
+        return Err(bad_request(
+            "invalid_stop",
+            format!("`stop` takes 1 to {MAX_STOP} non-empty sequences"),
+        ));
+    }
+    // `max_completion_tokens` is the newer name of the same limit.
+    let max_tokens = match obj
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| obj.get("max_tokens"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            _ => {
+                return Err(bad_request(
+                    "invalid_max_tokens",
+                    "`max_tokens` must be a whole number of at least 1",
+                ));
+            }
+        },
+    };
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -308,6 +403,9 @@ fn parse(body: &[u8], headers: &HeaderMap) -> Result<ChatRequest, ApiError> {
         stream,
         session,
         sensitive,
+        temperature,
+        stop,
+        max_tokens,
     })
 }
 
@@ -359,7 +457,7 @@ fn unix_now() -> u64 {
 }
 
 /// `POST /v1/chat/completions`.
-async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(State(face): State<Face>, headers: HeaderMap, body: Bytes) -> Response {
     let req = match parse(&body, &headers) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -373,7 +471,19 @@ async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: 
             hearth_proto::prost_types::value::Kind::BoolValue(true),
         );
     }
-    let events = match handler.start_message(message).await {
+    if let Some(t) = req.temperature {
+        hearth_mesh::a2a::set_meta(
+            &mut message,
+            hearth_mesh::a2a::META_TEMPERATURE,
+            hearth_proto::prost_types::value::Kind::NumberValue(f64::from(t)),
+        );
+    }
+    let limits = Limits {
+        stop: req.stop.clone(),
+        max_tokens: req.max_tokens,
+        engine: face.engine.clone(),
+    };
+    let events = match face.handler.start_message(message).await {
         Ok(e) => e,
         Err(e) => {
             return error(
@@ -386,10 +496,195 @@ async fn chat(State(handler): State<Arc<A2aHandler>>, headers: HeaderMap, body: 
         }
     };
     if req.stream {
-        stream(req.model, events).into_response()
+        stream(req.model, events, limits).into_response()
     } else {
-        complete(req.model, events).await
+        complete(req.model, events, limits).await
     }
+}
+
+/// `stop` and `max_tokens`, applied to the answer the task gave: it ends
+/// before the first stop sequence (`finish_reason` `stop`), and is cut to
+/// `max_tokens` of the engine's tokens (`finish_reason` `length`).
+struct Limits {
+    stop: Vec<String>,
+    max_tokens: Option<u32>,
+    engine: EngineClient,
+}
+
+impl Limits {
+    fn any(&self) -> bool {
+        !self.stop.is_empty() || self.max_tokens.is_some()
+    }
+
+    /// The answer as the client gets it, and why it ends.
+    async fn apply(&self, answer: String) -> (String, &'static str) {
+        let mut text = answer;
+        if let Some(at) = self.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(at);
+        }
+        let Some(max) = self.max_tokens else {
+            return (text, "stop");
+        };
+        let Some(mut n) = self.count(&text).await else {
+            return (text, "stop");
+        };
+        if n <= max as usize {
+            return (text, "stop");
+        }
+        // Cut in proportion, then shrink until it fits: a few counts.
+        let mut end = text.len() * max as usize / n.max(1);
+        loop {
+            end = text.floor_char_boundary(end);
+            let candidate = &text[..end];
+            n = match self.count(candidate).await {
+                Some(n) => n,
+                None => candidate.len().div_ceil(4),
+            };
+            if n <= max as usize || end == 0 {
+                text.truncate(end);
+                return (text, "length");
+            }
+            end = end * 9 / 10;
+        }
+    }
+
+    /// How many tokens the engine's model reads `text` as (its tokenizer,
+    /// through `Render`); about four characters a token when the engine's
+    /// backend cannot say (a server backend).
+    async fn count(&self, text: &str) -> Option<usize> {
+        if text.is_empty() {
+            return Some(0);
+        }
+        let req = GenerateRequest {
+            messages: vec![
+                ChatMessage {
+                    role: ChatRole::User.into(),
+                    content: String::new(),
+                    ..Default::default()
+                },
+                ChatMessage {
+                    role: ChatRole::Assistant.into(),
+                    content: text.to_string(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        match self.engine.render(&req).await {
+            // The reply's ids end with its end-of-turn marker.
+            Ok(r) if !r.completion_ids.is_empty() => Some(r.completion_ids.len() - 1),
+            _ => Some(text.len().div_ceil(4)),
+        }
+    }
+}
+
+/// `POST /v1/embeddings`: the memory's embedding model, through the engine.
+async fn embeddings(State(face): State<Face>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return bad_request(
+                "invalid_json",
+                format!("the request body is not valid JSON: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let Some(obj) = v.as_object() else {
+        return bad_request("invalid_request", "the request body must be a JSON object")
+            .into_response();
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return bad_request("invalid_type", "`model` must be a string").into_response(),
+        None => return bad_request("missing_model", "`model` is required").into_response(),
+    };
+    let inputs: Vec<String> = match obj.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if !a.is_empty() => {
+            match a.iter().map(|x| x.as_str().map(str::to_string)).collect() {
+                Some(v) => v,
+                None => {
+                    return bad_request(
+                        "invalid_input",
+                        "`input` must be a string or an array of strings (token arrays are not supported)",
+                    )
+                    .into_response();
+                }
+            }
+        }
+        _ => {
+            return bad_request(
+                "invalid_input",
+                "`input` must be a non-empty string or array of strings",
+            )
+            .into_response();
+        }
+    };
+    if inputs.len() > MAX_EMBED_INPUTS || inputs.iter().any(String::is_empty) {
+        return bad_request(
+            "invalid_input",
+            format!("`input` takes 1 to {MAX_EMBED_INPUTS} non-empty strings"),
+        )
+        .into_response();
+    }
+    let base64 = match obj.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(_) => {
+            return bad_request(
+                "invalid_encoding_format",
+                "`encoding_format` must be `float` or `base64`",
+            )
+            .into_response();
+        }
+    };
+    let r = match face
+        .engine
+        .embed(&EmbedRequest {
+            model: String::new(),
+            inputs: inputs.clone(),
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(s) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "embedding_failed",
+                format!("the engine could not embed: {}", s.message()),
+            )
+            .into_response();
+        }
+    };
+    if model != EMBED_MODEL && model != r.model {
+        return unknown_model(&model).into_response();
+    }
+    let data: Vec<Value> = r
+        .embeddings
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = e.values.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(e.values)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    // Tokens are not counted for embeddings: about four characters a token.
+    let tokens: usize = inputs.iter().map(|t| t.len().div_ceil(4)).sum();
+    axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": r.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
 }
 
 /// The final task of a run, with its usage.
@@ -446,6 +741,7 @@ fn failed(state: i32) -> bool {
 async fn complete(
     model: String,
     events: futures::stream::BoxStream<'static, Result<hearth_proto::v1::TaskEvent, tonic::Status>>,
+    limits: Limits,
 ) -> Response {
     let (task, usage) = match final_task(events).await {
         Ok(t) => t,
@@ -456,6 +752,7 @@ async fn complete(
     if failed(state) {
         return task_failed(state, &answer).into_response();
     }
+    let (answer, finish) = limits.apply(answer).await;
     axum::Json(json!({
         "id": format!("chatcmpl-{}", task.id),
         "object": "chat.completion",
@@ -464,7 +761,7 @@ async fn complete(
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": answer, "refusal": Value::Null},
-            "finish_reason": "stop",
+            "finish_reason": finish,
             "logprobs": Value::Null,
         }],
         "usage": usage_json(&usage, &task.id, &task.context_id),
@@ -516,6 +813,7 @@ fn stream(
         'static,
         Result<hearth_proto::v1::TaskEvent, tonic::Status>,
     >,
+    limits: Limits,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     // A task of its own writes the chunks; a client that goes away closes
     // the channel, and the task stops reading the mesh's events.
@@ -566,7 +864,9 @@ fn stream(
                 Payload::ArtifactUpdate(u) => {
                     let text: String =
                         text_parts(u.artifact.iter().flat_map(|a| &a.parts)).collect();
-                    if !text.is_empty() {
+                    // With `stop` or `max_tokens`, the answer goes out whole
+                    // at the end, cut as they say.
+                    if !text.is_empty() && !limits.any() {
                         streamed_text = true;
                         if !out.delta(json!({"content": text})).await {
                             return;
@@ -596,13 +896,14 @@ fn stream(
                         out.send(&task_failed(state, &answer).body()).await;
                         break;
                     }
+                    let (answer, finish) = limits.apply(answer).await;
                     if !streamed_text
                         && !answer.is_empty()
                         && !out.delta(json!({"content": answer})).await
                     {
                         return;
                     }
-                    let mut last = out.chunk(json!({}), Some("stop"));
+                    let mut last = out.chunk(json!({}), Some(finish));
                     last["usage"] = usage_json(&usage.unwrap_or_default(), &t.id, &t.context_id);
                     last["hearth"] = json!({"type": "hearth.final", "state": state_name(state), "task_id": t.id, "context_id": t.context_id});
                     if !out.send(&last).await {

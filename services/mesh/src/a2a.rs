@@ -63,6 +63,26 @@ pub const META_SENSITIVE: &str = "hearth.sensitive";
 /// budget and sensitivity are the subtask's).
 pub const META_ROOT_TASK: &str = "hearth.root_task";
 
+/// Message metadata key: the sampling temperature for every model call of
+/// the task (a number from 0 to 2; its subtasks get it too).
+pub const META_TEMPERATURE: &str = "hearth.temperature";
+
+/// The number `message`'s metadata holds under `key`.
+pub fn meta_number(message: &Message, key: &str) -> Option<f64> {
+    match message.metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+        Kind::NumberValue(n) => Some(*n),
+        _ => None,
+    }
+}
+
+/// The task's temperature from `message`'s metadata, when it is a number
+/// from 0 to 2 (anything else is ignored: the agent's own sampling).
+pub fn temperature(message: &Message) -> Option<f32> {
+    meta_number(message, META_TEMPERATURE)
+        .filter(|t| (0.0..=2.0).contains(t))
+        .map(|t| t as f32)
+}
+
 /// Whether `message`'s metadata sets `key` to `true`.
 pub fn meta_flag(message: &Message, key: &str) -> bool {
     message

@@ -670,6 +670,15 @@ pub struct GatewayConfig {
     /// in a minute; past that it is answered 429 (gRPC: resource
     /// exhausted) until the minute is over, right token or not. 0: no limit.
     pub max_auth_failures_per_minute: u32,
+    /// Host names the gateway answers to besides the loopback names and
+    /// `public_url`'s host (a `Host` check against DNS rebinding; on a
+    /// listener beyond loopback, set it to check `Host` there too).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://chat.example.com`) whose pages may call the
+    /// gateway from a browser, besides its own, `public_url`'s and pages on
+    /// loopback names. Requests without an `Origin` (scripts, SDKs) are not
+    /// affected.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -682,6 +691,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 1024 * 1024,
             push_allow_private: false,
             max_auth_failures_per_minute: 10,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }

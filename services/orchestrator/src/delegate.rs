@@ -167,6 +167,13 @@ impl LocalTool for Delegate {
             hearth_mesh::a2a::META_ROOT_TASK,
             hearth_proto::prost_types::value::Kind::StringValue(ctx.root_task_id.clone()),
         );
+        if let Some(t) = ctx.temperature {
+            hearth_mesh::a2a::set_meta(
+                &mut message,
+                hearth_mesh::a2a::META_TEMPERATURE,
+                hearth_proto::prost_types::value::Kind::NumberValue(f64::from(t)),
+            );
+        }
         if ctx.is_sensitive() {
             hearth_mesh::a2a::set_meta(
                 &mut message,

@@ -19,6 +19,11 @@
 //!    longest arithmetic expression found in the message;
 //! 5. anything else → answer with the message echoed back.
 //!
+//! A user message with `scripted:temperature` and no `*.delegate` tool
+//! offered is answered `temperature <t>` (`temperature none` when the
+//! request set none): tests see the sampling temperature a task's model
+//! calls were sent with.
+//!
 //! A request marked `answer_now` is answered (`The answer is <last message>.`).
 //! `[engine] scripted_delay_ms` makes each call take that long.
 
@@ -27,6 +32,9 @@ use hearth_proto::v1::{GenerateChunk, GenerateRequest, ToolCall, Usage};
 use serde_json::json;
 
 use crate::backend::{Backend, ChunkStream, EngineError};
+
+/// Asks the double to say the temperature it was sent.
+pub const TEMPERATURE_MARK: &str = "scripted:temperature";
 
 /// The scripted test double.
 #[derive(Debug, Default, Clone)]
@@ -129,6 +137,9 @@ impl Backend for ScriptedBackend {
             });
         }
         let mut chunk = GenerateChunk::default();
+        let says_temperature = user.is_some_and(|u| u.content.contains(TEMPERATURE_MARK))
+            && tool(".delegate").is_none()
+            && last.role() == hearth_proto::v1::ChatRole::User;
         let next_directive = directives.get(results).filter(|_| {
             matches!(
                 last.role(),
@@ -137,6 +148,11 @@ impl Backend for ScriptedBackend {
         });
         if req.answer_now {
             chunk.delta = format!("The answer is {}.", last.content.trim());
+        } else if says_temperature {
+            chunk.delta = match req.temperature {
+                Some(t) => format!("temperature {t}"),
+                None => "temperature none".into(),
+            };
         } else if let Some((name, args)) = next_directive {
             chunk.tool_calls.push(ToolCall {
                 id: format!("call_{results}"),
