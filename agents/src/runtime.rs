@@ -151,6 +151,8 @@ pub enum Progress {
     ToolCall {
         /// Its name.
         name: String,
+        /// Its arguments (JSON).
+        arguments: String,
     },
     /// A tool answered.
     ToolResult {
@@ -158,6 +160,8 @@ pub enum Progress {
         name: String,
         /// It reported an error.
         is_error: bool,
+        /// What it answered.
+        result: String,
     },
 }
 
@@ -598,6 +602,7 @@ impl AgentLoop {
     ) -> Result<(String, bool), AgentError> {
         progress(Progress::ToolCall {
             name: call.name.clone(),
+            arguments: call.arguments_json.clone(),
         });
         let called = std::time::Instant::now();
         let result = self
@@ -626,6 +631,7 @@ impl AgentLoop {
         progress(Progress::ToolResult {
             name: call.name.clone(),
             is_error,
+            result: text.clone(),
         });
         let mut text = if is_error {
             format!("error: {text}")

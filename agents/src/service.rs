@@ -115,16 +115,33 @@ impl AgentService {
 
 fn progress_text(p: &Progress) -> String {
     match p {
-        Progress::ToolCall { name } => format!("calling {name}"),
+        Progress::ToolCall { name, arguments } => {
+            format!("calling {name} {}", clip(arguments))
+        }
         Progress::ToolResult {
             name,
             is_error: false,
-        } => format!("{name} answered"),
+            result,
+        } => format!("{name} answered: {}", clip(result)),
         Progress::ToolResult {
             name,
             is_error: true,
-        } => format!("{name} reported an error"),
+            result,
+        } => format!("{name} reported an error: {}", clip(result)),
     }
+}
+
+/// Most bytes of a tool's arguments or result shown in a progress update.
+const PROGRESS_CLIP_BYTES: usize = 300;
+
+/// `text` on one line, cut to [`PROGRESS_CLIP_BYTES`].
+fn clip(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.len() <= PROGRESS_CLIP_BYTES {
+        return one_line;
+    }
+    let cut = one_line.floor_char_boundary(PROGRESS_CLIP_BYTES);
+    format!("{}…", &one_line[..cut])
 }
 
 /// `hearth.ask_user`, offered on interactive tasks. The agent loop ends the

@@ -149,6 +149,254 @@ async fn the_python_a2a_sdk_speaks_every_binding_with_the_gateway() {
     mesh.shutdown().await;
 }
 
+/// WebChat in a real headless Chromium (Debian's, driven by Selenium from
+/// PyPI): the page, the token it asks for, a question sent with the
+/// keyboard, the answer with its tool calls and cost, a reload, a long task
+/// stopped, a phone-sized screen, a screenshot, no console errors.
+#[tokio::test]
+async fn webchat_works_in_a_real_browser() {
+    let mut config = test_config(&unique_prefix("webchat"));
+    config.gateway.addr = "127.0.0.1:0".into();
+    config.gateway.token = Secret::new(TOKEN);
+    // Each model call takes a second: a task is long enough to stop.
+    config.engine.scripted_delay_ms = 1000;
+    let bus: SharedBus = Arc::new(LocalBus::default());
+    let mesh = start(&config, bus, &Part::ALL).await.unwrap();
+    let url = format!("http://{}", mesh.gateway.unwrap());
+    let r = run_script("webchat.py", &[url.as_str(), TOKEN], "webchat").await;
+    let ctx = format!("{r:#}");
+    assert!(r.get("fatal").is_none(), "{ctx}");
+    assert!(
+        r["redirected_to"].as_str().unwrap().ends_with("/chat"),
+        "a browser's GET / goes to the page: {ctx}"
+    );
+    assert_eq!(r["asked_for_token"], true, "{ctx}");
+    assert_eq!(
+        r["shift_enter"],
+        json!({"value": "first line\nsecond line", "messages": 0}),
+        "{ctx}"
+    );
+    let a = &r["answer"];
+    assert!(a["text"].as_str().unwrap().contains("395"), "{ctx}");
+    assert!(a["cost"].as_str().unwrap().contains("tokens in"), "{ctx}");
+    assert_eq!(a["steps_collapsed"], true, "{ctx}");
+    assert!(
+        texts(&a["steps"]).contains("calling calculator.evaluate")
+            && texts(&a["steps"]).contains("answered: 395"),
+        "each tool call and its result: {ctx}"
+    );
+    assert!(
+        r["after_reload"]["text"].as_str().unwrap().contains("395"),
+        "{ctx}"
+    );
+    assert_eq!(
+        r["after_reload"]["conversations"],
+        json!(["What is 17*23+4?"]),
+        "{ctx}"
+    );
+    assert_eq!(r["stopped"]["note"], "stopped", "{ctx}");
+    assert!(
+        texts(&r["stopped"]["task_states"]).contains("TASK_STATE_CANCELED"),
+        "the stop button canceled the task: {ctx}"
+    );
+    assert_eq!(
+        r["narrow"],
+        json!({"menu": true, "overflow": false, "input_visible": true}),
+        "{ctx}"
+    );
+    assert!(
+        r["screenshot"]["colours"].as_u64().unwrap() > 10,
+        "the screenshot is not blank: {ctx}"
+    );
+    assert_eq!(r["console"], json!([]), "no console errors: {ctx}");
+    let bytes = r["transfer_bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 0 && bytes < 100 * 1024,
+        "the page is under 100 KB: {ctx}"
+    );
+    eprintln!(
+        "webchat: {bytes} bytes transferred, interactive after {} ms",
+        r["time_to_interactive_ms"]
+    );
+    mesh.shutdown().await;
+}
+
+/// Webhooks in: a GitHub-style signed delivery starts a task whose answer
+/// reaches the callback server the test runs; the bearer secret works too;
+/// a bad signature, no secret, a query-string secret and an unknown hook
+/// are refused; a replayed delivery starts no second task.
+#[tokio::test]
+async fn a_signed_webhook_starts_a_task_and_its_answer_is_called_back() {
+    use hmac::Mac;
+    // The callback server: every POST it gets goes to `got`.
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let app = axum::Router::new().route(
+        "/done",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/done", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let secret = "a-hook-secret-0123456789";
+    let mut config = test_config(&unique_prefix("hooks"));
+    config.gateway.addr = "127.0.0.1:0".into();
+    config.gateway.token = Secret::new(TOKEN);
+    // The callback server is on loopback.
+    config.gateway.push_allow_private = true;
+    config.hooks = vec![hearth_mesh::config::HookConfig {
+        name: "ci".into(),
+        agent: "orchestrator".into(),
+        template: "What is {{ payload.build.passed }}*{{ payload.build.failed }}+4?".into(),
+        secret: Secret::new(secret),
+        secret_file: None,
+        callback_url: Some(callback),
+    }];
+    let bus: SharedBus = Arc::new(LocalBus::default());
+    let mesh = start(&config, bus, &Part::ALL).await.unwrap();
+    let url = format!("http://{}", mesh.gateway.unwrap());
+    let body = json!({"build": {"passed": 17, "failed": 23}}).to_string();
+    let sign = |body: &str, key: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let post = |path: &str, body: String, headers: Vec<(&'static str, String)>| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{url}{path}"))
+            .header("Content-Type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    // Signed, as GitHub signs: 202 with the task, then the answer called back.
+    let resp = post(
+        "/hooks/ci",
+        body.clone(),
+        vec![
+            ("X-Hub-Signature-256", sign(&body, secret)),
+            ("X-GitHub-Delivery", "delivery-1".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let accepted: Value = resp.json().await.unwrap();
+    let task_id = accepted["task_id"].as_str().unwrap().to_string();
+    assert!(!task_id.is_empty(), "{accepted}");
+    assert!(
+        accepted["status_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/tasks/{task_id}")),
+        "{accepted}"
+    );
+    let called = tokio::time::timeout(Duration::from_secs(30), got.recv())
+        .await
+        .expect("the callback came")
+        .unwrap();
+    assert_eq!(called["task_id"], task_id.as_str(), "{called}");
+    assert_eq!(called["hook"], "ci", "{called}");
+    assert_eq!(called["state"], "TASK_STATE_COMPLETED", "{called}");
+    assert!(
+        called["answer"].as_str().unwrap().contains("395"),
+        "the template's prompt was answered through the mesh: {called}"
+    );
+    // The status URL is an A2A task (behind the gateway token).
+    let task: Value = reqwest::Client::new()
+        .get(accepted["status_url"].as_str().unwrap())
+        .bearer_auth(TOKEN)
+        .header("A2A-Version", "1.0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["id"], task_id.as_str(), "{task}");
+    // The same delivery again: no second task.
+    let again: Value = post(
+        "/hooks/ci",
+        body.clone(),
+        vec![
+            ("X-Hub-Signature-256", sign(&body, secret)),
+            ("X-GitHub-Delivery", "delivery-1".into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(again["task_id"], task_id.as_str(), "{again}");
+    assert_eq!(again["replayed"], true, "{again}");
+    // The bearer secret works too (a new delivery, a new task).
+    let resp = post(
+        "/hooks/ci",
+        body.clone(),
+        vec![("Authorization", format!("Bearer {secret}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let second: Value = resp.json().await.unwrap();
+    assert_ne!(second["task_id"], task_id.as_str(), "{second}");
+    let _ = tokio::time::timeout(Duration::from_secs(30), got.recv()).await;
+    // Refused: a wrong signature, no secret at all, the gateway token in its
+    // place, a secret in the query string, an unknown hook, a body that is
+    // not JSON.
+    for (path, body, headers, status) in [
+        (
+            "/hooks/ci",
+            body.clone(),
+            vec![("X-Hub-Signature-256", sign(&body, "not-the-secret-at-all"))],
+            401,
+        ),
+        ("/hooks/ci", body.clone(), vec![], 401),
+        (
+            "/hooks/ci",
+            body.clone(),
+            vec![("Authorization", format!("Bearer {TOKEN}"))],
+            401,
+        ),
+        (
+            "/hooks/ci?secret=a-hook-secret-0123456789",
+            body.clone(),
+            vec![],
+            400,
+        ),
+        (
+            "/hooks/nope",
+            body.clone(),
+            vec![("Authorization", format!("Bearer {secret}"))],
+            404,
+        ),
+        (
+            "/hooks/ci",
+            "{not json".to_string(),
+            vec![("Authorization", format!("Bearer {secret}"))],
+            400,
+        ),
+    ] {
+        let resp = post(path, body, headers).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    // Nothing else reached the callback: the refused deliveries started no task.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(got.try_recv().is_err(), "a refused delivery started a task");
+    mesh.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_official_openai_sdk_chats_with_the_mesh_plain_and_streamed() {
     let (mesh, url) = mesh(Some(TOKEN)).await;

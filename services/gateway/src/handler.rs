@@ -253,7 +253,7 @@ impl A2aHandler {
         {
             self.push.check_url(&cfg.url).await?;
         }
-        self.start_message(pbconv::to_proto_message(&req.message))
+        self.start_message(pbconv::to_proto_message(&req.message), "", true)
             .await
     }
 
@@ -262,6 +262,8 @@ impl A2aHandler {
     pub(crate) async fn start_message(
         &self,
         mut message: hearth_proto::a2a::Message,
+        agent: &str,
+        interactive: bool,
     ) -> Result<BoxStream<'static, Result<TaskEvent, tonic::Status>>, A2AError> {
         // Only the mesh itself says which task's budget a task draws on.
         if let Some(m) = message.metadata.as_mut() {
@@ -294,9 +296,9 @@ impl A2aHandler {
         let mut send = SendTaskRequest {
             task_id: message.task_id.clone(),
             message: Some(message),
-            agent: String::new(),
+            agent: agent.to_string(),
             timeout_ms: u32::try_from(self.task_timeout.as_millis()).unwrap_or(u32::MAX),
-            interactive: true,
+            interactive,
         };
         // A new task goes through the work queue when there is one; an
         // answer to a question goes to the orchestrator holding the task.

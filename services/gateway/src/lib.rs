@@ -11,8 +11,9 @@
 //! `/.well-known/agent-card.json`.
 //!
 //! It also serves the mesh as an MCP server at `/mcp` (streamable HTTP; see
-//! [`mcp`]), and as an OpenAI-compatible API at `/v1/models` and
-//! `/v1/chat/completions` (see [`openai`]).
+//! [`mcp`]), as an OpenAI-compatible API at `/v1/models`,
+//! `/v1/chat/completions` and `/v1/embeddings` (see [`openai`]), and a
+//! conversation page at `/chat` ([`webchat`]).
 //!
 //! Binds to loopback unless configured otherwise. When a token is
 //! configured, every request but the agent card must carry it. Requests
@@ -23,11 +24,13 @@ mod auth;
 pub mod card;
 mod grpc;
 mod handler;
+pub mod hooks;
 mod hosts;
 pub mod mcp;
 pub mod openai;
 pub mod push;
 pub mod v03;
+pub mod webchat;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +71,9 @@ pub enum GatewayError {
     /// Agent specs could not be loaded for the card.
     #[error(transparent)]
     Spec(#[from] hearth_specs::SpecError),
+    /// A webhook is configured wrong.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     /// Its health could not be served on the bus.
     #[error(transparent)]
     Bus(#[from] hearth_mesh::BusError),
@@ -287,14 +293,18 @@ pub fn router(
                 .layer(axum::middleware::from_fn(empty_is_json))
                 .layer(axum::middleware::from_fn(rest_version)),
         )
-        .merge(openai::router(
-            handler.clone(),
-            hearth_mesh::clients::EngineClient::new(
-                bus.clone(),
-                config.subjects(),
-                config.engine_timeout(),
-            ),
-        ))
+        .merge(if config.gateway.openai_api {
+            openai::router(
+                handler.clone(),
+                hearth_mesh::clients::EngineClient::new(
+                    bus.clone(),
+                    config.subjects(),
+                    config.engine_timeout(),
+                ),
+            )
+        } else {
+            Router::new()
+        })
         .merge(mcp::http_router(
             mcp::MeshMcp::new(config, bus),
             beyond_loopback && token.is_some(),
@@ -306,9 +316,19 @@ pub fn router(
             },
             auth::require_token,
         ));
-    let router = Router::new()
+    let mut router = Router::new()
         .merge(card::router(Arc::new(card::card_json(&public, at))))
-        .merge(protected)
+        .merge(protected);
+    let hooks = Arc::new(hooks::Hooks::new(config, handler.clone(), &at.http)?);
+    if !hooks.is_empty() {
+        router = router.merge(hooks.router());
+    }
+    if config.gateway.webchat {
+        router = router
+            .merge(webchat::router())
+            .layer(axum::middleware::from_fn(webchat::redirect_root));
+    }
+    let router = router
         // The SDK's routers allow 10 MiB themselves; this outer limit is the
         // configured one, and answers 413 before a byte more is read.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(

@@ -483,7 +483,7 @@ async fn chat(State(face): State<Face>, headers: HeaderMap, body: Bytes) -> Resp
         max_tokens: req.max_tokens,
         engine: face.engine.clone(),
     };
-    let events = match face.handler.start_message(message).await {
+    let events = match face.handler.start_message(message, "", true).await {
         Ok(e) => e,
         Err(e) => {
             return error(

@@ -125,6 +125,8 @@ pub struct Config {
     pub budget: BudgetConfig,
     /// The HTTP front door.
     pub gateway: GatewayConfig,
+    /// Webhooks in (`[[hooks]]`): `POST /hooks/<name>` on the gateway.
+    pub hooks: Vec<HookConfig>,
     /// The toolhost.
     pub toolhost: ToolhostConfig,
     /// Built-in tools.
@@ -157,6 +159,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             budget: BudgetConfig::default(),
             gateway: GatewayConfig::default(),
+            hooks: Vec::new(),
             toolhost: ToolhostConfig::default(),
             tools: ToolsConfig::default(),
             mcp: McpConfig::default(),
@@ -642,6 +645,36 @@ impl Default for EngineConfig {
     }
 }
 
+/// One webhook (`[[hooks]]`): `POST /hooks/<name>` starts a task for
+/// `agent` with `template` rendered over the JSON payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The hook's name, its path: `/hooks/<name>` (letters, digits, `-`,
+    /// `_`).
+    pub name: String,
+    /// The agent that takes the task (an orchestrator spec; default
+    /// `orchestrator`).
+    #[serde(default = "default_hook_agent")]
+    pub agent: String,
+    /// The prompt, a minijinja template over the payload:
+    /// `New issue in {{ payload.repository.full_name }}: {{ payload.issue.title }}`.
+    pub template: String,
+    /// The secret a delivery proves it knows (bearer token or HMAC key).
+    #[serde(default)]
+    pub secret: Secret,
+    /// Or a file holding it.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Where the result is POSTed when the task ends.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+fn default_hook_agent() -> String {
+    "orchestrator".into()
+}
+
 /// The gateway section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -679,6 +712,11 @@ pub struct GatewayConfig {
     /// loopback names. Requests without an `Origin` (scripts, SDKs) are not
     /// affected.
     pub allowed_origins: Vec<String>,
+    /// Serve the OpenAI-compatible API (`/v1/…`).
+    pub openai_api: bool,
+    /// Serve the WebChat page at `/chat` (it uses the OpenAI-compatible
+    /// API).
+    pub webchat: bool,
 }
 
 impl Default for GatewayConfig {
@@ -693,6 +731,8 @@ impl Default for GatewayConfig {
             max_auth_failures_per_minute: 10,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            openai_api: true,
+            webchat: true,
         }
     }
 }
