@@ -104,7 +104,7 @@ impl Allowed {
             .ok()
             .and_then(|u| u.host_str().map(host_name))
             .is_some_and(|h| is_loopback_name(&h));
-        if own || loopback_page || self.origins.iter().any(|o| *o == lower) {
+        if own || loopback_page || self.origins.contains(&lower) {
             return None;
         }
         Some(format!(
