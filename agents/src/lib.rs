@@ -20,6 +20,7 @@
 //! Not for transport: the services that host agents serve these on the bus.
 
 pub use hearth_mesh::a2a as convert;
+pub mod grounding;
 pub mod memory;
 pub mod model;
 pub mod replay;

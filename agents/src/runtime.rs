@@ -448,6 +448,8 @@ impl AgentLoop {
         run.messages = initial_messages(&self.spec, prior, &recalled, task);
         let mut out = Outcome::default();
         let mut malformed_in_row = 0u32;
+        // The grounding check (numbers in words) speaks once a task.
+        let mut grounding_checked = false;
         let budget = self.spec.context_budget_tokens as usize;
         // Calls already run (name and canonical arguments): a model that
         // repeats one is looping, and is told to answer instead.
@@ -526,6 +528,29 @@ impl AgentLoop {
                 out.answer = question;
                 out.input_required = true;
                 return Ok(out);
+            }
+            // A call that drops a number the task writes in words: the
+            // call is not run, and the step is taken again with the task
+            // written in digits (once a task).
+            if !grounding_checked {
+                grounding_checked = true;
+                if let Some(problem) = turn
+                    .tool_calls
+                    .iter()
+                    .find_map(|c| crate::grounding::problem(task, &c.name, &c.arguments_json))
+                {
+                    tracing::debug!(%problem, "the task is given again in digits");
+                    run.messages.pop();
+                    if let Some(m) = run
+                        .messages
+                        .iter_mut()
+                        .rev()
+                        .find(|m| m.role() == ChatRole::User)
+                    {
+                        m.content = crate::grounding::in_digits(&m.content);
+                    }
+                    continue;
+                }
             }
             let mut any_malformed = None;
             // The result of a lone successful call of a `return_direct` tool.
@@ -785,6 +810,74 @@ mod tests {
         let last = seen.last().unwrap().messages.last().unwrap();
         assert_eq!(last.role(), ChatRole::Tool);
         assert_eq!(last.content, "echoed {\"x\":1}");
+    }
+
+    /// A calculator double (test-only): records the expressions it gets.
+    #[derive(Default)]
+    struct Calc(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Tools for Calc {
+        async fn list(&self, _: &CallContext) -> Result<Vec<ToolSpec>, tonic::Status> {
+            Ok(vec![ToolSpec {
+                name: "calculator.evaluate".into(),
+                ..Default::default()
+            }])
+        }
+        async fn call(
+            &self,
+            _: &CallContext,
+            _: &str,
+            args: &str,
+        ) -> Result<ToolOutput, tonic::Status> {
+            self.0.lock().unwrap().push(args.to_string());
+            Ok(ToolOutput {
+                content: "42".into(),
+                ..Default::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_drops_a_number_in_words_is_retaken_with_the_task_in_digits() {
+        let model = Arc::new(Replay(
+            Mutex::new(vec![
+                call("calculator.evaluate", r#"{"expression":"12+3"}"#),
+                call("calculator.evaluate", r#"{"expression":"12+30"}"#),
+            ]),
+            Mutex::default(),
+        ));
+        let mut s = (*spec(6)).clone();
+        s.tools = vec!["calculator.*".into()];
+        let calc = Arc::new(Calc::default());
+        let agent = AgentLoop::new(Arc::new(s), model.clone(), calc.clone());
+        let out = agent
+            .run(
+                &CallContext::default(),
+                "What is twelve plus thirty?",
+                &|_| {},
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.answer, "done");
+        // The misread call never ran; the right one did.
+        assert_eq!(*calc.0.lock().unwrap(), [r#"{"expression":"12+30"}"#]);
+        let seen = model.1.lock().unwrap();
+        let task_of = |r: &GenerateRequest| {
+            r.messages
+                .iter()
+                .rev()
+                .find(|m| m.role() == ChatRole::User)
+                .map(|m| m.content.clone())
+                .unwrap()
+        };
+        assert_eq!(task_of(&seen[0]), "What is twelve plus thirty?");
+        assert_eq!(task_of(&seen[1]), "What is 12 plus 30?");
+        assert!(!seen[1].messages.iter().any(|m| {
+            m.tool_calls
+                .iter()
+                .any(|c| c.arguments_json.contains("12+3\""))
+        }));
     }
 
     /// Agent memory double (test-only): fixed recollections, and a record
