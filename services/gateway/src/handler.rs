@@ -257,6 +257,12 @@ impl A2aHandler {
             .await
     }
 
+    /// The push-notification webhooks' store and address rules (webhook
+    /// callbacks follow the same rules).
+    pub(crate) fn push(&self) -> &Arc<Push> {
+        &self.push
+    }
+
     /// Starts (or continues) a task at the orchestrator with a wire message
     /// (the OpenAI face builds its own).
     pub(crate) async fn start_message(

@@ -140,11 +140,12 @@ impl Hooks {
                 return Err(bad("two hooks have this name".into()));
             }
         }
+        let push = handler.push().clone();
         Ok(Self {
             hooks,
             templates,
             handler,
-            push: Arc::new(Push::new(config.gateway.push_allow_private)),
+            push,
             http: reqwest::Client::builder()
                 .timeout(CALLBACK_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())

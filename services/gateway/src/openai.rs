@@ -525,9 +525,7 @@ impl Limits {
         let Some(max) = self.max_tokens else {
             return (text, "stop");
         };
-        let Some(mut n) = self.count(&text).await else {
-            return (text, "stop");
-        };
+        let mut n = self.count(&text).await;
         if n <= max as usize {
             return (text, "stop");
         }
@@ -536,10 +534,7 @@ impl Limits {
         loop {
             end = text.floor_char_boundary(end);
             let candidate = &text[..end];
-            n = match self.count(candidate).await {
-                Some(n) => n,
-                None => candidate.len().div_ceil(4),
-            };
+            n = self.count(candidate).await;
             if n <= max as usize || end == 0 {
                 text.truncate(end);
                 return (text, "length");
@@ -551,9 +546,9 @@ impl Limits {
     /// How many tokens the engine's model reads `text` as (its tokenizer,
     /// through `Render`); about four characters a token when the engine's
     /// backend cannot say (a server backend).
-    async fn count(&self, text: &str) -> Option<usize> {
+    async fn count(&self, text: &str) -> usize {
         if text.is_empty() {
-            return Some(0);
+            return 0;
         }
         let req = GenerateRequest {
             messages: vec![
@@ -572,8 +567,8 @@ impl Limits {
         };
         match self.engine.render(&req).await {
             // The reply's ids end with its end-of-turn marker.
-            Ok(r) if !r.completion_ids.is_empty() => Some(r.completion_ids.len() - 1),
-            _ => Some(text.len().div_ceil(4)),
+            Ok(r) if !r.completion_ids.is_empty() => r.completion_ids.len() - 1,
+            _ => text.len().div_ceil(4),
         }
     }
 }

@@ -68,9 +68,3 @@ pub async fn redirect_root(req: Request, next: axum::middleware::Next) -> Respon
     }
     next.run(req).await
 }
-
-/// The whole page's size in bytes (for `hearth bench`-style reports and
-/// its test).
-pub fn transfer_bytes() -> usize {
-    INDEX.len() + SCRIPT.len() + STYLE.len()
-}
